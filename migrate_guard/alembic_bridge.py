@@ -1,0 +1,436 @@
+"""Alembic's side of the guard: the script directory, which revisions to read, and rendering them
+offline through the project's own env.py while recording what each revision does.
+
+Capture works by hooking three Alembic internals for the duration of one run:
+``Operations.invoke`` (every ``op.*`` and batch op, with the caller's line), ``DefaultImpl.static_output``
+(every SQL statement the offline run emits, which catches ``op.execute`` and
+``op.get_bind().execute(text(...))`` alike) and ``BatchOperationsImpl.flush`` (a batch block's own
+rebuild SQL, which is not the user's). Each revision's ``upgrade()`` is wrapped so that one revision
+failing offline does not stop the others; its source is then read statically instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic.operations import Operations
+from alembic.operations.base import AbstractOperations
+from alembic.operations.batch import BatchOperationsImpl
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import HeadMaintainer, MigrationContext, MigrationStep
+from alembic.script import Script, ScriptDirectory
+from alembic.ddl.impl import DefaultImpl
+from alembic.util import CommandError
+
+from .analysis.alembic_ops import from_alembic
+from .analysis.operations import Operation
+from .analysis.sqltext import classify_sql
+from .config import Project
+from .errors import ConfigError, RevisionError, UsageError
+
+
+# --- the script directory and revision selection ----------------------------------------------
+
+
+@contextlib.contextmanager
+def project_cwd(project: Project) -> Iterator[None]:
+    """Run Alembic from the project's directory, as its own CLI would be (relative
+    ``script_location`` and ``prepend_sys_path`` are relative to it)."""
+    before = os.getcwd()
+    os.chdir(project.root)
+    added = str(project.root) not in sys.path
+    if added:
+        sys.path.insert(0, str(project.root))
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(project.root))
+
+
+def open_scripts(project: Project) -> ScriptDirectory:
+    """The project's ScriptDirectory with every revision file loaded."""
+    try:
+        with project_cwd(project):
+            script = ScriptDirectory.from_config(project.alembic)
+            script.revision_map.heads  # loads every revision module now, so errors surface here
+    except SyntaxError as exc:
+        where = os.path.join(project.root, exc.filename or "<revision>")
+        raise RevisionError(f"{_display(where)}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except CommandError as exc:
+        raise ConfigError(f"{project.config_path.name}: {exc}") from None
+    except Exception as exc:  # a revision module that raises on import
+        raise RevisionError(f"cannot load revisions: {_one_line(exc)}") from None
+    return script
+
+
+def script_file(project: Project, script: Script) -> str:
+    """Absolute path of a revision file (Alembic keeps it relative to where it was run)."""
+    return os.path.normpath(os.path.join(project.root, script.path))
+
+
+@dataclass
+class Selection:
+    scripts: list[Script]  # in upgrade order
+    description: str  # what was selected, for the report
+    note: str | None = None  # said to the user on stderr
+
+
+def all_in_order(script: ScriptDirectory) -> list[Script]:
+    return upgrade_path(script, "base", "heads")
+
+
+def upgrade_path(script: ScriptDirectory, lower: str | Sequence[str], upper: str) -> list[Script]:
+    """Revisions an upgrade from ``lower`` to ``upper`` runs, in the order it runs them."""
+    try:
+        revs = script.iterate_revisions(upper, lower, implicit_base=True)
+        return list(reversed(list(revs)))
+    except Exception as exc:  # alembic raises CommandError or RevisionError subclasses
+        raise UsageError(f"revision range {_fmt(lower)}:{upper}: {exc}") from None
+
+
+def _fmt(rev: str | Sequence[str]) -> str:
+    return rev if isinstance(rev, str) else ",".join(rev) or "base"
+
+
+def select_by_range(script: ScriptDirectory, spec: str) -> Selection:
+    if ":" not in spec:
+        raise UsageError(f"--range {spec!r}: expected FROM:TO, e.g. base:heads")
+    lower, upper = (part.strip() or default for part, default in zip(spec.split(":", 1), ("base", "heads")))
+    return Selection(upgrade_path(script, lower, upper), f"{lower}:{upper}")
+
+
+def select_by_revisions(project: Project, script: ScriptDirectory, revisions: Sequence[str]) -> Selection:
+    """``--revision`` takes revision ids (or unique prefixes) and revision file paths."""
+    by_path = {os.path.realpath(script_file(project, s)): s for s in script.walk_revisions()}
+    wanted: set[str] = set()
+    for ref in revisions:
+        if ref.endswith(".py") or os.sep in ref:
+            found = by_path.get(os.path.realpath(ref))
+            if found is None:
+                raise UsageError(f"--revision {ref}: not a revision file of this project")
+            wanted.add(found.revision)
+            continue
+        try:
+            found = script.get_revision(ref)
+        except Exception as exc:
+            raise UsageError(f"--revision {ref}: {exc}") from None
+        if found is None:
+            raise UsageError(f"--revision {ref}: not a single revision")
+        wanted.add(found.revision)
+    ordered = [s for s in all_in_order(script) if s.revision in wanted]
+    return Selection(ordered, ", ".join(s.revision for s in ordered))
+
+
+def select_since(project: Project, script: ScriptDirectory, git_ref: str) -> Selection:
+    """Revisions whose files changed since ``git_ref`` (committed, staged, unstaged or untracked)."""
+    changed = _git_changed_files(git_ref, project.root)
+    ordered = [s for s in all_in_order(script) if os.path.realpath(script_file(project, s)) in changed]
+    note = None if ordered else f"no revision file changed since {git_ref}"
+    return Selection(ordered, f"changed since {git_ref}", note)
+
+
+def _git_changed_files(git_ref: str, cwd: Path) -> set[str]:
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            raise UsageError("--since needs git, which is not installed") from None
+        if done.returncode != 0:
+            raise UsageError(f"--since {git_ref}: {(done.stderr.strip().splitlines() or ['git failed'])[-1]}")
+        return done.stdout
+
+    top = git("rev-parse", "--show-toplevel").strip()
+    names = git("diff", "--name-only", "--no-renames", git_ref, "--").splitlines()
+    names += git("ls-files", "--others", "--exclude-standard", "--full-name").splitlines()
+    return {os.path.realpath(os.path.join(top, n)) for n in names if n}
+
+
+def select_pending(project: Project, script: ScriptDirectory) -> Selection:
+    """The revisions the database has not run; all of them when it does not answer."""
+    heads, why = database_heads(project)
+    if heads is None:
+        return Selection(all_in_order(script), "base:heads", f"database not reachable ({why}); checking base:heads")
+    if not heads:
+        return Selection(all_in_order(script), "base:heads (empty database)")
+    return Selection(upgrade_path(script, heads, "heads"), f"pending after {','.join(heads)}")
+
+
+def database_heads(project: Project) -> tuple[tuple[str, ...] | None, str]:
+    """The database's current Alembic heads, or ``None`` and why when it cannot be asked."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    if not project.url:
+        return None, "no sqlalchemy.url"
+    try:
+        url = make_url(project.url)
+    except Exception as exc:
+        return None, f"bad URL: {exc}"
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return None, "in-memory SQLite"
+        path = database if os.path.isabs(database) else os.path.join(project.root, database)
+        if not os.path.exists(path):
+            return (), "new SQLite file"  # never create the file just to look
+    connect_args = {"connect_timeout": 3} if url.get_backend_name() in ("postgresql", "mysql", "mariadb") else {}
+    try:
+        with project_cwd(project):
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=connect_args)
+            with engine.connect() as conn:
+                return tuple(MigrationContext.configure(conn).get_current_heads()), "ok"
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip(": ")
+
+
+# --- offline capture ----------------------------------------------------------------------------
+
+
+@dataclass
+class RevisionCapture:
+    script: Script
+    path: str  # absolute
+    operations: list[Operation] = field(default_factory=list)
+    failure: str | None = None  # why it could not be rendered offline
+    failure_line: int | None = None
+    ran: bool = False
+
+    @property
+    def revision(self) -> str:
+        return self.script.revision
+
+
+@dataclass
+class CaptureResult:
+    revisions: list[RevisionCapture]
+    dialect: str
+    env_operations: list[Operation]  # SQL env.py itself emitted (e.g. SET lock_timeout)
+    notes: list[str]
+
+
+class _Recorder:
+    """Collects what the revision being rendered does; the hooks below feed it."""
+
+    def __init__(self, dialect_hint: str) -> None:
+        self.dialect = dialect_hint
+        self.current: RevisionCapture | None = None
+        self.current_file = ""
+        self.op_stack: list[tuple[list[Operation] | None, int | None, list[str]]] = []
+        self.flush_depth = 0
+        self.env_operations: list[Operation] = []
+
+    def locate(self) -> int | None:
+        """Line of the innermost frame in the revision file being rendered."""
+        frame = sys._getframe(2)
+        target = self.current_file
+        while frame is not None:
+            if frame.f_code.co_filename == target:
+                return frame.f_lineno
+            frame = frame.f_back
+        return None
+
+    def on_invoke(self, operation: Any) -> tuple[list[Operation] | None, int | None, list[str]]:
+        converted = from_alembic(operation)
+        line = self.locate()
+        if converted is not None and self.current is not None:
+            for o in converted:
+                o.line, o.source, o.revision, o.file = line, "op", self.current.revision, self.current.path
+            self.current.operations.extend(converted)
+        entry = (converted, line, [])
+        self.op_stack.append(entry)
+        return entry
+
+    def on_sql(self, text: str) -> None:
+        if self.flush_depth:
+            return  # a batch block rebuilding its table; the batch ops themselves were recorded
+        statement = text.strip().rstrip(";").strip()
+        if not statement or statement.startswith("-- Running"):
+            return
+        if self.current is None:
+            self.env_operations.extend(classify_sql(statement, self.dialect))
+            return
+        converted, line, statements = self.op_stack[-1] if self.op_stack else (None, None, [])
+        if converted is not None:
+            statements.append(statement)  # the SQL of a modelled op: kept for the report
+            return
+        if line is None:
+            line = self.locate()
+        for o in classify_sql(statement, self.dialect):
+            o.line, o.source, o.revision, o.file = line, "sql", self.current.revision, self.current.path
+            self.current.operations.append(o)
+
+
+_active: _Recorder | None = None
+
+
+@contextlib.contextmanager
+def _hooks(recorder: _Recorder) -> Iterator[None]:
+    global _active
+    original_invoke = AbstractOperations.invoke
+    original_output = DefaultImpl.static_output
+    original_flush = BatchOperationsImpl.flush
+    original_update = HeadMaintainer.update_to_step
+
+    def invoke(self: AbstractOperations, operation: Any) -> Any:
+        rec = _active
+        if rec is None or rec.current is None:
+            return original_invoke(self, operation)
+        converted, _, statements = rec.on_invoke(operation)
+        try:
+            return original_invoke(self, operation)
+        finally:
+            rec.op_stack.pop()
+            if converted and statements:
+                for o in converted:
+                    o.statement = o.statement or statements[0]
+
+    def static_output(self: DefaultImpl, text: str) -> None:
+        if _active is not None:
+            _active.dialect = self.dialect.name
+            _active.on_sql(text)
+
+    def flush(self: BatchOperationsImpl) -> None:
+        if _active is not None:
+            _active.flush_depth += 1
+        try:
+            original_flush(self)
+        finally:
+            if _active is not None:
+                _active.flush_depth -= 1
+
+    def update_to_step(self: HeadMaintainer, step: Any) -> None:
+        # a selection need not be a contiguous chain; the version table is not ours to render
+        self.heads.add(step.revision.revision)
+
+    AbstractOperations.invoke = invoke  # type: ignore[method-assign]
+    DefaultImpl.static_output = static_output  # type: ignore[method-assign]
+    BatchOperationsImpl.flush = flush  # type: ignore[method-assign]
+    HeadMaintainer.update_to_step = update_to_step  # type: ignore[method-assign]
+    _active = recorder
+    try:
+        yield
+    finally:
+        _active = None
+        AbstractOperations.invoke = original_invoke  # type: ignore[method-assign]
+        DefaultImpl.static_output = original_output  # type: ignore[method-assign]
+        BatchOperationsImpl.flush = original_flush  # type: ignore[method-assign]
+        HeadMaintainer.update_to_step = original_update  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _wrapped_upgrades(recorder: _Recorder, captures: list[RevisionCapture]) -> Iterator[None]:
+    """Wrap each selected revision's ``upgrade()`` so its failure is recorded, not raised."""
+    originals = []
+    for cap in captures:
+        module = cap.script.module
+        original = module.upgrade
+        originals.append((module, original))
+
+        def upgrade(
+            *args: Any, _cap: RevisionCapture = cap, _orig: Any = original, module_file: str = module.__file__ or "", **kw: Any
+        ) -> None:
+            recorder.current, recorder.current_file = _cap, module_file
+            _cap.ran = True
+            try:
+                _orig(*args, **kw)
+            except Exception as exc:  # the revision's own code failed offline; read it statically
+                _cap.failure, _cap.failure_line = _one_line(exc), _line_in(exc.__traceback__, module_file)
+            finally:
+                recorder.current, recorder.op_stack[:] = None, []
+
+        module.upgrade = upgrade
+    try:
+        yield
+    finally:
+        for module, original in originals:
+            module.upgrade = original
+
+
+class _Discard(io.TextIOBase):
+    def write(self, s: str) -> int:
+        return len(s)
+
+
+def capture(project: Project, script: ScriptDirectory, scripts: Sequence[Script], dialect: str) -> CaptureResult:
+    """Render ``scripts`` offline through the project's env.py and record what each one does."""
+    captures = [RevisionCapture(s, script_file(project, s)) for s in scripts]
+    recorder = _Recorder(dialect)
+    notes: list[str] = []
+    if not captures:
+        return CaptureResult([], dialect, [], notes)
+
+    def steps(rev: Any, context: Any) -> list[Any]:
+        return [MigrationStep.upgrade_from_script(script.revision_map, c.script) for c in captures]
+
+    previous_buffer = project.alembic.output_buffer
+    previous_disable = logging.root.manager.disable
+    project.alembic.output_buffer = _Discard()
+    logging.disable(logging.INFO)  # env.py's fileConfig would print "Running upgrade" lines
+    try:
+        with project_cwd(project), _hooks(recorder), _wrapped_upgrades(recorder, captures):
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), EnvironmentContext(
+                    project.alembic,
+                    script,
+                    fn=steps,
+                    as_sql=True,
+                    starting_rev=None,
+                    destination_rev=captures[-1].revision,
+                    tag=None,
+                ):
+                    script.run_env()
+            except Exception as exc:
+                if not all(c.ran for c in captures):
+                    notes.append(f"env.py failed in offline mode ({_one_line(exc)}); rendered without it")
+            pending = [c for c in captures if not c.ran]
+            if pending:
+                _render_without_env(recorder, pending, dialect)
+    finally:
+        project.alembic.output_buffer = previous_buffer
+        logging.disable(previous_disable)
+    return CaptureResult(captures, recorder.dialect, recorder.env_operations, notes)
+
+
+def _render_without_env(recorder: _Recorder, pending: list[RevisionCapture], dialect: str) -> None:
+    """Offline context of our own, for an env.py that cannot run offline."""
+    context = MigrationContext.configure(
+        dialect_name=dialect, opts={"as_sql": True, "output_buffer": _Discard(), "literal_binds": True}
+    )
+    with Operations.context(context):
+        for cap in pending:
+            cap.script.module.upgrade()
+
+
+def _line_in(tb: Any, filename: str) -> int | None:
+    """The last line of ``filename`` a traceback passes through."""
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _display(path: str | None) -> str:
+    if not path:
+        return "<revision>"
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path

@@ -1,0 +1,238 @@
+"""Operations -> findings: the rules applied to what each revision does, then the acknowledgements."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import GuardSettings
+from .acks import Acknowledgement, BadAcknowledgement
+from .operations import Operation
+from .rules import Rule
+
+SEVERITY_RANK = {"info": 1, "warning": 2, "error": 3}
+
+
+@dataclass
+class Finding:
+    rule: str
+    category: str
+    severity: str
+    message: str
+    suggestion: str
+    revision: str | None = None
+    file: str | None = None
+    line: int | None = None
+    table: str | None = None
+    column: str | None = None
+    schema: str | None = None
+    statement: str | None = None
+    protected: bool = False
+    allowed: bool = False
+    allowed_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON contract of ``check --format json``."""
+        return {
+            "rule": self.rule,
+            "category": self.category,
+            "severity": self.severity,
+            "revision": self.revision,
+            "file": self.file,
+            "line": self.line,
+            "table": self.table,
+            "column": self.column,
+            "statement": self.statement,
+            "message": self.message,
+            "suggestion": self.suggestion,
+            "allowed": self.allowed,
+        }
+
+
+@dataclass
+class RevisionOps:
+    """What one revision does, whichever way it was read."""
+
+    revision: str
+    file: str
+    operations: list[Operation]
+    failure: str | None = None
+    failure_line: int | None = None
+    acks: list[Acknowledgement] = field(default_factory=list)
+    bad_acks: list[BadAcknowledgement] = field(default_factory=list)
+
+
+class Evaluator:
+    def __init__(self, rules: Mapping[str, Rule], settings: GuardSettings, dialect: str | None):
+        self.rules = rules
+        self.settings = settings
+        self.dialect = dialect
+        self.by_kind: dict[str, list[Rule]] = {}  # every rule names its kind(s); look only at those
+        for rule in rules.values():
+            if rule.applies_to(dialect) and settings.severity.get(rule.id) != "off":
+                kinds = rule.match["kind"]
+                for kind in [kinds] if isinstance(kinds, str) else kinds:
+                    self.by_kind.setdefault(kind, []).append(rule)
+
+    # -- single findings ----------------------------------------------------------------------
+
+    def finding(self, rule: Rule, op: Operation) -> Finding | None:
+        override = self.settings.severity.get(rule.id)
+        if override == "off":
+            return None
+        severity = override or rule.severity
+        protected = self._protected(op)
+        message = rule.render_message(op)
+        if protected and rule.protected_severity:
+            if SEVERITY_RANK[rule.protected_severity] > SEVERITY_RANK[severity]:
+                severity = rule.protected_severity
+            message += " (protected table)"
+        return Finding(
+            rule=rule.id,
+            category=rule.category,
+            severity=severity,
+            message=message,
+            suggestion=" ".join(rule.instead.split()),
+            revision=op.revision,
+            file=op.file,
+            line=op.line,
+            table=op.table,
+            column=op.column,
+            schema=op.schema,
+            statement=op.statement,
+            protected=protected,
+        )
+
+    def _protected(self, op: Operation) -> bool:
+        if op.kind == "drop_schema":
+            return self.settings.schema_is_protected(op.schema)
+        return self.settings.is_protected(op.table, op.schema)
+
+    def synthetic(self, rule_id: str, op: Operation) -> Finding | None:
+        rule = self.rules.get(rule_id)
+        if rule is None or not rule.applies_to(self.dialect):
+            return None
+        op.source = "engine"
+        return self.finding(rule, op)
+
+    # -- a revision ----------------------------------------------------------------------------
+
+    def revision_findings(self, rev: RevisionOps, env_ops: Sequence[Operation] = ()) -> list[Finding]:
+        found: list[Finding] = []
+        if rev.failure:
+            op = Operation("not_analyzable", revision=rev.revision, file=rev.file, line=rev.failure_line)
+            op.details["detail"] = rev.failure
+            found.append(self.synthetic("not-analyzable-offline", op))  # type: ignore[arg-type]
+        fresh = _NewObjects()
+        lock_timeout_set = any(o.kind == "set_lock_timeout" for o in env_ops)
+        lock_warned = False
+        for op in rev.operations:
+            if op.kind == "set_lock_timeout":
+                lock_timeout_set = True
+            if fresh.observe(op):
+                continue  # created earlier in this revision: nothing to lose, nothing locked
+            for rule in self.by_kind.get(op.kind, ()):
+                if rule.matches(op):
+                    f = self.finding(rule, op)
+                    if f:
+                        found.append(f)
+            if not lock_timeout_set and not lock_warned and _holds_long_lock(op):
+                lock_warned = True
+                marker = Operation(
+                    "lock_timeout_missing", op.table, op.column, op.schema, op.statement,
+                    revision=rev.revision, file=rev.file, line=op.line,
+                )
+                found.append(self.synthetic("lock-timeout-missing", marker))  # type: ignore[arg-type]
+        return [f for f in found if f is not None]
+
+    # -- acknowledgements ----------------------------------------------------------------------
+
+    def acknowledge(
+        self, findings: list[Finding], revisions: Iterable[RevisionOps], cli_acks: Sequence[Acknowledgement]
+    ) -> list[Finding]:
+        """Mark acknowledged findings as allowed; report acknowledgements that are wrong or stale."""
+        by_file: dict[str, list[Acknowledgement]] = {}
+        extra: list[Finding] = []
+        for rev in revisions:
+            by_file.setdefault(rev.file, []).extend(rev.acks)
+            for bad in rev.bad_acks:
+                extra.append(self._invalid(bad.problem, rev.revision, bad.file, bad.line))
+            for ack in rev.acks:
+                if ack.rule not in self.rules:
+                    ack.used = True  # reported below, not again as stale
+                    extra.append(self._invalid(f"acknowledgement names unknown rule {ack.rule!r}", rev.revision, ack.file, ack.line))
+        for f in findings:
+            if f.rule == "invalid-acknowledgement":
+                continue
+            for ack in [*by_file.get(f.file or "", ()), *cli_acks]:
+                if ack.covers(f.rule, f.schema, f.table, f.column):
+                    ack.used = True
+                    f.allowed, f.allowed_reason = True, ack.reason
+                    break
+        for rev in revisions:
+            for ack in rev.acks:
+                if not ack.used:
+                    what = f"{ack.rule} {ack.target}" if ack.target else ack.rule
+                    extra.append(self._invalid(f"acknowledgement 'allow {what}' matches no finding", rev.revision, ack.file, ack.line))
+        for ack in cli_acks:
+            if not ack.used:
+                what = f"{ack.rule}:{ack.target}" if ack.target else ack.rule
+                extra.append(self._invalid(f"--allow {what} matches no finding", None, None, None))
+        return findings + [f for f in extra if f is not None]
+
+    def _invalid(self, detail: str, revision: str | None, file: str | None, line: int | None) -> Finding | None:
+        op = Operation("invalid_acknowledgement", revision=revision, file=file, line=line, details={"detail": detail})
+        return self.synthetic("invalid-acknowledgement", op)
+
+
+class _NewObjects:
+    """Tracks what a revision creates, so later operations on it are exempt."""
+
+    def __init__(self) -> None:
+        self.tables: set[str] = set()
+        self.columns: set[tuple[str, str]] = set()
+        self.names: set[str] = set()  # indexes and constraints
+        self.schemas: set[str] = set()
+
+    def observe(self, op: Operation) -> bool:
+        """Record ``op``; True when it acts on something created earlier in the same revision."""
+        name = op.details.get("name")
+        new = (
+            (op.table is not None and op.table in self.tables)
+            or (op.kind == "drop_column" and (op.table, op.column) in self.columns)
+            or (op.kind in ("drop_index", "drop_constraint") and name is not None and name in self.names)
+            or (op.kind == "drop_schema" and op.schema in self.schemas)
+        )
+        if op.kind == "create_table" and op.table:
+            self.tables.add(op.table)
+        elif op.kind == "create_schema" and op.schema:
+            self.schemas.add(op.schema)
+        elif op.kind == "add_column" and op.table and op.column:
+            self.columns.add((op.table, op.column))
+        elif op.kind in ("create_index", "add_constraint") and name:
+            self.names.add(name)
+        elif op.kind == "rename_table" and new and op.details.get("new_name"):
+            self.tables.add(op.details["new_name"])
+        return new
+
+
+def _holds_long_lock(op: Operation) -> bool:
+    """DDL that keeps an ACCESS EXCLUSIVE (or SHARE) lock while it rewrites or scans the table."""
+    d = op.details
+    if op.kind == "alter_column_type":
+        return d.get("type_change") != "widening"
+    if op.kind == "set_not_null":
+        return True
+    if op.kind == "create_index":
+        return not d.get("concurrently")
+    if op.kind == "add_constraint":
+        return d.get("constraint_type") in ("unique", "primary_key") or not d.get("not_valid")
+    return False
+
+
+def exit_code_for(findings: Iterable[Finding], fail_on: str) -> int:
+    """0 when no unacknowledged finding reaches ``fail_on``, else 3."""
+    if fail_on == "never":
+        return 0
+    threshold = SEVERITY_RANK[fail_on]
+    return 3 if any(not f.allowed and SEVERITY_RANK[f.severity] >= threshold for f in findings) else 0

@@ -1,0 +1,876 @@
+"""Classify raw SQL text (``op.execute("...")``, ``text(...)``) into :class:`Operation` objects.
+
+Pipeline, each step linear in the input:
+
+1. Lex once with sqlparse's lexer, which understands string literals, quoted identifiers,
+   comments and PostgreSQL dollar-quoted bodies (``$$ ... $$``, ``$fn$ ... $fn$``).  The
+   ``dialect`` only picks the lexer variant: ``#`` comments exist in MySQL alone, and
+   PostgreSQL / SQLite strings have no backslash escapes (``'C:\\'`` ends the literal).
+2. Split on ``;`` ourselves.  sqlparse's statement splitter is *not* used: its BEGIN...END
+   heuristic merges every following statement into one after ``begin`` used as a column name
+   or after ``BEGIN ISOLATION LEVEL ...;``, which would hide a ``DROP TABLE``.  Only routine
+   bodies (CREATE FUNCTION/PROCEDURE/TRIGGER/EVENT/RULE ... BEGIN ... END) keep their ``;``.
+3. Classify each statement with one small recursive-descent function per statement family
+   over a flat token list (``_Tok``) that records the parenthesis depth of every token.
+
+Identifiers are returned unquoted and lower case; anything not understood becomes one
+``unparsed`` operation, and no input makes :func:`classify_sql` raise.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import NamedTuple
+
+from sqlparse import keywords
+from sqlparse import tokens as T
+from sqlparse.lexer import Lexer
+
+from migrate_guard.analysis.operations import Operation
+
+__all__ = ["classify_sql"]
+
+Ref = tuple[str | None, str | None]  # (schema, name)
+
+
+class _Tok(NamedTuple):
+    kind: str  # "w" word, "q" quoted identifier, "s" string literal, "o" operator, "x" unterminated quote
+    val: str  # source text; unquoted for "q"
+    up: str  # upper-case text of "w"/"o"; "" for "q"/"s" so a quoted word never matches a keyword
+    start: int  # offsets into the original sql
+    end: int
+    depth: int = 0  # parenthesis depth; "(" and ")" carry the depth outside them
+
+
+# ---------------------------------------------------------------- lexing
+
+_PIECES = re.compile(r"(\w[\w$#]*)|('(?:''|[^'])*')|(\S)")  # words as sqlparse's lexer sees them
+# Text without these characters lexes to the same tokens with _PIECES alone (the fast path);
+# a digit run glued to letters ("1e5x") is split differently by sqlparse's number rules.
+_NEEDS_LEXER = re.compile(r"['\"`´\[;$#]|--|/\*|\b\d+(?:\.\d*)?[^\W\d]")
+_QUOTES = frozenset("'\"`´$")
+_CLOSERS = {'"': '"', "`": "`", "´": "´", "[": "]"}
+
+_SQLPARSE_COMMENT = r"(--|# ).*?(\r\n|\r|\n|$)"
+_SQLPARSE_HINT = r"(--|# )\+.*?(\r\n|\r|\n|$)"
+_SQLPARSE_STRING = r"'(''|\\'|[^'])*'"
+_DIALECT_RULES = {
+    "standard": {  # PostgreSQL, SQLite: no "#" comments, no backslash escapes except E'...'
+        _SQLPARSE_COMMENT: r"--.*?(\r\n|\r|\n|$)",
+        _SQLPARSE_HINT: r"--\+.*?(\r\n|\r|\n|$)",
+        _SQLPARSE_STRING: r"'(''|[^'])*'",
+    },
+    "mysql": {_SQLPARSE_COMMENT: r"(--|#).*?(\r\n|\r|\n|$)", _SQLPARSE_HINT: r"(--|#)\+.*?(\r\n|\r|\n|$)"},
+}
+_E_STRING = (r"(?<![\w$])[Ee]'(?:''|\\.|[^'\\])*'", T.String.Single)
+
+
+@cache
+def _lexer(dialect: str | None) -> Lexer:
+    family = {"postgresql": "standard", "sqlite": "standard", "mysql": "mysql", "mariadb": "mysql"}.get(
+        (dialect or "").lower()
+    )
+    if family is None:
+        return Lexer.get_default_instance()
+    lexer = Lexer()
+    lexer.default_initialization()
+    rules = [(_DIALECT_RULES[family].get(rx, rx), tt) for rx, tt in keywords.SQL_REGEX]
+    lexer.set_SQL_REGEX([_E_STRING, *rules] if family == "standard" else rules)
+    return lexer
+
+
+def _pieces(text: str, offset: int) -> Iterator[_Tok]:
+    for m in _PIECES.finditer(text):
+        s, e = m.start() + offset, m.end() + offset
+        if m.group(1):
+            yield _Tok("w", m.group(), m.group().upper(), s, e)
+        elif m.group(2):
+            yield _Tok("s", m.group(), "", s, e)
+        else:
+            yield _Tok("o", m.group(), m.group(), s, e)
+
+
+def _unquote(text: str) -> str:
+    close = _CLOSERS.get(text[0])
+    if close is None or len(text) < 2 or text[-1] != close:
+        return text
+    inner = text[1:-1]
+    return inner if close == "]" else inner.replace(close * 2, close)
+
+
+def _lex(sql: str, dialect: str | None) -> list[_Tok]:
+    if not _NEEDS_LEXER.search(sql):
+        return list(_pieces(sql, 0))
+    out: list[_Tok] = []
+    pos = 0
+    for ttype, value in _lexer(dialect).get_tokens(sql):
+        end = pos + len(value)
+        if ttype in T.Whitespace or ttype in T.Comment:
+            pass
+        elif ttype in T.String.Symbol or (ttype in T.Name and value[0] in "`´["):
+            out.append(_Tok("q", _unquote(value), "", pos, end))
+        elif ttype is T.Literal or ttype in T.String:  # T.Literal alone is a dollar-quoted body
+            out.append(_Tok("s", value, "", pos, end))
+        elif ttype is T.Error and value in _QUOTES:
+            out.append(_Tok("x", value, "", pos, end))
+        else:  # keywords ("IF NOT EXISTS" is one token), names, numbers, operators
+            out.extend(_pieces(value, pos))
+        pos = end
+    return out
+
+
+# ---------------------------------------------------------------- splitting
+
+_ROUTINES = frozenset({"FUNCTION", "PROCEDURE", "TRIGGER", "EVENT", "RULE"})
+_DECIDERS = _ROUTINES | {"TABLE", "INDEX", "VIEW", "SCHEMA", "DATABASE", "SEQUENCE", "TYPE", "DOMAIN", "USER"}
+_END_OF = frozenset({"IF", "LOOP", "WHILE", "REPEAT", "FOR"})  # END IF etc. close no BEGIN/CASE
+
+
+def _is_routine(stmt: list[_Tok]) -> bool:
+    """CREATE/ALTER of an object whose body may hold ';' (the first object word decides)."""
+    if not stmt or stmt[0].up not in ("CREATE", "ALTER"):
+        return False
+    word = next((t.up for t in stmt[1:16] if t.up in _DECIDERS), "")
+    return word in _ROUTINES
+
+
+def _split(toks: list[_Tok]) -> Iterator[tuple[list[_Tok], bool]]:
+    """Yield (tokens, broken) per statement; broken = unterminated quote, paren or block."""
+    stmt: list[_Tok] = []
+    depth = block = 0
+    bad = skip = False
+    for i, t in enumerate(toks):
+        up = t.up
+        if skip:
+            skip = False
+        elif up == ";" and block == 0 and (depth == 0 or not _is_routine(stmt)):
+            if stmt:
+                yield stmt, bad or depth != 0
+            stmt, depth, bad = [], 0, False
+            continue
+        elif up == ")":
+            depth = max(depth - 1, 0)
+        elif t.kind == "x":
+            bad = True
+        elif up == "BEGIN" and (not stmt or stmt[-1].up != ".") and _is_routine(stmt):
+            block += 1
+        elif block and up == "CASE":
+            block += 1
+        elif block and up == "END":
+            nxt = toks[i + 1].up if i + 1 < len(toks) else ""
+            block -= nxt not in _END_OF
+            skip = nxt in _END_OF or nxt == "CASE"  # "END CASE" closes its CASE once
+        stmt.append(t._replace(depth=depth))
+        depth += up == "("
+    if stmt:
+        yield stmt, bad or depth != 0 or block != 0
+
+
+# ---------------------------------------------------------------- cursor
+
+
+class _Cur:
+    """A position in the token slice [i, n); tokens at depth ``base`` are top level."""
+
+    __slots__ = ("t", "src", "i", "n", "base")
+
+    def __init__(self, toks: list[_Tok], src: str, i: int = 0, n: int | None = None, base: int = 0):
+        self.t, self.src, self.i, self.n, self.base = toks, src, i, len(toks) if n is None else n, base
+
+    @property
+    def done(self) -> bool:
+        return self.i >= self.n
+
+    def peek(self, k: int = 0) -> str:
+        j = self.i + k
+        return self.t[j].up if j < self.n else ""
+
+    def at(self, *words: str) -> bool:
+        return all(self.peek(k) == w for k, w in enumerate(words))
+
+    def take(self, *words: str) -> bool:
+        if self.at(*words):
+            self.i += len(words)
+            return True
+        return False
+
+    def take_any(self, *words: str) -> str | None:
+        word = self.peek()
+        if word and word in words:
+            self.i += 1
+            return word
+        return None
+
+    def skip(self, *words: str) -> None:
+        while self.take_any(*words):
+            pass
+
+    def ident(self) -> str | None:
+        if self.done or self.t[self.i].kind not in "wq":
+            return None
+        self.i += 1
+        return self.t[self.i - 1].val.lower()
+
+    def name(self) -> Ref | None:
+        """A dotted name: ``t``, ``s.t``, ``"My Schema"."T"``; the last two parts count."""
+        parts = []
+        while (part := self.ident()) is not None:
+            parts.append(part)
+            if not self.take("."):
+                break
+        if not parts:
+            return None
+        return (parts[-2] if len(parts) > 1 else None), parts[-1]
+
+    def top(self) -> list[str]:
+        return [t.up for t in self.t[self.i : self.n] if t.depth == self.base]
+
+    def has(self, *words: str) -> bool:
+        """Whether the words occur consecutively at top level from here on."""
+        ups, k = self.top(), len(words)
+        return any(ups[j : j + k] == list(words) for j in range(len(ups) - k + 1))
+
+    def seek(self, word: str) -> bool:
+        """Move past the next top-level ``word``."""
+        for j in range(self.i, self.n):
+            if self.t[j].up == word and self.t[j].depth == self.base:
+                self.i = j + 1
+                return True
+        return False
+
+    def group(self) -> _Cur | None:
+        """The inside of the parenthesis at the cursor; the cursor moves past it."""
+        if self.peek() != "(":
+            return None
+        start, depth = self.i + 1, self.t[self.i].depth
+        self.i = next((j for j in range(start, self.n) if self.t[j].depth == depth), self.n)
+        inner = _Cur(self.t, self.src, start, self.i, depth + 1)
+        self.i += 1
+        return inner
+
+    def split(self, sep: str = ",") -> list[_Cur]:
+        """Cut the rest at top-level ``sep`` (commas inside parentheses stay)."""
+        parts, start = [], self.i
+        for j in range(self.i, self.n + 1):
+            if j == self.n or (self.t[j].up == sep and self.t[j].depth == self.base):
+                parts.append(_Cur(self.t, self.src, start, j, self.base))
+                start = j + 1
+        self.i = self.n
+        return [p for p in parts if not p.done]
+
+    def text(self, start: int | None = None, end: int | None = None) -> str:
+        """Source text of tokens [start, end), whitespace collapsed."""
+        start, end = self.i if start is None else start, self.n if end is None else end
+        if start >= end:
+            return ""
+        return " ".join(self.src[self.t[start].start : self.t[end - 1].end].split())
+
+    def literal(self) -> str:
+        """The rest as a value: a lone string literal unquoted, anything else as written."""
+        if self.n - self.i == 1 and self.t[self.i].kind == "s":
+            val = self.t[self.i].val
+            if val.startswith("$"):
+                return val[val.index("$", 1) + 1 : val.rindex("$", 0, -1)]
+            return val[val.index("'") + 1 : -1].replace("''", "'")
+        return self.text()
+
+
+class _Ctx:
+    """The statement being classified; builds its operations."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def op(self, kind: str, ref: Ref | None = None, column: str | None = None, **details) -> Operation:
+        schema, table = ref or (None, None)
+        return Operation(kind=kind, table=table, column=column, schema=schema, statement=self.text,
+                         details=details, source="sql")  # fmt: skip
+
+
+Handler = Callable[[_Cur, _Ctx], list[Operation]]
+
+# ---------------------------------------------------------------- shared pieces
+
+_OBJECT_TYPES = sorted(
+    (
+        tuple(s.split())
+        for s in (
+            "MATERIALIZED VIEW", "EVENT TRIGGER", "CONSTRAINT TRIGGER", "FOREIGN TABLE",
+            "FOREIGN DATA WRAPPER", "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY",
+            "ACCESS METHOD", "OPERATOR CLASS", "OPERATOR FAMILY", "VIEW", "FUNCTION", "PROCEDURE",
+            "TRIGGER", "EXTENSION", "TYPE", "SEQUENCE", "DOMAIN", "RULE", "POLICY", "AGGREGATE",
+            "COLLATION", "CONVERSION", "LANGUAGE", "OPERATOR", "CAST", "SERVER", "PUBLICATION",
+            "SUBSCRIPTION", "STATISTICS", "EVENT", "ROLE", "USER", "TABLESPACE", "INDEX", "SCHEMA",
+            "DATABASE",
+        )
+    ),
+    key=len,
+    reverse=True,
+)  # fmt: skip
+
+
+def _object_type(c: _Cur) -> str | None:
+    for words in _OBJECT_TYPES:
+        if c.take(*words):
+            return "trigger" if words == ("CONSTRAINT", "TRIGGER") else " ".join(words).lower()
+    return None
+
+
+def _names(c: _Cur) -> list[Ref]:
+    """``a, s.b, f(int)``: a comma list of names, skipping ``*`` and signatures."""
+    refs = []
+    while (ref := c.name()) is not None:
+        refs.append(ref)
+        c.skip("*")
+        c.group()
+        if not c.take(","):
+            break
+    return refs
+
+
+def _other_object(c: _Cur, x: _Ctx, kind: str) -> list[Operation]:
+    """CREATE/DROP/ALTER of views, functions, triggers, types... -> *_other."""
+    otype = _object_type(c)
+    if otype is None:
+        return []
+    if_exists = c.take("IF", "EXISTS")
+    c.take("IF", "NOT", "EXISTS")
+    refs = _names(c) if kind == "drop_other" else [c.name() or (None, None)]
+    cascade = c.has("CASCADE")
+    table = None  # triggers, policies and rules hang on a table: ON t (CREATE RULE ... TO t)
+    if otype in ("trigger", "policy", "rule") and c.seek("TO" if otype == "rule" and kind == "create_other" else "ON"):
+        table = c.name()
+    out = []
+    for schema, name in refs:
+        extra = {"if_exists": if_exists, "cascade": cascade} if kind == "drop_other" else {}
+        ref = (table[0] or schema, table[1]) if table else (schema, None)
+        out.append(x.op(kind, ref, object_type=otype, name=name, **extra))
+    return out
+
+
+_TYPE_STOP = frozenset(
+    {
+        "NOT", "NULL", "DEFAULT", "PRIMARY", "UNIQUE", "REFERENCES", "CHECK", "CONSTRAINT", "COLLATE",
+        "GENERATED", "AUTO_INCREMENT", "AUTOINCREMENT", "IDENTITY", "COMMENT", "ON", "AS", "FIRST",
+        "AFTER", "CHARSET", "VISIBLE", "INVISIBLE", "COMPRESSION", "STORAGE", "KEY", "USING",
+    }
+)  # fmt: skip
+_SERIAL = frozenset({"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"})
+_GENERATED = frozenset({"DEFAULT", "GENERATED", "IDENTITY", "AUTO_INCREMENT", "AUTOINCREMENT", "AS"})  # AS: MySQL
+
+
+def _type_text(c: _Cur, stops: frozenset[str] = _TYPE_STOP) -> str | None:
+    """Consume a column type (``numeric(10, 2)``, ``double precision``) up to a constraint word."""
+    start = c.i
+    while not c.done and not (c.t[c.i].depth == c.base and (c.peek() in stops or c.at("CHARACTER", "SET"))):
+        c.i += 1
+    return c.text(start, c.i).lower() or None
+
+
+class _ColDef(NamedTuple):
+    name: str | None
+    type: str | None
+    not_null: bool  # NOT NULL written
+    nullable: bool
+    server_default: bool
+
+
+def _column_def(c: _Cur) -> _ColDef:
+    """``c <type> [NOT NULL] [DEFAULT ...] ...``; constraints inside parentheses are ignored."""
+    name, ctype = c.ident(), _type_text(c)
+    words = set(c.top())
+    serial = (ctype or "").split(" ")[0] in _SERIAL  # serial implies NOT NULL and a sequence default
+    not_null = c.has("NOT", "NULL")
+    nullable = not (not_null or c.has("PRIMARY", "KEY") or "IDENTITY" in words or serial)
+    server_default = serial or not words.isdisjoint(_GENERATED)
+    return _ColDef(name, ctype, not_null, nullable, server_default)
+
+
+# ---------------------------------------------------------------- DROP / CREATE
+
+
+def _drop(c: _Cur, x: _Ctx) -> list[Operation]:
+    c.take("DROP")
+    temporary = bool(c.take_any("TEMPORARY", "TEMP"))
+    if c.take("TABLE"):
+        if_exists = c.take("IF", "EXISTS")
+        refs, cascade = _names(c), c.has("CASCADE")
+        return [x.op("drop_table", r, if_exists=if_exists, cascade=cascade, temporary=temporary) for r in refs]
+    if otype := c.take_any("SCHEMA", "DATABASE"):
+        if_exists = c.take("IF", "EXISTS")
+        refs, cascade = _names(c), c.has("CASCADE")
+        return [
+            x.op("drop_schema", (n, None), if_exists=if_exists, cascade=cascade, object_type=otype.lower())
+            for _, n in refs
+        ]
+    if c.take("INDEX"):
+        return _drop_index(c, x)
+    return _other_object(c, x, "drop_other")
+
+
+def _drop_index(c: _Cur, x: _Ctx) -> list[Operation]:
+    """DROP INDEX [CONCURRENTLY] [IF EXISTS] a, b [CASCADE] [ON t] (MySQL names its table)."""
+    concurrently = c.take("CONCURRENTLY")
+    if_exists = c.take("IF", "EXISTS")
+    refs = _names(c)
+    table = c.name() if c.seek("ON") else None
+    return [
+        x.op("drop_index", (table[0] or s, table[1]) if table else (s, None), name=n,
+             concurrently=concurrently, if_exists=if_exists)
+        for s, n in refs
+    ]  # fmt: skip
+
+
+_CREATE_MODIFIERS = frozenset(
+    {"OR", "REPLACE", "TEMPORARY", "TEMP", "GLOBAL", "LOCAL", "UNLOGGED", "RECURSIVE", "UNIQUE",
+     "FULLTEXT", "SPATIAL", "ONLINE", "OFFLINE", "TRUSTED", "PROCEDURAL"}
+)  # fmt: skip
+
+
+def _create(c: _Cur, x: _Ctx) -> list[Operation]:
+    c.take("CREATE")
+    mods = set()
+    while True:
+        if word := c.take_any(*_CREATE_MODIFIERS):
+            mods.add(word)
+        elif c.take_any("DEFINER", "ALGORITHM"):  # MySQL: DEFINER = user@host, ALGORITHM = MERGE
+            c.take("=")
+            c.i += 1
+            c.group()  # CURRENT_USER()
+            if c.take("@"):
+                c.i += 1
+        elif c.take("SQL", "SECURITY"):
+            c.i += 1
+        else:
+            break
+    if c.take("TABLE"):
+        if_not_exists = c.take("IF", "NOT", "EXISTS")
+        ref = c.name()
+        temporary = bool(mods & {"TEMPORARY", "TEMP"})
+        return [x.op("create_table", ref, if_not_exists=if_not_exists, temporary=temporary)] if ref else []
+    if c.take("INDEX"):
+        return _create_index(c, x, unique="UNIQUE" in mods)
+    if otype := c.take_any("SCHEMA", "DATABASE"):
+        if_not_exists = c.take("IF", "NOT", "EXISTS")
+        ref = c.name()  # CREATE SCHEMA AUTHORIZATION role names the schema after the role
+        if ref and ref[1] == "authorization" and not c.done:
+            ref = c.name()
+        return [x.op("create_schema", (ref[1], None), if_not_exists=if_not_exists, object_type=otype.lower())] if ref else []
+    return _other_object(c, x, "create_other")
+
+
+def _create_index(c: _Cur, x: _Ctx, unique: bool) -> list[Operation]:
+    """CREATE [UNIQUE] INDEX [CONCURRENTLY] [IF NOT EXISTS] [name] ON [ONLY] t ..."""
+    concurrently = c.take("CONCURRENTLY")
+    c.take("IF", "NOT", "EXISTS")
+    index = None if c.at("ON") else c.name()
+    if not c.seek("ON"):
+        return []
+    c.take("ONLY")
+    schema, table = c.name() or (None, None)
+    if table is None:
+        return []
+    schema = schema or (index[0] if index else None)  # SQLite qualifies the index name instead
+    return [x.op("create_index", (schema, table), name=index[1] if index else None,
+                 concurrently=concurrently, unique=unique)]  # fmt: skip
+
+
+# ---------------------------------------------------------------- ALTER TABLE
+
+
+def _alter(c: _Cur, x: _Ctx) -> list[Operation]:
+    c.take("ALTER")
+    c.skip("ONLINE", "OFFLINE", "IGNORE")
+    if not c.take("TABLE"):
+        return _other_object(c, x, "alter_other")
+    c.take("IF", "EXISTS")
+    c.take("ONLY")
+    ref = c.name()
+    c.skip("*")
+    if ref is None:
+        return []
+    ops = []
+    for action in c.split(","):
+        text = action.text()
+        ops += _alter_action(action, x, ref) or [x.op("alter_other", ref, action=text)]
+    return ops or [x.op("alter_other", ref, action="")]
+
+
+def _alter_action(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
+    word = a.peek()
+    if word == "ADD":
+        return _alter_add(a, x, ref)
+    if word == "DROP":
+        return _alter_drop(a, x, ref)
+    if word == "ALTER":
+        return _alter_column(a, x, ref)
+    if word in ("MODIFY", "CHANGE"):
+        return _redefine_column(a, x, ref)
+    if word == "RENAME":
+        return _alter_rename(a, x, ref)
+    if a.take("VALIDATE", "CONSTRAINT"):
+        return [x.op("validate_constraint", ref, name=a.ident())]
+    return []
+
+
+_CONSTRAINTS = ((("UNIQUE",), "unique"), (("PRIMARY", "KEY"), "primary_key"), (("FOREIGN", "KEY"), "foreign_key"),
+                (("CHECK",), "check"), (("EXCLUDE",), "exclude"))  # fmt: skip
+
+
+def _constraint_type(a: _Cur) -> str | None:
+    for words, ctype in _CONSTRAINTS:
+        if a.take(*words):
+            return ctype
+    return None
+
+
+def _alter_add(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
+    a.take("ADD")
+    name = None
+    if a.take("CONSTRAINT") and not any(a.at(*words) for words, _ in _CONSTRAINTS):
+        name = a.ident()  # MySQL allows a bare CONSTRAINT before the type
+    if ctype := _constraint_type(a):
+        a.take_any("INDEX", "KEY")  # MySQL: ADD UNIQUE KEY uq (a), ADD FOREIGN KEY fk (a)
+        if name is None and a.peek() not in ("(", "USING", "NULLS", ""):
+            name = a.ident()
+        using_index = a.has("USING", "INDEX") and not a.has("USING", "INDEX", "TABLESPACE")
+        return [x.op("add_constraint", ref, constraint_type=ctype, not_valid=a.has("NOT", "VALID"),
+                     name=name, using_index=using_index)]  # fmt: skip
+    if a.take_any("INDEX", "KEY", "FULLTEXT", "SPATIAL"):  # MySQL: ADD INDEX ix (a)
+        a.skip("INDEX", "KEY")
+        index = a.ident() if a.peek() not in ("(", "USING") else None
+        return [x.op("create_index", ref, name=index, concurrently=False, unique=False)]
+    if a.at("PARTITION"):
+        return []
+    a.take("COLUMN")
+    a.take("IF", "NOT", "EXISTS")
+    group = a.group()  # MySQL: ADD (c1 INT, c2 INT)
+    defs = [_column_def(part) for part in group.split()] if group else [_column_def(a)]
+    return [
+        x.op("add_column", ref, d.name, nullable=d.nullable, server_default=d.server_default, type=d.type)
+        for d in defs
+        if d.name
+    ]
+
+
+def _alter_drop(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
+    a.take("DROP")
+    if a.take("CONSTRAINT"):
+        if_exists = a.take("IF", "EXISTS")
+        return [x.op("drop_constraint", ref, name=a.ident(), constraint_type=None, if_exists=if_exists,
+                     cascade=a.has("CASCADE"))]  # fmt: skip
+    for words, ctype in _CONSTRAINTS[1:4]:  # MySQL: DROP PRIMARY KEY / FOREIGN KEY fk / CHECK ck
+        if a.take(*words):
+            return [x.op("drop_constraint", ref, name=a.ident(), constraint_type=ctype, if_exists=False, cascade=False)]
+    if a.take_any("INDEX", "KEY"):
+        return [x.op("drop_index", ref, name=a.ident(), concurrently=False, if_exists=False)]
+    if a.peek() in ("PARTITION", "SYSTEM", "PERIOD"):  # not columns; reported as alter_other
+        return []
+    a.take("COLUMN")
+    if_exists = a.take("IF", "EXISTS")
+    column = a.ident()
+    cascade = a.has("CASCADE")
+    return [x.op("drop_column", ref, column, if_exists=if_exists, cascade=cascade)] if column else []
+
+
+def _alter_column(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
+    """ALTER [COLUMN] c TYPE t / SET|DROP NOT NULL / SET DEFAULT ... (not ALTER CONSTRAINT|INDEX|CHECK)."""
+    a.take("ALTER")
+    if a.peek() in ("CONSTRAINT", "INDEX", "CHECK"):
+        return []
+    a.take("COLUMN")
+    column = a.ident()
+    if column is None:
+        return []
+    if a.take("SET", "DATA", "TYPE") or a.take("TYPE"):
+        new_type = _type_text(a, frozenset({"USING", "COLLATE"}))
+        return [x.op("alter_column_type", ref, column, type_change="changed", old_type=None, new_type=new_type,
+                     using=a.has("USING"))]  # fmt: skip
+    if a.take("SET", "NOT", "NULL"):
+        return [x.op("set_not_null", ref, column)]
+    if a.take("DROP", "NOT", "NULL"):
+        return [x.op("drop_not_null", ref, column)]
+    return [x.op("alter_column", ref, column, action=a.text().lower())]
+
+
+def _redefine_column(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
+    """MySQL MODIFY [COLUMN] c <def> / CHANGE [COLUMN] old new <def>."""
+    change = a.take_any("MODIFY", "CHANGE") == "CHANGE"
+    a.take("COLUMN")
+    old = a.ident() if change else None
+    new = _column_def(a)
+    old = old or new.name
+    if old is None:
+        return []
+    ops = []
+    if new.name and new.name != old:
+        ops.append(x.op("rename_column", ref, old, new_name=new.name))
+    ops.append(x.op("alter_column_type", ref, old, type_change="changed", old_type=None, new_type=new.type))
+    if new.not_null:
+        ops.append(x.op("set_not_null", ref, old))
+    return ops
+
+
+def _alter_rename(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
+    a.take("RENAME")
+    if a.take_any("TO", "AS"):
+        new = a.name()
+        return [x.op("rename_table", ref, new_name=new[1])] if new else []
+    if a.at("CONSTRAINT") or a.at("INDEX") or a.at("KEY"):
+        return []
+    a.take("COLUMN")
+    old = a.name()
+    if old and a.take("TO"):
+        return [x.op("rename_column", ref, old[1], new_name=a.ident())]
+    return [x.op("rename_table", ref, new_name=old[1])] if old and a.done else []  # MySQL: RENAME new
+
+
+def _rename(c: _Cur, x: _Ctx) -> list[Operation]:
+    """MySQL RENAME TABLE a TO b[, c TO d]."""
+    c.take("RENAME")
+    if not c.take_any("TABLE", "TABLES"):
+        return []
+    ops = []
+    for pair in c.split():
+        old = pair.name()
+        new = pair.name() if pair.take("TO") else None
+        if old and new:
+            ops.append(x.op("rename_table", old, new_name=new[1]))
+    return ops
+
+
+# ---------------------------------------------------------------- data statements
+
+
+def _truncate(c: _Cur, x: _Ctx) -> list[Operation]:
+    """TRUNCATE [TABLE] [ONLY] a [*], b [RESTART IDENTITY] [CASCADE]."""
+    cascade = c.has("CASCADE")
+    c.take("TRUNCATE")
+    c.take("TABLE")
+    refs = []
+    while True:
+        c.take("ONLY")
+        if (ref := c.name()) is None:
+            break
+        refs.append(ref)
+        c.skip("*")
+        if not c.take(","):
+            break
+    return [x.op("truncate", r, cascade=cascade) for r in refs]
+
+
+_CLAUSES = frozenset(
+    {"WHERE", "USING", "FROM", "SET", "RETURNING", "ORDER", "LIMIT", "JOIN", "INNER", "LEFT", "RIGHT",
+     "CROSS", "FULL", "NATURAL", "STRAIGHT_JOIN", "ON", "PARTITION", "WITH", "OUTPUT"}
+)  # fmt: skip
+
+
+def _targets(c: _Cur) -> list[Ref]:
+    """``[ONLY] t [*] [[AS] alias][, ...]``: the tables a DELETE writes to."""
+    refs = []
+    while True:
+        c.take("ONLY")
+        ref = c.name()
+        if ref is None:
+            break
+        refs.append(ref)
+        c.skip("*", ".")
+        if c.take("AS") or (c.peek() not in _CLAUSES and c.peek() != ","):
+            c.ident()
+        if not c.take(","):
+            break
+    return refs
+
+
+def _delete(c: _Cur, x: _Ctx) -> list[Operation]:
+    """DELETE FROM t [alias] [USING ...] [WHERE ...]; MySQL DELETE t1, t2 FROM ...; has_where top level only."""
+    has_where = c.has("WHERE")
+    c.take("DELETE")
+    c.skip("LOW_PRIORITY", "QUICK", "IGNORE")
+    c.take("FROM")
+    return [x.op("delete", r, has_where=has_where) for r in _targets(c)]
+
+
+def _update(c: _Cur, x: _Ctx) -> list[Operation]:
+    """UPDATE [ONLY] t [alias] SET ... [FROM ...] [WHERE ...]; has_where top level only."""
+    has_where = c.has("WHERE")
+    c.take("UPDATE")
+    c.skip("LOW_PRIORITY", "IGNORE")
+    c.take("ONLY")
+    ref = c.name()
+    return [x.op("update", ref, has_where=has_where)] if ref else []
+
+
+def _insert(c: _Cur, x: _Ctx) -> list[Operation]:
+    """INSERT [INTO] t ...; MySQL REPLACE INTO t; SQLite INSERT OR REPLACE INTO t."""
+    c.take_any("INSERT", "REPLACE")
+    c.skip("LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE")
+    if c.take("OR"):
+        c.i += 1
+    c.take("INTO")
+    ref = c.name()
+    return [x.op("insert", ref)] if ref else []
+
+
+_LOCK_VARS = frozenset({"lock_timeout", "lock_wait_timeout"})
+
+
+def _select(c: _Cur, x: _Ctx) -> list[Operation]:
+    """SELECT ...; SELECT set_config('lock_timeout', '5s', false) sets the lock timeout."""
+    for j in range(c.i, c.n - 1):
+        if c.t[j].up == "SET_CONFIG" and c.t[j + 1].up == "(":
+            c.i = j + 1
+            args = c.group().split()
+            if len(args) >= 2 and args[0].literal().lower() in _LOCK_VARS:
+                return [x.op("set_lock_timeout", name=args[0].literal().lower(), value=args[1].literal(), scope=None)]
+    return [x.op("select")]
+
+
+def _with(c: _Cur, x: _Ctx) -> list[Operation]:
+    """WITH ... (DELETE|UPDATE|INSERT|SELECT); data-modifying CTE bodies count as well."""
+    c.take("WITH")
+    c.take("RECURSIVE")
+    ops = []
+    while not c.done and c.peek() not in ("SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "VALUES"):
+        body = c.group()
+        if body is None:
+            c.i += 1
+        elif body.peek() in ("DELETE", "UPDATE", "INSERT"):
+            ops += _dispatch(body, x)
+    return ops + (_dispatch(c, x) or [x.op("unparsed", reason="not recognised")])
+
+
+# ---------------------------------------------------------------- session, transactions, other
+
+_SCOPES = ("SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY")
+
+
+def _assignment(c: _Cur) -> tuple[str, str | None, str | None]:
+    """``[SESSION|LOCAL] [@@session.]name {=|:=|TO} value`` -> (name, value, scope)."""
+    scope = c.take_any(*_SCOPES)
+    c.skip("@")
+    if c.peek() in _SCOPES and c.peek(1) == ".":
+        scope = c.peek()
+        c.i += 2
+    parts = []
+    while (part := c.ident()) is not None:
+        parts.append(part)
+        if not c.take("."):
+            break
+    c.take(":")
+    value = c.literal() if c.take_any("=", "TO") else None
+    return ".".join(parts), value, scope.lower() if scope else None
+
+
+def _set(c: _Cur, x: _Ctx) -> list[Operation]:
+    """SET [SESSION|LOCAL] var {=|TO} value[, ...]; lock_timeout / lock_wait_timeout are singled out."""
+    if c.take("RESET"):
+        return [x.op("set", name=c.text().lower(), value=None, scope=None)]
+    if c.take("PRAGMA"):  # SQLite: PRAGMA foreign_keys = OFF
+        name = (c.name() or (None, None))[1]
+        value = group.literal() if (group := c.group()) else (c.literal() if c.take("=") else None)
+        return [x.op("set", name=name, value=value, scope=None)]
+    c.take("SET")
+    ops: list[Operation] = []
+    if c.take("STATEMENT"):  # MariaDB: SET STATEMENT var=val[, ...] FOR <statement>
+        start = c.i
+        if not c.seek("FOR"):
+            return []
+        ops = _dispatch(_Cur(c.t, c.src, c.i, c.n, c.base), x) or [x.op("unparsed", reason="not recognised")]
+        c = _Cur(c.t, c.src, start, c.i - 1, c.base)
+    first = None
+    for part in c.split():
+        name, value, scope = _assignment(part)
+        if name in _LOCK_VARS:
+            return [x.op("set_lock_timeout", name=name, value=value, scope=scope), *ops]
+        first = first or (name, value, scope)
+    if first is None:
+        return ops
+    name, value, scope = first
+    return [x.op("set", name=name or None, value=value, scope=scope), *ops]
+
+
+_TRANSACTION = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "START", "SAVEPOINT", "RELEASE", "END", "ABORT"})
+
+
+def _transaction(c: _Cur, x: _Ctx) -> list[Operation]:
+    word = c.take_any(*_TRANSACTION) or ""
+    if word == "START" and not c.at("TRANSACTION"):
+        return []
+    ops = [x.op("transaction", action=word.lower())]
+    if word == "BEGIN" and c.peek() in _HANDLERS:  # an anonymous BEGIN <statement>; END block
+        ops += _dispatch(c, x)
+    return ops
+
+
+_OTHER = frozenset(
+    {"GRANT", "REVOKE", "COMMENT", "ANALYZE", "ANALYSE", "VACUUM", "REINDEX", "CLUSTER", "LOCK", "UNLOCK",
+     "NOTIFY", "LISTEN", "UNLISTEN", "DO", "REFRESH", "DISCARD", "CHECKPOINT", "SHOW", "USE", "OPTIMIZE",
+     "FLUSH", "SECURITY", "DEALLOCATE"}
+)  # fmt: skip
+
+
+def _other(c: _Cur, x: _Ctx) -> list[Operation]:
+    """Understood and harmless: GRANT, COMMENT ON, VACUUM, LOCK TABLE t, DO blocks..."""
+    command = c.peek().lower()
+    ref = None
+    if c.take("LOCK"):
+        c.take_any("TABLE", "TABLES")
+        c.take("ONLY")
+        ref = c.name()
+    return [x.op("other", ref, command=command)]
+
+
+_HANDLERS: dict[str, Handler] = {
+    "DROP": _drop,
+    "CREATE": _create,
+    "ALTER": _alter,
+    "RENAME": _rename,
+    "TRUNCATE": _truncate,
+    "DELETE": _delete,
+    "UPDATE": _update,
+    "INSERT": _insert,
+    "REPLACE": _insert,
+    "SELECT": _select,
+    "WITH": _with,
+    "SET": _set,
+    "RESET": _set,
+    "PRAGMA": _set,
+    **dict.fromkeys(_TRANSACTION, _transaction),
+    **dict.fromkeys(_OTHER, _other),
+}
+
+
+def _dispatch(c: _Cur, x: _Ctx) -> list[Operation]:
+    handler = _HANDLERS.get(c.peek())
+    return handler(c, x) if handler else []
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def classify_sql(sql: str, dialect: str | None = None) -> list[Operation]:
+    """One :class:`Operation` per action of each statement in ``sql`` (``source="sql"``).
+
+    ``dialect`` is a SQLAlchemy dialect name; it only changes how comments and string
+    escapes are lexed.  Empty or comment-only input gives ``[]``; never raises.
+    """
+    if not isinstance(sql, str):
+        sql = sql.decode("utf-8", "replace") if isinstance(sql, bytes) else "" if sql is None else str(sql)
+    try:
+        statements = list(_split(_lex(sql, dialect)))
+    except Exception:  # a lexer failure must not crash the guard; report the text instead
+        text = sql.strip().rstrip(";").strip()
+        return [_Ctx(text).op("unparsed", reason="lexer error")] if text else []
+    ops: list[Operation] = []
+    for stmt, broken in statements:
+        x = _Ctx(sql[stmt[0].start : stmt[-1].end])
+        try:
+            found = [] if broken else _dispatch(_Cur(stmt, sql), x)
+        except Exception:  # unexpected shapes of SQL fall back to "unparsed", never an error
+            found = []
+        ops += found or [x.op("unparsed", reason="unterminated quote or bracket" if broken else "not recognised")]
+    return ops

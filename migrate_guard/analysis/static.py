@@ -1,0 +1,641 @@
+"""Static reading of a revision's ``upgrade()``: the fallback when a revision cannot be rendered offline.
+
+One walk over the function's syntax tree, in source order, recognises
+
+* ``op.*`` calls -- through any alias of ``alembic.op`` and through ``with op.batch_alter_table(...) as b``
+  receivers -- and turns them into the same ``Operation`` records as ``alembic_ops`` gives for the
+  captured op objects (see ``_ALEMBIC_OPS``);
+* SQL handed to *any* ``.execute()`` / ``.exec_driver_sql()``: literal text (also f-strings,
+  ``%``/``.format`` templates, ``text()``, names bound to those) goes to ``sqltext.classify_sql``;
+  simple SQLAlchemy constructs (``t.delete().where(...)``, ``sa.update(t)``...) are recognised by shape;
+  anything else is one ``unparsed`` operation;
+* calls inside nested blocks and helper functions: helpers called by name (defined inside the function
+  or at module level) are read at each call site with their parameters bound to the call's arguments.
+
+Names are resolved lazily through a flat scope of the assignments seen so far (module level first),
+so ``sql = "..."; op.execute(sql)`` and ``for stmt in STATEMENTS: op.execute(stmt)`` are understood.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+import sqlalchemy as sa
+
+from .alembic_ops import _type_text, type_change
+from .operations import Operation
+from .sqltext import classify_sql
+
+__all__ = ["read_upgrade"]
+
+_PLACEHOLDER = "__expr__"  # stands for an interpolated value in f-strings and templates
+_MAX_STATEMENT = 200
+_MAX_HELPER_DEPTH = 3  # helper calls followed below the read function (cycles are never followed)
+_DEFAULT_ALIASES = {"op": "alembic.op", "sa": "sqlalchemy"}  # what a revision normally imports
+_EXECUTE = frozenset({"execute", "exec_driver_sql"})
+_DML = frozenset({"delete", "update", "insert", "select"})
+_WHERE = frozenset({"where", "filter", "filter_by"})
+_TEXT_WRAPPERS = frozenset({"text", "DDL"})  # sqlalchemy callables whose first argument is the SQL
+_TEXT_METHODS = frozenset({"bindparams", "columns", "execution_options", "strip"})
+_MUTATORS = frozenset({"append", "extend", "insert", "add", "update"})  # a list built up is not a literal
+_COLLECTIONS = (ast.List, ast.Tuple, ast.Set, ast.Dict)
+_SCHEMA_ITEMS = frozenset({"ForeignKey", "Computed", "Identity", "Sequence", "CheckConstraint", "FetchedValue"})
+_LINE_BREAKS = re.compile(r"(?<=\n)|(?<=\r)(?!\n)")  # how ast counts lines (not str.splitlines)
+_PERCENT = re.compile(r"%%|%(?:\(\w+\))?[sdifr]")
+_BRACES = re.compile(r"\{[^{}]*\}")
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What ``with op.batch_alter_table(table, schema=...) as name`` binds ``name`` to."""
+
+    table: str | None
+    schema: str | None
+
+
+@dataclass(frozen=True)
+class _Each:
+    """A loop variable: each element of ``iterable`` in turn."""
+
+    iterable: ast.expr
+
+
+_Value = Union[ast.expr, _Batch, _Each, None]  # None: bound to something we do not follow
+_T = TypeVar("_T")
+_UNKNOWN: Any = object()  # "not a literal", as opposed to a literal None
+
+
+def read_upgrade(source: str, dialect: str | None = None, function: str = "upgrade") -> list[Operation]:
+    """The operations the top-level ``function`` of a revision file performs, read from its source.
+
+    Every operation has ``source="ast"``, ``line`` = the line of the call (the line of the called name
+    for a call chained over several lines, as a traceback shows it) and ``statement`` = the call's source,
+    or the SQL for operations classified from SQL text. Raises ``SyntaxError`` if ``source`` does not
+    parse; anything it does not understand is skipped.
+    """
+    tree = ast.parse(source)
+    reader = _Reader(source, tree, dialect)
+    for node in tree.body:  # module level: imports, constants, helper functions
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            reader.visit(node)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                reader.bind(target, node.value)
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            reader.bind(node.target, node.value)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            reader.functions[node.name] = node
+    target = reader.functions.get(function)
+    if target is not None:
+        reader.walk(target)
+    return reader.out
+
+
+# --- op.* calls: method -> (positional parameters of the op.* form, converter) ------------------------
+# Keyword names are normalised by _KEYWORDS; a batch receiver supplies "table" (and the default schema).
+
+
+@dataclass
+class _Call:
+    reader: _Reader
+    method: str
+    args: dict[str, ast.expr]
+    table: str | None
+    schema: str | None
+
+    def name(self, key: str) -> str | None:
+        return self.reader.name(self.args.get(key))
+
+    def flag(self, key: str) -> bool | None:
+        return self.reader.flag(self.args.get(key))
+
+    def op(self, kind: str, column: str | None = None, **details: Any) -> Operation:
+        return Operation(kind, self.table, column, self.schema, details=details)
+
+
+def _create_table(c: _Call) -> list[Operation]:
+    return [c.op("create_table")]
+
+
+def _drop_table(c: _Call) -> list[Operation]:
+    return [c.op("drop_table", if_exists=c.flag("if_exists"))]
+
+
+def _rename_table(c: _Call) -> list[Operation]:
+    return [c.op("rename_table", new_name=c.name("new_name"))]
+
+
+def _add_column(c: _Call) -> list[Operation]:
+    column, details = c.reader.column(c.args.get("column")) or (None, {"nullable": None, "server_default": None, "type": None})
+    return [c.op("add_column", column, **details)]
+
+
+def _drop_column(c: _Call) -> list[Operation]:
+    return [c.op("drop_column", c.name("column"))]
+
+
+def _alter_column(c: _Call) -> list[Operation]:
+    """Split like ``alembic_ops._alter_column``: type, nullability and name changes, else a plain alter."""
+    r, column, result = c.reader, c.name("column"), []
+    if r.literal(c.args.get("type_")) is not None:  # type_=None (or absent) changes nothing
+        (old, old_text), (new, new_text) = r.type_of(c.args.get("existing_type")), r.type_of(c.args["type_"])
+        change = type_change(old, new)
+        if old is None and new is None and old_text is not None and old_text == new_text:
+            change = "unchanged"  # the same expression we could not evaluate
+        if change != "unchanged":
+            result.append(c.op("alter_column_type", column, type_change=change, old_type=old_text, new_type=new_text))
+    nullable, existing = r.literal(c.args.get("nullable")), r.literal(c.args.get("existing_nullable"))
+    if nullable is False and existing is not False:
+        result.append(c.op("set_not_null", column))
+    elif nullable is True and existing is not True:
+        result.append(c.op("drop_not_null", column))
+    if r.literal(c.args.get("new_column_name")) is not None:
+        new_name = c.name("new_column_name")
+        if new_name != column:
+            result.append(c.op("rename_column", column, new_name=new_name))
+    return result or [c.op("alter_column", column)]
+
+
+def _create_index(c: _Call) -> list[Operation]:
+    return [c.op("create_index", name=c.name("name"), unique=c.flag("unique"), concurrently=c.flag("postgresql_concurrently"))]
+
+
+def _drop_index(c: _Call) -> list[Operation]:
+    return [c.op("drop_index", name=c.name("name"), concurrently=c.flag("postgresql_concurrently"))]
+
+
+_CONSTRAINT_TYPES = {
+    "create_unique_constraint": "unique",
+    "create_foreign_key": "foreign_key",
+    "create_check_constraint": "check",
+    "create_primary_key": "primary_key",
+}
+
+
+def _add_constraint(c: _Call) -> list[Operation]:
+    kind = _CONSTRAINT_TYPES[c.method]
+    return [c.op("add_constraint", constraint_type=kind, name=c.name("name"), not_valid=c.flag("postgresql_not_valid"))]
+
+
+def _drop_constraint(c: _Call) -> list[Operation]:
+    return [c.op("drop_constraint", name=c.name("name"), constraint_type=c.reader.string(c.args.get("type_")))]
+
+
+def _bulk_insert(c: _Call) -> list[Operation]:
+    table, schema = c.reader.table_ref(c.args.get("table")) or (None, None)
+    return [Operation("insert", table, schema=schema)]
+
+
+def _table_comment(c: _Call) -> list[Operation]:
+    return [c.op("other")]
+
+
+_ALEMBIC_OPS: dict[str, tuple[tuple[str, ...], Callable[[_Call], list[Operation]]]] = {
+    "create_table": (("table",), _create_table),
+    "drop_table": (("table",), _drop_table),
+    "rename_table": (("table", "new_name"), _rename_table),
+    "add_column": (("table", "column"), _add_column),
+    "drop_column": (("table", "column"), _drop_column),
+    "alter_column": (("table", "column"), _alter_column),
+    "create_index": (("name", "table", "columns"), _create_index),
+    "drop_index": (("name", "table"), _drop_index),
+    "create_unique_constraint": (("name", "table", "columns"), _add_constraint),
+    "create_foreign_key": (("name", "table", "referent_table"), _add_constraint),
+    "create_check_constraint": (("name", "table", "condition"), _add_constraint),
+    "create_primary_key": (("name", "table", "columns"), _add_constraint),
+    "drop_constraint": (("name", "table", "type_"), _drop_constraint),
+    "bulk_insert": (("table", "rows"), _bulk_insert),
+    "create_table_comment": (("table", "comment"), _table_comment),
+    "drop_table_comment": (("table",), _table_comment),
+}
+_KEYWORDS = {
+    "table_name": "table",
+    "source_table": "table",
+    "old_table_name": "table",
+    "new_table_name": "new_name",
+    "column_name": "column",
+    "index_name": "name",
+    "constraint_name": "name",
+    "source_schema": "schema",
+}
+
+
+def _bind_args(call: ast.Call, params: tuple[str, ...]) -> dict[str, ast.expr]:
+    args = dict(zip(params, call.args))
+    args.update((_KEYWORDS.get(k.arg, k.arg), k.value) for k in call.keywords if k.arg)
+    return args
+
+
+# --- the walk -------------------------------------------------------------------------------------------
+
+
+class _Reader(ast.NodeVisitor):
+    def __init__(self, source: str, tree: ast.Module, dialect: str | None) -> None:
+        self.source, self.tree, self.dialect = source, tree, dialect
+        self.lines = _LINE_BREAKS.split(source)
+        self.aliases: dict[str, str] = dict(_DEFAULT_ALIASES)  # local name -> dotted import path
+        self.scope: dict[str, _Value] = {}
+        self.functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+        self.stack: list[ast.AST] = []  # functions being read, outermost first
+        self.busy: set[str] = set()  # names being resolved (guards x = x + "...")
+        self.out: list[Operation] = []
+
+    # statements that bind names
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.asname:
+                self.aliases[alias.asname] = alias.name
+            else:
+                self.aliases.pop(alias.name.split(".")[0], None)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        module = "." * node.level + (node.module or "")
+        for alias in node.names:
+            self.aliases[alias.asname or alias.name] = f"{module}.{alias.name}"
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self.visit(node.value)
+        for target in node.targets:
+            self.bind(target, node.value)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self.visit(node.value)
+            self.bind(node.target, node.value)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self.visit(node.value)
+        old = self.scope.get(node.target.id) if isinstance(node.target, ast.Name) else None
+        if isinstance(old, ast.expr) and isinstance(node.op, ast.Add):
+            self.scope[node.target.id] = ast.BinOp(left=old, op=ast.Add(), right=node.value)  # sql += "..."
+        else:
+            self.bind(node.target, None)
+
+    def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
+        self.visit(node.iter)
+        self.bind(node.target, _Each(node.iter))
+        for stmt in node.body + node.orelse:
+            self.visit(stmt)
+
+    visit_AsyncFor = visit_For
+
+    def visit_With(self, node: ast.With | ast.AsyncWith) -> None:
+        for item in node.items:
+            self.visit(item.context_expr)
+            if item.optional_vars is not None:
+                self.bind(item.optional_vars, self._batch(item.context_expr))
+        for stmt in node.body:
+            self.visit(stmt)
+
+    visit_AsyncWith = visit_With
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        """A helper defined inside the function: read where it is called, or here if never called by name."""
+        self.functions[node.name] = node
+        if node.name not in self._called_names:
+            self.walk(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def bind(self, target: ast.expr, value: _Value) -> None:
+        if isinstance(target, ast.Name):
+            self.scope[target.id] = value
+        elif isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) and len(target.elts) == len(value.elts):
+            for t, v in zip(target.elts, value.elts):
+                self.bind(t, v)
+        else:  # unpacking we do not follow: forget what the names held
+            for n in ast.walk(target):
+                if isinstance(n, ast.Name):
+                    self.scope[n.id] = None
+
+    @functools.cached_property
+    def _called_names(self) -> frozenset[str]:
+        return frozenset(n.func.id for n in ast.walk(self.tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name))
+
+    def walk(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, call: ast.Call | None = None) -> None:
+        """Read ``fn``'s body, its parameters bound to ``call``'s arguments (unknown without a call)."""
+        if fn in self.stack or len(self.stack) > _MAX_HELPER_DEPTH:
+            return
+        saved = self.scope
+        self.scope = {**saved, **self._parameters(fn, call)}
+        self.stack.append(fn)
+        for stmt in fn.body:
+            self.visit(stmt)
+        self.stack.pop()
+        self.scope = saved
+
+    def _parameters(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, call: ast.Call | None) -> dict[str, _Value]:
+        a = fn.args
+        positional = [p.arg for p in a.posonlyargs + a.args]
+        bound: dict[str, _Value] = {p.arg: None for p in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if p}
+        bound.update(zip(positional[len(positional) - len(a.defaults) :], a.defaults))
+        bound.update((p.arg, d) for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None)
+        if call is not None:
+            for name, value in zip(positional, call.args):
+                if isinstance(value, ast.Starred):
+                    break
+                bound[name] = value
+            bound.update((k.arg, k.value) for k in call.keywords if k.arg in bound)
+        for name, value in bound.items():  # an argument naming a caller's variable means that variable's value
+            if isinstance(value, ast.Name) and value.id in self.scope:
+                bound[name] = self.scope[value.id]
+        return bound
+
+    # calls
+
+    def visit_Call(self, node: ast.Call) -> None:
+        f = node.func
+        if isinstance(f, ast.Name) and f.id in self.functions:
+            self.generic_visit(node)
+            self.walk(self.functions[f.id], node)
+            return
+        found = None
+        if isinstance(f, ast.Attribute):
+            if f.attr in _EXECUTE:
+                found = self._execute(node)
+            else:
+                found = self._alembic_op(node, f)
+            if f.attr in _MUTATORS and isinstance(f.value, ast.Name) and isinstance(self.scope.get(f.value.id), _COLLECTIONS):
+                self.scope[f.value.id] = None  # statements.append(...): no longer the literal we saw
+        if found is None:
+            self.generic_visit(node)
+            return
+        statement = self.segment(node)
+        for o in found:
+            o.line, o.source = f.end_lineno, "ast"
+            o.statement = o.statement or statement
+            self.out.append(o)
+
+    def _alembic_op(self, node: ast.Call, f: ast.Attribute) -> list[Operation] | None:
+        spec = _ALEMBIC_OPS.get(f.attr)
+        if spec is None:
+            return None
+        params, convert = spec
+        batch = self.scope.get(f.value.id) if isinstance(f.value, ast.Name) else None
+        if isinstance(batch, _Batch):
+            args = _bind_args(node, tuple(p for p in params if p != "table"))
+            table, schema = batch.table, self.name(args["schema"]) if "schema" in args else batch.schema
+        elif self._qual(f.value) == "alembic.op":
+            args = _bind_args(node, params)
+            table, schema = self.name(args.get("table")), self.name(args.get("schema"))
+        else:
+            return None
+        return convert(_Call(self, f.attr, args, table, schema))
+
+    def _batch(self, expr: ast.expr) -> _Batch | None:
+        if (
+            isinstance(expr, ast.Call)
+            and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "batch_alter_table"
+            and self._qual(expr.func.value) == "alembic.op"
+        ):
+            args = _bind_args(expr, ("table", "schema"))
+            return _Batch(self.name(args.get("table")), self.name(args.get("schema")))
+        return None
+
+    def _execute(self, node: ast.Call) -> list[Operation] | None:
+        """``<anything>.execute(X)``: SQL text is classified, a DML construct recognised, else ``unparsed``."""
+        arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("sqltext", "statement")), None)
+        if arg is None:
+            return None
+        texts = self.sql_texts(arg)
+        if texts is not None:
+            return [o for text in texts for o in classify_sql(text, self.dialect)]
+        return [self.construct(arg) or Operation("unparsed")]
+
+
+    def segment(self, node: ast.expr) -> str:
+        """``ast.get_source_segment`` on the pre-split lines, whitespace collapsed, cut to 200 characters."""
+        first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
+        lines = [line.encode() for line in self.lines[first : last + 1]]  # col offsets count UTF-8 bytes
+        if not lines:
+            return ""
+        lines[-1] = lines[-1][: node.end_col_offset]
+        lines[0] = lines[0][node.col_offset :]
+        return " ".join(b"".join(lines).decode(errors="replace").split())[:_MAX_STATEMENT]
+
+    # resolving expressions; each resolver follows names through the scope with _follow
+
+    def _follow(self, name: ast.Name, resolve: Callable[[Any], _T], default: _T) -> _T:
+        value = self.scope.get(name.id)
+        if value is None or name.id in self.busy:
+            return default
+        self.busy.add(name.id)
+        try:
+            return resolve(value)
+        finally:
+            self.busy.discard(name.id)
+
+    def _qual(self, e: ast.expr) -> str | None:
+        """Dotted path of a name or attribute chain, through imports: ``sa.String`` -> ``sqlalchemy.String``."""
+        if isinstance(e, ast.Name):
+            return self.aliases.get(e.id, e.id)
+        if isinstance(e, ast.Attribute):
+            base = self._qual(e.value)
+            return base and f"{base}.{e.attr}"
+        return None
+
+    def _sa_name(self, e: ast.expr) -> str | None:
+        """``Column`` for ``sa.Column``, ``sqlalchemy.schema.Column`` or a bare unimported ``Column``."""
+        path = self._qual(e)
+        if path and (path.startswith("sqlalchemy.") or "." not in path):
+            return path.rsplit(".", 1)[-1]
+        return None
+
+    def literal(self, e: _Value) -> Any:
+        """The Python literal ``e`` is (None when absent), ``_UNKNOWN`` if it is not one."""
+        if e is None:
+            return None
+        if isinstance(e, ast.Name):
+            return self._follow(e, self.literal, _UNKNOWN)
+        if not isinstance(e, ast.expr):
+            return _UNKNOWN
+        try:
+            return ast.literal_eval(e)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return _UNKNOWN
+
+    def flag(self, e: ast.expr | None, default: bool = False) -> bool | None:
+        """A boolean keyword: ``default`` when absent, None when not a literal."""
+        if e is None:
+            return default
+        value = self.literal(e)
+        return None if value is _UNKNOWN else bool(value)
+
+    def string(self, e: _Value) -> str | None:
+        """A name argument: a string literal, a name bound to one, ``op.f("x")`` / ``conv("x")``."""
+        if isinstance(e, ast.Name):
+            return self._follow(e, self.string, None)
+        if isinstance(e, ast.Constant):
+            return e.value if isinstance(e.value, str) else None
+        if isinstance(e, ast.Call) and len(e.args) == 1 and getattr(e.func, "attr", getattr(e.func, "id", None)) in ("f", "conv"):
+            return self.string(e.args[0])
+        return None
+
+    def name(self, e: _Value) -> str | None:
+        value = self.string(e)
+        return None if value is None else value.lower()
+
+    def sql_texts(self, e: _Value) -> list[str] | None:
+        """The SQL ``e`` evaluates to when it is built from literals (several for a loop variable), else None."""
+        if isinstance(e, ast.Name):
+            return self._follow(e, self.sql_texts, None)
+        if isinstance(e, _Each):
+            items = self._items(e.iterable)
+            texts = [self.sql_texts(item) for item in items or ()]
+            return None if items is None or None in texts else [t for group in texts for t in group or ()]
+        if isinstance(e, ast.Constant):
+            return [e.value] if isinstance(e.value, str) else None
+        if isinstance(e, ast.JoinedStr):  # f"...{x}...": x's value if it is a known string, else a placeholder
+            return ["".join(self._fstring_part(v) for v in e.values)]
+        if isinstance(e, ast.IfExp):  # both branches may run, as for an if statement
+            body, orelse = self.sql_texts(e.body), self.sql_texts(e.orelse)
+            return None if body is None or orelse is None else body + orelse
+        if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Add):  # "..." + name: the name is a placeholder
+            left, right = self.sql_texts(e.left), self.sql_texts(e.right)
+            if left is None and right is None:
+                return None
+            return [a + b for a in left or [_PLACEHOLDER] for b in right or [_PLACEHOLDER]]
+        if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Mod):  # "... %s" % value
+            texts = self.sql_texts(e.left)
+            return texts and [_PERCENT.sub(lambda m: "%" if m[0] == "%%" else _PLACEHOLDER, t) for t in texts]
+        if isinstance(e, ast.Call):
+            f = e.func
+            if isinstance(f, ast.Attribute) and f.attr == "format":
+                texts = self.sql_texts(f.value)
+                return texts and [_BRACES.sub(_PLACEHOLDER, t) for t in texts]
+            if isinstance(f, ast.Attribute) and f.attr in _TEXT_METHODS:
+                return self.sql_texts(f.value)
+            if e.args and (self._sa_name(f) in _TEXT_WRAPPERS or self._qual(f) in ("textwrap.dedent", "dedent")):
+                return self.sql_texts(e.args[0])
+        return None
+
+    def _fstring_part(self, v: ast.expr) -> str:
+        if isinstance(v, ast.Constant):
+            return str(v.value)
+        if isinstance(v, ast.FormattedValue) and v.conversion == -1 and v.format_spec is None:
+            value = self.string(v.value)
+            if value is not None:
+                return value
+        return _PLACEHOLDER
+
+    def _items(self, e: _Value) -> list[ast.expr] | None:
+        if isinstance(e, ast.Name):
+            return self._follow(e, self._items, None)
+        return list(e.elts) if isinstance(e, (ast.List, ast.Tuple, ast.Set)) else None
+
+    def table_ref(self, e: _Value) -> tuple[str | None, str | None] | None:
+        """(name, schema) of a ``sa.table("t", ..., schema=...)`` / ``sa.Table(...)`` expression."""
+        if isinstance(e, ast.Name):
+            return self._follow(e, self.table_ref, None)
+        if isinstance(e, ast.Call) and e.args and self._sa_name(e.func) in ("table", "Table"):
+            schema = next((k.value for k in e.keywords if k.arg == "schema"), None)
+            return self.name(e.args[0]), self.name(schema)
+        return None
+
+    def construct(self, e: _Value, has_where: bool = False) -> Operation | None:
+        """A SQLAlchemy DML construct: ``t.delete()``, ``sa.update(t).where(...).values(...)``, ..."""
+        if isinstance(e, ast.Name):
+            return self._follow(e, lambda v: self.construct(v, has_where), None)
+        if not isinstance(e, ast.Call):
+            return None
+        f, kind = e.func, self._sa_name(e.func)
+        if kind in _DML:  # sa.delete(t)
+            target = e.args[0] if e.args else None
+        elif isinstance(f, ast.Attribute) and f.attr in _DML:  # t.delete()
+            kind, target = f.attr, f.value
+        elif isinstance(f, ast.Attribute):  # .where(...), .values(...), ... above the construct
+            return self.construct(f.value, has_where or f.attr in _WHERE)
+        else:
+            return None
+        table, schema = self.table_ref(target) or (None, None)
+        return Operation(kind, table, schema=schema, details={"has_where": has_where} if kind in ("delete", "update") else {})
+
+    def column(self, e: _Value) -> tuple[str | None, dict[str, Any]] | None:
+        """(name, add_column details) of a ``sa.Column(...)`` expression, with SQLAlchemy's defaults."""
+        if isinstance(e, ast.Name):
+            return self._follow(e, self.column, None)
+        if not (isinstance(e, ast.Call) and self._sa_name(e.func) == "Column"):
+            return None
+        args, kw = list(e.args), {k.arg: k.value for k in e.keywords if k.arg}
+        name = self.name(args[0]) if args else None
+        if name is not None:
+            args.pop(0)
+        else:
+            name = self.name(kw.get("name"))
+        items = {self._sa_name(a.func if isinstance(a, ast.Call) else a) for a in args}
+        type_expr = kw.get("type_") or next(
+            (a for a in args if self._sa_name(a.func if isinstance(a, ast.Call) else a) not in _SCHEMA_ITEMS), None
+        )
+        if "nullable" in kw:
+            nullable = self.literal(kw["nullable"])
+            nullable = None if nullable is _UNKNOWN else bool(nullable)
+        else:
+            nullable = not (self.literal(kw.get("primary_key")) is True or "Identity" in items)
+        server_default = self.literal(kw.get("server_default")) is not None or bool(items & {"Computed", "Identity"})
+        return name, {"nullable": nullable, "server_default": server_default, "type": self.type_of(type_expr)[1]}
+
+    def type_of(self, e: ast.expr | None) -> tuple[Any, str | None]:
+        """(SQLAlchemy type instance or None, its text) -- the text falls back to the source, lower-cased."""
+        if e is None:
+            return None, None
+        value = self._eval_type(e)
+        if value is not None and not isinstance(value, sa.types.NullType):
+            return value, _type_text(value)
+        return None, re.sub(r"^(?:\w+\.)+", "", self.segment(e)).lower()
+
+    def _eval_type(self, e: _Value) -> Any:
+        """``sa.String(length=50)``, ``postgresql.JSONB()``, ``sa.BigInteger``: a type class on a
+        ``sqlalchemy`` path called with literal (or type) arguments; None for anything else."""
+        if isinstance(e, ast.Name) and e.id in self.scope:
+            return self._follow(e, self._eval_type, None)
+        if not isinstance(e, ast.expr):
+            return None
+        call = e if isinstance(e, ast.Call) else None
+        path = self._qual(call.func if call else e)
+        if path is None or not (path.startswith("sqlalchemy.") or "." not in path):
+            return None
+        cls = _sqlalchemy_attr(path if "." in path else f"sqlalchemy.{path}")
+        if not (isinstance(cls, type) and issubclass(cls, sa.types.TypeEngine)):
+            return None
+        if call is not None and any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in getattr(call, "keywords", ())):
+            return None
+        args = [self._type_arg(a) for a in call.args] if call else []
+        kwargs = {k.arg: self._type_arg(k.value) for k in call.keywords if k.arg} if call else {}
+        if any(v is _UNKNOWN for v in [*args, *kwargs.values()]):
+            return None
+        try:
+            return cls(*args, **kwargs)
+        except Exception:  # wrong arguments for the type
+            return None
+
+    def _type_arg(self, e: ast.expr) -> Any:
+        value = self.literal(e)
+        if value is _UNKNOWN:
+            value = self._eval_type(e)
+        return _UNKNOWN if value is None and not _is_none(e) else value
+
+
+def _is_none(e: ast.expr) -> bool:
+    return isinstance(e, ast.Constant) and e.value is None
+
+
+@functools.cache
+def _sqlalchemy_attr(path: str) -> Any:
+    """The object at a dotted ``sqlalchemy...`` path (importing the longest module prefix), or None."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except Exception:
+            continue
+        for part in parts[i:]:
+            obj = getattr(obj, part, None)
+        return obj
+    return None

@@ -1,0 +1,147 @@
+"""The ``check`` use case: select revisions, capture what they do offline, apply the rules."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import alembic_bridge as bridge
+from .analysis.acks import parse_cli_allow, read_file_acks
+from .analysis.engine import Evaluator, Finding, RevisionOps, exit_code_for
+from .analysis.operations import Operation
+from .analysis.rules import Rule, load_rules
+from .analysis.static import read_upgrade
+from .config import DIALECTS, Project
+from .errors import ConfigError, RevisionError, UsageError
+
+
+@dataclass
+class CheckOptions:
+    range: str | None = None
+    revisions: Sequence[str] = ()
+    since: str | None = None
+    dialect: str | None = None
+    allow: Sequence[str] = ()
+    fail_on: str | None = None
+
+
+@dataclass
+class CheckReport:
+    findings: list[Finding]
+    revisions: list[str]
+    selection: str
+    dialect: str
+    fail_on: str
+    rules: dict[str, Rule]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        live = [f for f in self.findings if not f.allowed]
+        return {
+            "revisions": len(self.revisions),
+            "errors": sum(f.severity == "error" for f in live),
+            "warnings": sum(f.severity == "warning" for f in live),
+            "infos": sum(f.severity == "info" for f in live),
+            "allowed": sum(f.allowed for f in self.findings),
+        }
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code_for(self.findings, self.fail_on)
+
+
+def rules_for(project: Project) -> dict[str, Rule]:
+    rules = load_rules(project.settings.rule_dirs)
+    source = project.settings.source.name if project.settings.source else "settings"
+    for rule_id in project.settings.severity:
+        if rule_id not in rules:
+            raise ConfigError(f"{source}: severity.{rule_id}: unknown rule")
+    return rules
+
+
+def run_check(project: Project, options: CheckOptions) -> CheckReport:
+    rules = rules_for(project)
+    cli_acks = [parse_cli_allow(spec, frozenset(rules)) for spec in options.allow]
+    if options.dialect and options.dialect not in DIALECTS:
+        raise UsageError(f"--dialect {options.dialect!r}: choose {', '.join(DIALECTS)}")
+    script = bridge.open_scripts(project)
+    selection = _select(project, script, options)
+    notes = [selection.note] if selection.note else []
+
+    dialect = options.dialect or project.settings.dialect
+    if dialect:
+        project.alembic.set_main_option("sqlalchemy.url", f"{dialect}://")
+    elif project.dialect_from_url:
+        dialect = project.dialect_from_url
+    else:
+        dialect = "sqlite"
+        project.alembic.set_main_option("sqlalchemy.url", "sqlite://")
+        notes.append("no sqlalchemy.url and no --dialect: checking as sqlite")
+
+    captured = bridge.capture(project, script, selection.scripts, dialect)
+    notes.extend(captured.notes)
+    evaluator = Evaluator(rules, project.settings, captured.dialect)
+    revisions = [_revision_ops(cap, captured.dialect) for cap in captured.revisions]
+
+    findings: list[Finding] = []
+    heads = script.get_heads()
+    if len(heads) > 1:
+        head_file = bridge.script_file(project, script.get_revision(heads[0]))
+        op = Operation("multiple_heads", file=head_file, details={"detail": ", ".join(sorted(heads))})
+        f = evaluator.synthetic("multiple-heads", op)
+        if f:
+            findings.append(f)
+    for rev in revisions:
+        findings.extend(evaluator.revision_findings(rev, captured.env_operations))
+    findings = evaluator.acknowledge(findings, revisions, cli_acks)
+    order = {rev.revision: i for i, rev in enumerate(revisions)}
+    findings.sort(key=lambda f: (order.get(f.revision or "", -1), f.line or 0))
+    return CheckReport(
+        findings=findings,
+        revisions=[r.revision for r in revisions],
+        selection=selection.description,
+        dialect=captured.dialect,
+        fail_on=options.fail_on or project.settings.fail_on,
+        rules=rules,
+        notes=notes,
+    )
+
+
+def _select(project: Project, script, options: CheckOptions) -> bridge.Selection:  # type: ignore[no-untyped-def]
+    chosen = [name for name, value in (("--range", options.range), ("--revision", options.revisions), ("--since", options.since)) if value]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} cannot be combined; pick one")
+    if options.range:
+        return bridge.select_by_range(script, options.range)
+    if options.revisions:
+        return bridge.select_by_revisions(project, script, options.revisions)
+    if options.since:
+        return bridge.select_since(project, script, options.since)
+    return bridge.select_pending(project, script)
+
+
+def _revision_ops(cap: bridge.RevisionCapture, dialect: str) -> RevisionOps:
+    """A captured revision, completed by a static reading where rendering failed, with its acknowledgements."""
+    try:
+        with open(cap.path, encoding="utf-8") as fh:
+            source = fh.read()
+    except OSError as exc:
+        raise RevisionError(f"{cap.path}: cannot be read: {exc.strerror}") from None
+    operations = cap.operations
+    if cap.failure:
+        seen = {(o.line, o.kind) for o in operations}
+        try:
+            static = read_upgrade(source, dialect)
+        except SyntaxError as exc:
+            raise RevisionError(f"{cap.path}:{exc.lineno}: syntax error: {exc.msg}") from None
+        for o in static:
+            if (o.line, o.kind) not in seen:
+                o.revision, o.file = cap.revision, cap.path
+                operations.append(o)
+        operations.sort(key=lambda o: o.line or 0)
+    lines = source.splitlines()
+    for o in operations:
+        if o.statement is None and o.line and o.line <= len(lines):
+            o.statement = lines[o.line - 1].strip()  # a batch op renders no SQL of its own
+    acks, bad = read_file_acks(cap.path, source)
+    return RevisionOps(cap.revision, cap.path, operations, cap.failure, cap.failure_line, acks, bad)

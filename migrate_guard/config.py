@@ -1,0 +1,190 @@
+"""Where the project is and how the guard is set: alembic.ini / pyproject.toml and the guard's own settings.
+
+Guard settings live in ``migrate-guard.toml`` beside alembic.ini (top-level keys), or in
+``[tool.migrate-guard]`` of the ``pyproject.toml`` there. Every unknown key or bad value is a
+one-line ``ConfigError`` naming the file and the key.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config as AlembicConfig
+
+from .errors import ConfigError
+
+SEVERITY_CHOICES = ("off", "info", "warning", "error")
+FAIL_ON_CHOICES = ("info", "warning", "error", "never")
+DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    protected_tables: tuple[str, ...] = ()
+    severity: dict[str, str] = field(default_factory=dict)  # rule id -> off|info|warning|error
+    rule_dirs: tuple[Path, ...] = ()
+    dialect: str | None = None
+    fail_on: str = "error"
+    source: Path | None = None  # the file these came from, for messages
+
+    def is_protected(self, table: str | None, schema: str | None = None) -> bool:
+        """True when ``[schema.]table`` matches a protected pattern (names, ``schema.name``, globs)."""
+        if table is None:
+            return False
+        table, qualified = table.lower(), f"{schema}.{table}".lower() if schema else None
+        for pattern in self.protected_tables:
+            if "." in pattern:
+                if qualified and fnmatch.fnmatchcase(qualified, pattern):
+                    return True
+            elif fnmatch.fnmatchcase(table, pattern):
+                return True
+        return False
+
+    def schema_is_protected(self, schema: str | None) -> bool:
+        """True when dropping ``schema`` would take a protected table with it."""
+        if schema is None:
+            return False
+        return any(
+            "." in p and fnmatch.fnmatchcase(schema.lower(), p.split(".", 1)[0]) for p in self.protected_tables
+        )
+
+
+@dataclass
+class Project:
+    """An Alembic project as the guard sees it."""
+
+    alembic: AlembicConfig
+    config_path: Path  # alembic.ini, or pyproject.toml when that holds [tool.alembic]
+    root: Path  # the directory config_path is in
+    url: str | None
+    settings: GuardSettings
+
+    @property
+    def dialect_from_url(self) -> str | None:
+        if not self.url:
+            return None
+        name = self.url.split(":", 1)[0].split("+", 1)[0].lower()
+        return name or None
+
+
+def find_config_path(path: str | os.PathLike[str] | None) -> Path:
+    """The alembic config to use: ``-c PATH``, else ``$ALEMBIC_CONFIG``, else ``./alembic.ini``, else ``./pyproject.toml``."""
+    if path:
+        candidate = Path(path)
+        if not candidate.is_file():
+            raise ConfigError(f"config file not found: {candidate}")
+        return candidate.resolve()
+    env = os.environ.get("ALEMBIC_CONFIG")
+    if env:
+        candidate = Path(env)
+        if not candidate.is_file():
+            raise ConfigError(f"config file not found: {candidate} (from ALEMBIC_CONFIG)")
+        return candidate.resolve()
+    ini = Path("alembic.ini")
+    if ini.is_file():
+        return ini.resolve()
+    pyproject = Path("pyproject.toml")
+    if pyproject.is_file() and "alembic" in _read_toml(pyproject).get("tool", {}):
+        return pyproject.resolve()
+    raise ConfigError("no alembic.ini in this directory (pass -c PATH or set ALEMBIC_CONFIG)")
+
+
+def load_project(config_path: str | os.PathLike[str] | None = None, url: str | None = None) -> Project:
+    path = find_config_path(config_path)
+    root = path.parent
+    if path.suffix == ".toml":
+        if "alembic" not in _read_toml(path).get("tool", {}):
+            raise ConfigError(f"{path.name}: no [tool.alembic] table")
+        alembic_cfg = AlembicConfig(toml_file=str(path))
+    else:
+        pyproject = root / "pyproject.toml"
+        toml_file = pyproject if pyproject.is_file() and "alembic" in _read_toml(pyproject).get("tool", {}) else None
+        alembic_cfg = AlembicConfig(str(path), toml_file=str(toml_file) if toml_file else None)
+        try:
+            alembic_cfg.get_section(alembic_cfg.config_ini_section)
+        except Exception as exc:  # configparser raises several kinds for a broken ini
+            raise ConfigError(f"{path.name}: cannot be read: {exc}") from None
+    if url:
+        alembic_cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    try:
+        effective_url = alembic_cfg.get_main_option("sqlalchemy.url") or None
+    except Exception as exc:
+        raise ConfigError(f"{path.name}: bad sqlalchemy.url: {exc}") from None
+    return Project(alembic_cfg, path, root, effective_url, load_settings(root))
+
+
+# --- guard settings -------------------------------------------------------------------------
+
+_KNOWN_KEYS = {"protected_tables", "severity", "rule_dirs", "dialect", "fail_on"}
+
+
+def load_settings(root: Path) -> GuardSettings:
+    """Read guard settings from ``migrate-guard.toml`` beside alembic.ini, else its ``pyproject.toml``."""
+    own = root / "migrate-guard.toml"
+    if own.is_file():
+        return parse_settings(_read_toml(own), own, prefix="")
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        table = _read_toml(pyproject).get("tool", {}).get("migrate-guard")
+        if table is not None:
+            return parse_settings(table, pyproject, prefix="tool.migrate-guard.")
+    return GuardSettings()
+
+
+def parse_settings(data: dict[str, Any], source: Path, prefix: str = "") -> GuardSettings:
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{source.name}: {prefix}{key}: {problem}")
+
+    for key in data:
+        if key not in _KNOWN_KEYS:
+            raise fail(key, f"unknown key (known: {', '.join(sorted(_KNOWN_KEYS))})")
+
+    protected = data.get("protected_tables", [])
+    if not isinstance(protected, list) or not all(isinstance(p, str) and p.strip() for p in protected):
+        raise fail("protected_tables", "must be a list of table names, schema.name or globs")
+
+    severity = data.get("severity", {})
+    if not isinstance(severity, dict):
+        raise fail("severity", 'must be a table of rule-id = "off|info|warning|error"')
+    for rule_id, level in severity.items():
+        if level not in SEVERITY_CHOICES:
+            raise fail(f"severity.{rule_id}", f"bad value {level!r} (choose {', '.join(SEVERITY_CHOICES)})")
+
+    rule_dirs = data.get("rule_dirs", [])
+    if not isinstance(rule_dirs, list) or not all(isinstance(d, str) for d in rule_dirs):
+        raise fail("rule_dirs", "must be a list of directory paths")
+    dirs = tuple((source.parent / d).resolve() for d in rule_dirs)
+    for d in dirs:
+        if not d.is_dir():
+            raise fail("rule_dirs", f"not a directory: {d}")
+
+    dialect = data.get("dialect")
+    if dialect is not None and dialect not in DIALECTS:
+        raise fail("dialect", f"bad value {dialect!r} (choose {', '.join(DIALECTS)})")
+
+    fail_on = data.get("fail_on", "error")
+    if fail_on not in FAIL_ON_CHOICES:
+        raise fail("fail_on", f"bad value {fail_on!r} (choose {', '.join(FAIL_ON_CHOICES)})")
+
+    return GuardSettings(
+        protected_tables=tuple(p.strip().lower() for p in protected),
+        severity=dict(severity),
+        rule_dirs=dirs,
+        dialect=dialect,
+        fail_on=fail_on,
+        source=source,
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path.name}: cannot be read: {exc.strerror}") from None

@@ -1,0 +1,179 @@
+"""Render a check report: text for people, JSON for programs, SARIF for code scanning,
+GitHub workflow commands for pull-request annotations."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .check import CheckReport
+from .analysis.engine import Finding
+
+FORMATS = ("text", "json", "sarif", "github")
+_SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+_COLOUR = {"error": "red", "warning": "yellow", "info": "cyan"}
+
+
+def display_path(path: str | None) -> str | None:
+    """A path relative to the working directory when it lies below it, else as it is."""
+    if path is None:
+        return None
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    return match.group(1) if match else text
+
+
+def render(report: CheckReport, fmt: str, *, config_path: Path | None = None) -> str:
+    renderers: dict[str, Callable[[CheckReport, Path | None], str]] = {
+        "text": _text,
+        "json": _json,
+        "sarif": _sarif,
+        "github": _github,
+    }
+    return renderers[fmt](report, config_path)
+
+
+def _target(f: Finding) -> str:
+    if f.table is None:
+        return ""
+    name = f"{f.schema}.{f.table}" if f.schema else f.table
+    return f"{name}.{f.column}" if f.column else name
+
+
+def _text(report: CheckReport, _config: Path | None) -> str:
+    lines: list[str] = []
+    for f in report.findings:
+        where = display_path(f.file) or "(project)"
+        if f.line:
+            where += f":{f.line}"
+        if f.revision:
+            where += f"  [{f.revision}]"
+        status = "allowed" if f.allowed else f.severity
+        colour = "green" if f.allowed else _COLOUR[f.severity]
+        lines.append(f"{where}")
+        lines.append(f"  {click.style(status.ljust(7), fg=colour, bold=not f.allowed)}  {f.rule}  {f.message}")
+        if f.statement:
+            statement = " ".join(f.statement.split())
+            lines.append(f"           {statement[:117] + '...' if len(statement) > 120 else statement}")
+        if f.allowed:
+            lines.append(f"           reviewed: {f.allowed_reason}")
+        elif f.category != "hygiene":
+            wrapped = textwrap.fill(f"instead: {f.suggestion} (docs/rules/{f.rule}.md)", 100, subsequent_indent="  ")
+            lines.extend(textwrap.indent(wrapped, " " * 11).splitlines())
+    s = report.summary
+    verdict = report.exit_code
+    lines.append(
+        f"checked {s['revisions']} revision{'s' if s['revisions'] != 1 else ''} ({report.selection}, {report.dialect}): "
+        f"{s['errors']} error{'s' if s['errors'] != 1 else ''}, {s['warnings']} warning{'s' if s['warnings'] != 1 else ''}, "
+        f"{s['infos']} info, {s['allowed']} allowed"
+    )
+    if verdict:
+        lines.append(click.style(f"failed: findings at or above --fail-on={report.fail_on}", fg="red", bold=True))
+    return "\n".join(lines)
+
+
+def _json(report: CheckReport, _config: Path | None) -> str:
+    findings = [{**f.to_dict(), "file": display_path(f.file)} for f in report.findings]
+    return json.dumps({"findings": findings, "summary": report.summary}, indent=2)
+
+
+def _location_of(f: Finding, config: Path | None) -> tuple[str, int]:
+    path = f.file or (str(config) if config else "alembic.ini")
+    shown = display_path(path) or path
+    return Path(shown).as_posix(), f.line or 1
+
+
+def _sarif(report: CheckReport, config: Path | None) -> str:
+    rule_ids = sorted(report.rules)
+    index = {rule_id: i for i, rule_id in enumerate(rule_ids)}
+    rules = []
+    for rule_id in rule_ids:
+        rule = report.rules[rule_id]
+        help_text = f"{' '.join(rule.why.split())}\n\nInstead: {' '.join(rule.instead.split())}"
+        rules.append(
+            {
+                "id": rule.id,
+                "name": "".join(part.capitalize() for part in rule.id.split("-")),
+                "shortDescription": {"text": rule.summary},
+                "fullDescription": {"text": " ".join(rule.why.split())},
+                "help": {"text": help_text, "markdown": help_text},
+                "defaultConfiguration": {"level": _SARIF_LEVEL[rule.severity]},
+                "properties": {"category": rule.category, "tags": [rule.category, "migration"]},
+            }
+        )
+    results = []
+    for f in report.findings:
+        uri, line = _location_of(f, config)
+        fingerprint = hashlib.sha256(f"{f.rule}|{uri}|{f.revision}|{_target(f)}|{f.message}".encode()).hexdigest()
+        result = {
+            "ruleId": f.rule,
+            "ruleIndex": index[f.rule],
+            "level": _SARIF_LEVEL[f.severity],
+            "message": {"text": f"{f.message}. Instead: {first_sentence(f.suggestion)}" if f.category != "hygiene" else f.message},
+            "locations": [
+                {"physicalLocation": {"artifactLocation": {"uri": uri, "uriBaseId": "%SRCROOT%"}, "region": {"startLine": line}}}
+            ],
+            "partialFingerprints": {"migrateGuard/v1": fingerprint},
+            "properties": {"revision": f.revision, "table": f.table, "column": f.column, "category": f.category},
+        }
+        if f.allowed:
+            result["suppressions"] = [{"kind": "inSource", "justification": f.allowed_reason or "acknowledged"}]
+        results.append(result)
+    sarif = {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {"driver": {"name": "migrate-guard", "version": __version__, "semanticVersion": __version__, "rules": rules}},
+                "results": results,
+                "columnKind": "utf16CodeUnits",
+            }
+        ],
+    }
+    return json.dumps(sarif, indent=2)
+
+
+def _escape_data(value: str) -> str:
+    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(value: str) -> str:
+    return _escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+def _github(report: CheckReport, config: Path | None) -> str:
+    """GitHub Actions workflow commands: one annotation per finding."""
+    lines = []
+    for f in report.findings:
+        uri, line = _location_of(f, config)
+        command = "notice" if f.allowed or f.severity == "info" else f.severity
+        title = f"migrate-guard {f.rule}" + (" (allowed)" if f.allowed else "")
+        message = f.message
+        if f.allowed:
+            message += f" -- reviewed: {f.allowed_reason}"
+        elif f.category != "hygiene":
+            message += f"\nInstead: {first_sentence(f.suggestion)}"
+        lines.append(
+            f"::{command} file={_escape_property(uri)},line={line},title={_escape_property(title)}::{_escape_data(message)}"
+        )
+    s = report.summary
+    lines.append(
+        f"migrate-guard: {s['revisions']} revisions, {s['errors']} errors, {s['warnings']} warnings, "
+        f"{s['infos']} info, {s['allowed']} allowed"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""Shared fixtures: throw-away Alembic projects, the bundled example, and real database servers.
+
+PostgreSQL and MariaDB tests use a fresh database per test on the local servers. Where a server
+does not answer they skip, saying how to enable them; with MIGRATE_GUARD_REQUIRE_DATABASES=1 (set
+by .ci/run) they fail instead, so CI never skips them silently.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "alembic_example"
+
+PG_URL = os.environ.get("MIGRATE_GUARD_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+MARIADB_URL = os.environ.get("MIGRATE_GUARD_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql")
+REQUIRE_DATABASES = bool(os.environ.get("MIGRATE_GUARD_REQUIRE_DATABASES"))
+
+ENV_PY = '''
+from logging.config import fileConfig
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+target_metadata = None
+
+
+def run_migrations_offline():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
+                      literal_binds=True, dialect_opts={"paramstyle": "named"})
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online():
+    connectable = engine_from_config(config.get_section(config.config_ini_section, {}),
+                                     prefix="sqlalchemy.", poolclass=pool.NullPool)
+    with connectable.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
+'''
+
+
+class Project:
+    """A throw-away Alembic project in a temporary directory."""
+
+    def __init__(self, root: Path, url: str = "") -> None:
+        self.root = root
+        (root / "migrations" / "versions").mkdir(parents=True)
+        (root / "migrations" / "env.py").write_text(ENV_PY)
+        (root / "alembic.ini").write_text(
+            "[alembic]\nscript_location = %(here)s/migrations\npath_separator = os\n"
+            f"sqlalchemy.url = {url}\n"
+        )
+        self._last: str | None = None
+
+    @property
+    def ini(self) -> Path:
+        return self.root / "alembic.ini"
+
+    def revision(self, rev: str, upgrade: str, down: str | None | tuple[str, ...] = "__last__", header: str = "") -> Path:
+        """Add a revision whose upgrade() body is ``upgrade``; chained after the previous one by default."""
+        down_revision = self._last if down == "__last__" else down
+        body = textwrap.indent(textwrap.dedent(upgrade).strip() or "pass", "    ")
+        source = (
+            f'"""revision {rev}"""\nfrom alembic import op\nimport sqlalchemy as sa\n{textwrap.dedent(header)}\n'
+            f"revision = {rev!r}\ndown_revision = {down_revision!r}\nbranch_labels = None\ndepends_on = None\n\n\n"
+            f"def upgrade():\n{body}\n\n\ndef downgrade():\n    pass\n"
+        )
+        path = self.root / "migrations" / "versions" / f"{rev}.py"
+        path.write_text(source)
+        self._last = rev
+        return path
+
+    def settings(self, toml: str) -> None:
+        (self.root / "migrate-guard.toml").write_text(textwrap.dedent(toml))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path / "proj")
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """A private copy of alembic_example/ (tests may add revisions or create its database)."""
+    dest = tmp_path / "alembic_example"
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
+    yield dest
+    sys.modules.pop("models", None)  # env.py imports the example's models by a bare name
+
+
+@pytest.fixture
+def run_cli():
+    """Run the CLI in-process; returns the click Result (exit_code, stdout, stderr)."""
+    from migrate_guard.cli import cli
+
+    def run(*args: str, cwd: Path | None = None):
+        runner = CliRunner()
+        old = os.getcwd()
+        if cwd:
+            os.chdir(cwd)
+        try:
+            return runner.invoke(cli, list(args), prog_name="migrate-guard", catch_exceptions=False)
+        finally:
+            os.chdir(old)
+
+    return run
+
+
+# --- real database servers ----------------------------------------------------------------------
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _require(host: str, port: int, name: str, how: str) -> None:
+    if _answers(host, port):
+        return
+    message = f"{name} not answering on {host}:{port}; {how}, or run .ci/run"
+    if REQUIRE_DATABASES:
+        pytest.fail(message + " (MIGRATE_GUARD_REQUIRE_DATABASES is set, so this is a failure)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgresql_url() -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database, dropped afterwards."""
+    import sqlalchemy as sa
+
+    _require("127.0.0.1", 5432, "PostgreSQL", "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set MIGRATE_GUARD_PG_URL")
+    name = f"mg_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield str(sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """URL of a fresh, empty MariaDB database, dropped afterwards."""
+    import sqlalchemy as sa
+
+    _require("127.0.0.1", 3306, "MariaDB", "start it with `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd` or set MIGRATE_GUARD_MARIADB_URL")
+    name = f"mg_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(MARIADB_URL, poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}`")
+    try:
+        yield str(sa.engine.make_url(MARIADB_URL).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'guarded.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The same test against SQLite, PostgreSQL and MariaDB."""
+    return request.getfixturevalue(f"{request.param}_url")
