@@ -70,8 +70,22 @@ def open_scripts(project: Project) -> ScriptDirectory:
     except CommandError as exc:
         raise ConfigError(f"{project.config_path.name}: {exc}") from None
     except Exception as exc:  # a revision module that raises on import
-        raise RevisionError(f"cannot load revisions: {_one_line(exc)}") from None
+        where = _project_frame(exc.__traceback__, project)
+        hint = " (is the project importable? check prepend_sys_path in alembic.ini or PYTHONPATH)" if isinstance(exc, ImportError) else ""
+        raise RevisionError(f"{where or 'cannot load revisions'}: {_one_line(exc)}{hint}") from None
     return script
+
+
+def _project_frame(tb: Any, project: Project) -> str | None:
+    """``file:line`` of the innermost traceback frame inside the project, for error messages."""
+    root = os.path.realpath(project.root) + os.sep
+    found = None
+    while tb is not None:
+        filename = os.path.realpath(os.path.join(project.root, tb.tb_frame.f_code.co_filename))
+        if filename.startswith(root):
+            found = f"{_display(filename)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
 
 
 def script_file(project: Project, script: Script) -> str:
@@ -160,7 +174,8 @@ def select_pending(project: Project, script: ScriptDirectory) -> Selection:
     """The revisions the database has not run; all of them when it does not answer."""
     heads, why = database_heads(project)
     if heads is None:
-        return Selection(all_in_order(script), "base:heads", f"database not reachable ({why}); checking base:heads")
+        note = "no database URL configured" if not project.url else f"database not reachable ({why})"
+        return Selection(all_in_order(script), "base:heads", f"{note}; checking base:heads")
     if not heads:
         return Selection(all_in_order(script), "base:heads (empty database)")
     return Selection(upgrade_path(script, heads, "heads"), f"pending after {','.join(heads)}")

@@ -124,6 +124,21 @@ def test_objects_created_in_the_same_revision_are_exempt(run_cli, project):
     assert rules_of(check_json(run_cli, project, "--dialect", "postgresql")) == []
 
 
+def test_backfill_of_a_new_column_is_not_an_overwrite(run_cli, project):
+    project.revision(
+        "a1",
+        """
+        op.add_column("accounts", sa.Column("balance_cents", sa.BigInteger(), nullable=True))
+        op.execute("UPDATE accounts SET balance_cents = balance * 100")
+        accounts = sa.table("accounts", sa.column("balance_cents", sa.BigInteger))
+        op.execute(accounts.update().values(balance_cents=0))
+        op.execute("UPDATE accounts SET balance = 0")
+        """,
+    )
+    found = rules_of(check_json(run_cli, project, "--dialect", "postgresql"))
+    assert found == [("update-without-where", "accounts", None)]
+
+
 def test_not_analyzable_revision_falls_back_to_source_reading(run_cli, project):
     project.revision(
         "a1",

@@ -19,10 +19,11 @@ HEADER = "from alembic import op\nimport sqlalchemy as sa\nfrom sqlalchemy impor
 
 def rev(body: str, before: str = "", after: str = "", header: str = HEADER) -> str:
     """A revision whose ``def upgrade():`` line is line 0 for the expected line numbers below."""
-    return header + textwrap.dedent(before) + "def upgrade():\n" + textwrap.indent(textwrap.dedent(body), "    ") + textwrap.dedent(after)
+    upgrade = "def upgrade():\n" + textwrap.indent(textwrap.dedent(body), "    ")
+    return header + textwrap.dedent(before) + upgrade + textwrap.dedent(after)
 
 
-def E(kind: str, table: str | None = None, column: str | None = None, line: int | None = None, **details: Any) -> dict[str, Any]:
+def E(kind: str, table: str | None = None, column: str | None = None, line: int = 0, **details: Any) -> dict[str, Any]:
     """An expected operation; ``schema`` and detail keys given are compared, others are not."""
     return {"kind": kind, "table": table, "column": column, "line": line, **details}
 
@@ -92,7 +93,10 @@ CASES: list[tuple[str, str, list[dict[str, Any]]]] = [
             """
         ),
         [
-            E("alter_column_type", "t", "a", line=1, type_change="narrowing", old_type="varchar(50)", new_type="varchar(20)"),
+            E(
+                "alter_column_type", "t", "a", line=1,
+                type_change="narrowing", old_type="varchar(50)", new_type="varchar(20)",
+            ),
             E("alter_column_type", "t", "b", line=2, type_change="widening"),
             E("set_not_null", "t", "b", line=2),
             E("alter_column_type", "t", "c", line=3, type_change="changed", old_type=None, new_type="mytype()"),
@@ -377,7 +381,8 @@ def test_read_upgrade_sql(source: str, expected: list[dict[str, Any]]) -> None:
 
 
 def test_statement_is_the_collapsed_call_source() -> None:
-    source = rev('op.add_column(\n    "t",\n    sa.Column("c", sa.Integer()),\n)\nop.execute(build(' + "arg, " * 100 + "))\n")
+    long_call = "op.execute(build(" + "arg, " * 100 + "))\n"
+    source = rev('op.add_column(\n    "t",\n    sa.Column("c", sa.Integer()),\n)\n' + long_call)
     first, second = read_upgrade(source)
     assert first.statement == 'op.add_column( "t", sa.Column("c", sa.Integer()), )'
     assert first.line == 5

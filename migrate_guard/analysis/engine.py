@@ -202,6 +202,7 @@ class _NewObjects:
             or (op.kind == "drop_column" and (op.table, op.column) in self.columns)
             or (op.kind in ("drop_index", "drop_constraint") and name is not None and name in self.names)
             or (op.kind == "drop_schema" and op.schema in self.schemas)
+            or (op.kind == "update" and _only_new_columns(op, self.columns))
         )
         if op.kind == "create_table" and op.table:
             self.tables.add(op.table)
@@ -214,6 +215,12 @@ class _NewObjects:
         elif op.kind == "rename_table" and new and op.details.get("new_name"):
             self.tables.add(op.details["new_name"])
         return new
+
+
+def _only_new_columns(op: Operation, added: set[tuple[str, str]]) -> bool:
+    """An UPDATE that only fills columns added earlier in the revision (a backfill) loses nothing."""
+    columns = op.details.get("set_columns") or ()
+    return bool(columns) and all((op.table, c) in added for c in columns)
 
 
 def _holds_long_lock(op: Operation) -> bool:

@@ -35,7 +35,7 @@ Ref = tuple[str | None, str | None]  # (schema, name)
 
 
 class _Tok(NamedTuple):
-    kind: str  # "w" word, "q" quoted identifier, "s" string literal, "o" operator, "x" unterminated quote
+    kind: str  # "w" word, "q" quoted identifier, "s" string, "o" operator, "x" unterminated quote
     val: str  # source text; unquoted for "q"
     up: str  # upper-case text of "w"/"o"; "" for "q"/"s" so a quoted word never matches a keyword
     start: int  # offsets into the original sql
@@ -61,16 +61,20 @@ _DIALECT_RULES = {
         _SQLPARSE_HINT: r"--\+.*?(\r\n|\r|\n|$)",
         _SQLPARSE_STRING: r"'(''|[^'])*'",
     },
-    "mysql": {_SQLPARSE_COMMENT: r"(--|#).*?(\r\n|\r|\n|$)", _SQLPARSE_HINT: r"(--|#)\+.*?(\r\n|\r|\n|$)"},
+    "mysql": {  # "#" starts a comment even without a following space
+        _SQLPARSE_COMMENT: r"(--|#).*?(\r\n|\r|\n|$)",
+        _SQLPARSE_HINT: r"(--|#)\+.*?(\r\n|\r|\n|$)",
+    },
 }
-_E_STRING = (r"(?<![\w$])[Ee]'(?:''|\\.|[^'\\])*'", T.String.Single)
+_E_STRING = (r"(?<![\w$])[Ee]'(?:''|\\.|[^'\\])*'", T.String.Single)  # PostgreSQL E'it\'s'
+_FAMILIES = {"postgresql": "standard", "sqlite": "standard", "mysql": "mysql", "mariadb": "mysql"}
 
 
 @cache
 def _lexer(dialect: str | None) -> Lexer:
-    family = {"postgresql": "standard", "sqlite": "standard", "mysql": "mysql", "mariadb": "mysql"}.get(
-        (dialect or "").lower()
-    )
+    """sqlparse's lexer with the comment and string rules of ``dialect`` (default: sqlparse's own)."""
+    name = (dialect or "").lower().split("+")[0]  # tolerate "postgresql+psycopg"
+    family = _FAMILIES.get(name)
     if family is None:
         return Lexer.get_default_instance()
     lexer = Lexer()
@@ -123,7 +127,7 @@ def _lex(sql: str, dialect: str | None) -> list[_Tok]:
 # ---------------------------------------------------------------- splitting
 
 _ROUTINES = frozenset({"FUNCTION", "PROCEDURE", "TRIGGER", "EVENT", "RULE"})
-_DECIDERS = _ROUTINES | {"TABLE", "INDEX", "VIEW", "SCHEMA", "DATABASE", "SEQUENCE", "TYPE", "DOMAIN", "USER"}
+_DECIDERS = _ROUTINES | {"TABLE", "INDEX", "VIEW", "SCHEMA", "DATABASE", "SEQUENCE", "TYPE", "DOMAIN"}
 _END_OF = frozenset({"IF", "LOOP", "WHILE", "REPEAT", "FOR"})  # END IF etc. close no BEGIN/CASE
 
 
@@ -286,30 +290,29 @@ class _Ctx:
 
     def op(self, kind: str, ref: Ref | None = None, column: str | None = None, **details) -> Operation:
         schema, table = ref or (None, None)
-        return Operation(kind=kind, table=table, column=column, schema=schema, statement=self.text,
-                         details=details, source="sql")  # fmt: skip
+        return Operation(
+            kind=kind, table=table, column=column, schema=schema, statement=self.text,
+            details=details, source="sql",
+        )
 
 
 Handler = Callable[[_Cur, _Ctx], list[Operation]]
 
 # ---------------------------------------------------------------- shared pieces
 
-_OBJECT_TYPES = sorted(
-    (
-        tuple(s.split())
-        for s in (
-            "MATERIALIZED VIEW", "EVENT TRIGGER", "CONSTRAINT TRIGGER", "FOREIGN TABLE",
-            "FOREIGN DATA WRAPPER", "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY",
-            "ACCESS METHOD", "OPERATOR CLASS", "OPERATOR FAMILY", "VIEW", "FUNCTION", "PROCEDURE",
-            "TRIGGER", "EXTENSION", "TYPE", "SEQUENCE", "DOMAIN", "RULE", "POLICY", "AGGREGATE",
-            "COLLATION", "CONVERSION", "LANGUAGE", "OPERATOR", "CAST", "SERVER", "PUBLICATION",
-            "SUBSCRIPTION", "STATISTICS", "EVENT", "ROLE", "USER", "TABLESPACE", "INDEX", "SCHEMA",
-            "DATABASE",
-        )
-    ),
+_OBJECT_TYPES = sorted(  # longest first, so MATERIALIZED VIEW wins over VIEW
+    (tuple(s.split()) for s in (
+        "MATERIALIZED VIEW", "EVENT TRIGGER", "CONSTRAINT TRIGGER", "FOREIGN TABLE",
+        "FOREIGN DATA WRAPPER", "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY",
+        "ACCESS METHOD", "OPERATOR CLASS", "OPERATOR FAMILY", "VIEW", "FUNCTION", "PROCEDURE",
+        "TRIGGER", "EXTENSION", "TYPE", "SEQUENCE", "DOMAIN", "RULE", "POLICY", "AGGREGATE",
+        "COLLATION", "CONVERSION", "LANGUAGE", "OPERATOR", "CAST", "SERVER", "PUBLICATION",
+        "SUBSCRIPTION", "STATISTICS", "EVENT", "ROLE", "USER", "TABLESPACE", "INDEX", "SCHEMA",
+        "DATABASE",
+    )),
     key=len,
     reverse=True,
-)  # fmt: skip
+)
 
 
 def _object_type(c: _Cur) -> str | None:
@@ -341,8 +344,9 @@ def _other_object(c: _Cur, x: _Ctx, kind: str) -> list[Operation]:
     refs = _names(c) if kind == "drop_other" else [c.name() or (None, None)]
     cascade = c.has("CASCADE")
     table = None  # triggers, policies and rules hang on a table: ON t (CREATE RULE ... TO t)
-    if otype in ("trigger", "policy", "rule") and c.seek("TO" if otype == "rule" and kind == "create_other" else "ON"):
-        table = c.name()
+    if otype in ("trigger", "policy", "rule"):
+        keyword = "TO" if (otype, kind) == ("rule", "create_other") else "ON"
+        table = c.name() if c.seek(keyword) else None
     out = []
     for schema, name in refs:
         extra = {"if_exists": if_exists, "cascade": cascade} if kind == "drop_other" else {}
@@ -351,21 +355,22 @@ def _other_object(c: _Cur, x: _Ctx, kind: str) -> list[Operation]:
     return out
 
 
-_TYPE_STOP = frozenset(
-    {
-        "NOT", "NULL", "DEFAULT", "PRIMARY", "UNIQUE", "REFERENCES", "CHECK", "CONSTRAINT", "COLLATE",
-        "GENERATED", "AUTO_INCREMENT", "AUTOINCREMENT", "IDENTITY", "COMMENT", "ON", "AS", "FIRST",
-        "AFTER", "CHARSET", "VISIBLE", "INVISIBLE", "COMPRESSION", "STORAGE", "KEY", "USING",
-    }
-)  # fmt: skip
+_TYPE_STOP = frozenset({  # words that end a column type and start its constraints
+    "NOT", "NULL", "DEFAULT", "PRIMARY", "UNIQUE", "REFERENCES", "CHECK", "CONSTRAINT", "COLLATE",
+    "GENERATED", "AUTO_INCREMENT", "AUTOINCREMENT", "IDENTITY", "COMMENT", "ON", "AS", "FIRST",
+    "AFTER", "CHARSET", "VISIBLE", "INVISIBLE", "COMPRESSION", "STORAGE", "KEY", "USING",
+})
 _SERIAL = frozenset({"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"})
-_GENERATED = frozenset({"DEFAULT", "GENERATED", "IDENTITY", "AUTO_INCREMENT", "AUTOINCREMENT", "AS"})  # AS: MySQL
+# the database fills these in; AS (expr) is a MySQL generated column
+_GENERATED = frozenset({"DEFAULT", "GENERATED", "IDENTITY", "AUTO_INCREMENT", "AUTOINCREMENT", "AS"})
 
 
 def _type_text(c: _Cur, stops: frozenset[str] = _TYPE_STOP) -> str | None:
     """Consume a column type (``numeric(10, 2)``, ``double precision``) up to a constraint word."""
     start = c.i
-    while not c.done and not (c.t[c.i].depth == c.base and (c.peek() in stops or c.at("CHARACTER", "SET"))):
+    while not c.done:
+        if c.t[c.i].depth == c.base and (c.peek() in stops or c.at("CHARACTER", "SET")):
+            break
         c.i += 1
     return c.text(start, c.i).lower() or None
 
@@ -398,14 +403,13 @@ def _drop(c: _Cur, x: _Ctx) -> list[Operation]:
     if c.take("TABLE"):
         if_exists = c.take("IF", "EXISTS")
         refs, cascade = _names(c), c.has("CASCADE")
-        return [x.op("drop_table", r, if_exists=if_exists, cascade=cascade, temporary=temporary) for r in refs]
+        flags = {"if_exists": if_exists, "cascade": cascade, "temporary": temporary}
+        return [x.op("drop_table", r, **flags) for r in refs]
     if otype := c.take_any("SCHEMA", "DATABASE"):
         if_exists = c.take("IF", "EXISTS")
         refs, cascade = _names(c), c.has("CASCADE")
-        return [
-            x.op("drop_schema", (n, None), if_exists=if_exists, cascade=cascade, object_type=otype.lower())
-            for _, n in refs
-        ]
+        flags = {"if_exists": if_exists, "cascade": cascade, "object_type": otype.lower()}
+        return [x.op("drop_schema", (n, None), **flags) for _, n in refs]
     if c.take("INDEX"):
         return _drop_index(c, x)
     return _other_object(c, x, "drop_other")
@@ -418,16 +422,16 @@ def _drop_index(c: _Cur, x: _Ctx) -> list[Operation]:
     refs = _names(c)
     table = c.name() if c.seek("ON") else None
     return [
-        x.op("drop_index", (table[0] or s, table[1]) if table else (s, None), name=n,
-             concurrently=concurrently, if_exists=if_exists)
+        x.op("drop_index", (table[0] or s, table[1]) if table else (s, None),
+             name=n, concurrently=concurrently, if_exists=if_exists)
         for s, n in refs
-    ]  # fmt: skip
+    ]
 
 
-_CREATE_MODIFIERS = frozenset(
-    {"OR", "REPLACE", "TEMPORARY", "TEMP", "GLOBAL", "LOCAL", "UNLOGGED", "RECURSIVE", "UNIQUE",
-     "FULLTEXT", "SPATIAL", "ONLINE", "OFFLINE", "TRUSTED", "PROCEDURAL"}
-)  # fmt: skip
+_CREATE_MODIFIERS = frozenset({
+    "OR", "REPLACE", "TEMPORARY", "TEMP", "GLOBAL", "LOCAL", "UNLOGGED", "RECURSIVE", "UNIQUE",
+    "FULLTEXT", "SPATIAL", "ONLINE", "OFFLINE", "TRUSTED", "PROCEDURAL",
+})
 
 
 def _create(c: _Cur, x: _Ctx) -> list[Operation]:
@@ -450,7 +454,9 @@ def _create(c: _Cur, x: _Ctx) -> list[Operation]:
         if_not_exists = c.take("IF", "NOT", "EXISTS")
         ref = c.name()
         temporary = bool(mods & {"TEMPORARY", "TEMP"})
-        return [x.op("create_table", ref, if_not_exists=if_not_exists, temporary=temporary)] if ref else []
+        if ref is None:
+            return []
+        return [x.op("create_table", ref, if_not_exists=if_not_exists, temporary=temporary)]
     if c.take("INDEX"):
         return _create_index(c, x, unique="UNIQUE" in mods)
     if otype := c.take_any("SCHEMA", "DATABASE"):
@@ -458,7 +464,10 @@ def _create(c: _Cur, x: _Ctx) -> list[Operation]:
         ref = c.name()  # CREATE SCHEMA AUTHORIZATION role names the schema after the role
         if ref and ref[1] == "authorization" and not c.done:
             ref = c.name()
-        return [x.op("create_schema", (ref[1], None), if_not_exists=if_not_exists, object_type=otype.lower())] if ref else []
+        if ref is None:
+            return []
+        flags = {"if_not_exists": if_not_exists, "object_type": otype.lower()}
+        return [x.op("create_schema", (ref[1], None), **flags)]
     return _other_object(c, x, "create_other")
 
 
@@ -474,8 +483,8 @@ def _create_index(c: _Cur, x: _Ctx, unique: bool) -> list[Operation]:
     if table is None:
         return []
     schema = schema or (index[0] if index else None)  # SQLite qualifies the index name instead
-    return [x.op("create_index", (schema, table), name=index[1] if index else None,
-                 concurrently=concurrently, unique=unique)]  # fmt: skip
+    name = index[1] if index else None
+    return [x.op("create_index", (schema, table), name=name, concurrently=concurrently, unique=unique)]
 
 
 # ---------------------------------------------------------------- ALTER TABLE
@@ -516,8 +525,13 @@ def _alter_action(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
     return []
 
 
-_CONSTRAINTS = ((("UNIQUE",), "unique"), (("PRIMARY", "KEY"), "primary_key"), (("FOREIGN", "KEY"), "foreign_key"),
-                (("CHECK",), "check"), (("EXCLUDE",), "exclude"))  # fmt: skip
+_CONSTRAINTS = (
+    (("UNIQUE",), "unique"),
+    (("PRIMARY", "KEY"), "primary_key"),
+    (("FOREIGN", "KEY"), "foreign_key"),
+    (("CHECK",), "check"),
+    (("EXCLUDE",), "exclude"),
+)
 
 
 def _constraint_type(a: _Cur) -> str | None:
@@ -534,11 +548,12 @@ def _alter_add(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
         name = a.ident()  # MySQL allows a bare CONSTRAINT before the type
     if ctype := _constraint_type(a):
         a.take_any("INDEX", "KEY")  # MySQL: ADD UNIQUE KEY uq (a), ADD FOREIGN KEY fk (a)
-        if name is None and a.peek() not in ("(", "USING", "NULLS", ""):
+        if name is None and a.peek() not in ("(", "USING", "NULLS"):
             name = a.ident()
         using_index = a.has("USING", "INDEX") and not a.has("USING", "INDEX", "TABLESPACE")
-        return [x.op("add_constraint", ref, constraint_type=ctype, not_valid=a.has("NOT", "VALID"),
-                     name=name, using_index=using_index)]  # fmt: skip
+        not_valid = a.has("NOT", "VALID")
+        return [x.op("add_constraint", ref, constraint_type=ctype, not_valid=not_valid, name=name,
+                     using_index=using_index)]
     if a.take_any("INDEX", "KEY", "FULLTEXT", "SPATIAL"):  # MySQL: ADD INDEX ix (a)
         a.skip("INDEX", "KEY")
         index = a.ident() if a.peek() not in ("(", "USING") else None
@@ -550,7 +565,8 @@ def _alter_add(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
     group = a.group()  # MySQL: ADD (c1 INT, c2 INT)
     defs = [_column_def(part) for part in group.split()] if group else [_column_def(a)]
     return [
-        x.op("add_column", ref, d.name, nullable=d.nullable, server_default=d.server_default, type=d.type)
+        x.op("add_column", ref, d.name, nullable=d.nullable, server_default=d.server_default,
+             type=d.type)
         for d in defs
         if d.name
     ]
@@ -560,11 +576,13 @@ def _alter_drop(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
     a.take("DROP")
     if a.take("CONSTRAINT"):
         if_exists = a.take("IF", "EXISTS")
-        return [x.op("drop_constraint", ref, name=a.ident(), constraint_type=None, if_exists=if_exists,
-                     cascade=a.has("CASCADE"))]  # fmt: skip
+        name = a.ident()
+        return [x.op("drop_constraint", ref, name=name, constraint_type=None, if_exists=if_exists,
+                     cascade=a.has("CASCADE"))]
     for words, ctype in _CONSTRAINTS[1:4]:  # MySQL: DROP PRIMARY KEY / FOREIGN KEY fk / CHECK ck
         if a.take(*words):
-            return [x.op("drop_constraint", ref, name=a.ident(), constraint_type=ctype, if_exists=False, cascade=False)]
+            return [x.op("drop_constraint", ref, name=a.ident(), constraint_type=ctype,
+                         if_exists=False, cascade=False)]
     if a.take_any("INDEX", "KEY"):
         return [x.op("drop_index", ref, name=a.ident(), concurrently=False, if_exists=False)]
     if a.peek() in ("PARTITION", "SYSTEM", "PERIOD"):  # not columns; reported as alter_other
@@ -577,7 +595,7 @@ def _alter_drop(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
 
 
 def _alter_column(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
-    """ALTER [COLUMN] c TYPE t / SET|DROP NOT NULL / SET DEFAULT ... (not ALTER CONSTRAINT|INDEX|CHECK)."""
+    """ALTER [COLUMN] c TYPE t | SET/DROP NOT NULL | SET DEFAULT ... (not CONSTRAINT/INDEX/CHECK)."""
     a.take("ALTER")
     if a.peek() in ("CONSTRAINT", "INDEX", "CHECK"):
         return []
@@ -587,8 +605,8 @@ def _alter_column(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
         return []
     if a.take("SET", "DATA", "TYPE") or a.take("TYPE"):
         new_type = _type_text(a, frozenset({"USING", "COLLATE"}))
-        return [x.op("alter_column_type", ref, column, type_change="changed", old_type=None, new_type=new_type,
-                     using=a.has("USING"))]  # fmt: skip
+        return [x.op("alter_column_type", ref, column, type_change="changed", old_type=None,
+                     new_type=new_type, using=a.has("USING"))]
     if a.take("SET", "NOT", "NULL"):
         return [x.op("set_not_null", ref, column)]
     if a.take("DROP", "NOT", "NULL"):
@@ -608,7 +626,9 @@ def _redefine_column(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
     ops = []
     if new.name and new.name != old:
         ops.append(x.op("rename_column", ref, old, new_name=new.name))
-    ops.append(x.op("alter_column_type", ref, old, type_change="changed", old_type=None, new_type=new.type))
+    ops.append(
+        x.op("alter_column_type", ref, old, type_change="changed", old_type=None, new_type=new.type)
+    )
     if new.not_null:
         ops.append(x.op("set_not_null", ref, old))
     return ops
@@ -662,10 +682,10 @@ def _truncate(c: _Cur, x: _Ctx) -> list[Operation]:
     return [x.op("truncate", r, cascade=cascade) for r in refs]
 
 
-_CLAUSES = frozenset(
-    {"WHERE", "USING", "FROM", "SET", "RETURNING", "ORDER", "LIMIT", "JOIN", "INNER", "LEFT", "RIGHT",
-     "CROSS", "FULL", "NATURAL", "STRAIGHT_JOIN", "ON", "PARTITION", "WITH", "OUTPUT"}
-)  # fmt: skip
+_CLAUSES = frozenset({  # words after a DELETE target that are not its alias
+    "WHERE", "USING", "FROM", "SET", "RETURNING", "ORDER", "LIMIT", "JOIN", "INNER", "LEFT", "RIGHT",
+    "CROSS", "FULL", "NATURAL", "STRAIGHT_JOIN", "ON", "PARTITION", "WITH", "OUTPUT",
+})
 
 
 def _targets(c: _Cur) -> list[Ref]:
@@ -686,7 +706,9 @@ def _targets(c: _Cur) -> list[Ref]:
 
 
 def _delete(c: _Cur, x: _Ctx) -> list[Operation]:
-    """DELETE FROM t [alias] [USING ...] [WHERE ...]; MySQL DELETE t1, t2 FROM ...; has_where top level only."""
+    """DELETE FROM t [alias] [USING ...] [WHERE ...] or MySQL DELETE t1, t2 FROM ...
+
+    ``has_where`` counts a top-level WHERE only, not one inside a subquery."""
     has_where = c.has("WHERE")
     c.take("DELETE")
     c.skip("LOW_PRIORITY", "QUICK", "IGNORE")
@@ -701,7 +723,26 @@ def _update(c: _Cur, x: _Ctx) -> list[Operation]:
     c.skip("LOW_PRIORITY", "IGNORE")
     c.take("ONLY")
     ref = c.name()
-    return [x.op("update", ref, has_where=has_where)] if ref else []
+    return [x.op("update", ref, has_where=has_where, set_columns=_set_columns(c))] if ref else []
+
+
+_END_OF_SET = frozenset({"FROM", "WHERE", "RETURNING", "ORDER", "LIMIT"})
+
+
+def _set_columns(c: _Cur) -> list[str]:
+    """The columns an UPDATE assigns (``SET a = .., t.b = .., (c, d) = (..)``), so a backfill of a
+    column added in the same revision can be told from an overwrite."""
+    if not c.seek("SET"):
+        return []
+    end = next((j for j in range(c.i, c.n) if c.t[j].depth == c.base and c.t[j].up in _END_OF_SET), c.n)
+    columns: list[str] = []
+    for part in _Cur(c.t, c.src, c.i, end, c.base).split(","):
+        inner = part.group()
+        for target in inner.split(",") if inner else [part]:
+            ref = target.name()
+            if ref:
+                columns.append(ref[1])
+    return columns
 
 
 def _insert(c: _Cur, x: _Ctx) -> list[Operation]:
@@ -724,9 +765,13 @@ def _select(c: _Cur, x: _Ctx) -> list[Operation]:
         if c.t[j].up == "SET_CONFIG" and c.t[j + 1].up == "(":
             c.i = j + 1
             args = c.group().split()
-            if len(args) >= 2 and args[0].literal().lower() in _LOCK_VARS:
-                return [x.op("set_lock_timeout", name=args[0].literal().lower(), value=args[1].literal(), scope=None)]
+            name = args[0].literal().lower() if args else ""
+            if name in _LOCK_VARS and len(args) >= 2:
+                return [x.op("set_lock_timeout", name=name, value=args[1].literal(), scope=None)]
     return [x.op("select")]
+
+
+_WITH_MAIN = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "VALUES"})
 
 
 def _with(c: _Cur, x: _Ctx) -> list[Operation]:
@@ -734,13 +779,13 @@ def _with(c: _Cur, x: _Ctx) -> list[Operation]:
     c.take("WITH")
     c.take("RECURSIVE")
     ops = []
-    while not c.done and c.peek() not in ("SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "VALUES"):
+    while not c.done and c.peek() not in _WITH_MAIN:
         body = c.group()
         if body is None:
             c.i += 1
         elif body.peek() in ("DELETE", "UPDATE", "INSERT"):
             ops += _dispatch(body, x)
-    return ops + (_dispatch(c, x) or [x.op("unparsed", reason="not recognised")])
+    return ops + (_dispatch(c, x) or [_unrecognised(x)])
 
 
 # ---------------------------------------------------------------- session, transactions, other
@@ -779,7 +824,7 @@ def _set(c: _Cur, x: _Ctx) -> list[Operation]:
         start = c.i
         if not c.seek("FOR"):
             return []
-        ops = _dispatch(_Cur(c.t, c.src, c.i, c.n, c.base), x) or [x.op("unparsed", reason="not recognised")]
+        ops = _dispatch(_Cur(c.t, c.src, c.i, c.n, c.base), x) or [_unrecognised(x)]
         c = _Cur(c.t, c.src, start, c.i - 1, c.base)
     first = None
     for part in c.split():
@@ -793,7 +838,9 @@ def _set(c: _Cur, x: _Ctx) -> list[Operation]:
     return [x.op("set", name=name or None, value=value, scope=scope), *ops]
 
 
-_TRANSACTION = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "START", "SAVEPOINT", "RELEASE", "END", "ABORT"})
+_TRANSACTION = frozenset(
+    {"BEGIN", "COMMIT", "ROLLBACK", "START", "SAVEPOINT", "RELEASE", "END", "ABORT"}
+)
 
 
 def _transaction(c: _Cur, x: _Ctx) -> list[Operation]:
@@ -806,11 +853,11 @@ def _transaction(c: _Cur, x: _Ctx) -> list[Operation]:
     return ops
 
 
-_OTHER = frozenset(
-    {"GRANT", "REVOKE", "COMMENT", "ANALYZE", "ANALYSE", "VACUUM", "REINDEX", "CLUSTER", "LOCK", "UNLOCK",
-     "NOTIFY", "LISTEN", "UNLISTEN", "DO", "REFRESH", "DISCARD", "CHECKPOINT", "SHOW", "USE", "OPTIMIZE",
-     "FLUSH", "SECURITY", "DEALLOCATE"}
-)  # fmt: skip
+_OTHER = frozenset({
+    "GRANT", "REVOKE", "COMMENT", "ANALYZE", "ANALYSE", "VACUUM", "REINDEX", "CLUSTER", "LOCK",
+    "UNLOCK", "NOTIFY", "LISTEN", "UNLISTEN", "DO", "REFRESH", "DISCARD", "CHECKPOINT", "SHOW", "USE",
+    "OPTIMIZE", "FLUSH", "SECURITY", "DEALLOCATE",
+})
 
 
 def _other(c: _Cur, x: _Ctx) -> list[Operation]:
@@ -849,6 +896,10 @@ def _dispatch(c: _Cur, x: _Ctx) -> list[Operation]:
     return handler(c, x) if handler else []
 
 
+def _unrecognised(x: _Ctx) -> Operation:
+    return x.op("unparsed", reason="not recognised")
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -858,8 +909,10 @@ def classify_sql(sql: str, dialect: str | None = None) -> list[Operation]:
     ``dialect`` is a SQLAlchemy dialect name; it only changes how comments and string
     escapes are lexed.  Empty or comment-only input gives ``[]``; never raises.
     """
-    if not isinstance(sql, str):
-        sql = sql.decode("utf-8", "replace") if isinstance(sql, bytes) else "" if sql is None else str(sql)
+    if isinstance(sql, bytes):
+        sql = sql.decode("utf-8", "replace")
+    elif not isinstance(sql, str):  # e.g. a TextClause; str() gives its SQL
+        sql = "" if sql is None else str(sql)
     try:
         statements = list(_split(_lex(sql, dialect)))
     except Exception:  # a lexer failure must not crash the guard; report the text instead
@@ -868,9 +921,12 @@ def classify_sql(sql: str, dialect: str | None = None) -> list[Operation]:
     ops: list[Operation] = []
     for stmt, broken in statements:
         x = _Ctx(sql[stmt[0].start : stmt[-1].end])
+        if broken:
+            ops.append(x.op("unparsed", reason="unterminated quote, bracket or block"))
+            continue
         try:
-            found = [] if broken else _dispatch(_Cur(stmt, sql), x)
+            found = _dispatch(_Cur(stmt, sql), x)
         except Exception:  # unexpected shapes of SQL fall back to "unparsed", never an error
             found = []
-        ops += found or [x.op("unparsed", reason="unterminated quote or bracket" if broken else "not recognised")]
+        ops += found or [_unrecognised(x)]
     return ops

@@ -22,8 +22,8 @@ import functools
 import importlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -40,6 +40,7 @@ _DEFAULT_ALIASES = {"op": "alembic.op", "sa": "sqlalchemy"}  # what a revision n
 _EXECUTE = frozenset({"execute", "exec_driver_sql"})
 _DML = frozenset({"delete", "update", "insert", "select"})
 _WHERE = frozenset({"where", "filter", "filter_by"})
+_NAME_WRAPPERS = frozenset({"f", "conv"})  # op.f("ix_x"), conv("ix_x"): the name as given
 _TEXT_WRAPPERS = frozenset({"text", "DDL"})  # sqlalchemy callables whose first argument is the SQL
 _TEXT_METHODS = frozenset({"bindparams", "columns", "execution_options", "strip"})
 _MUTATORS = frozenset({"append", "extend", "insert", "add", "update"})  # a list built up is not a literal
@@ -65,7 +66,7 @@ class _Each:
     iterable: ast.expr
 
 
-_Value = Union[ast.expr, _Batch, _Each, None]  # None: bound to something we do not follow
+_Value = ast.expr | _Batch | _Each | None  # None: bound to something we do not follow
 _T = TypeVar("_T")
 _UNKNOWN: Any = object()  # "not a literal", as opposed to a literal None
 
@@ -131,7 +132,8 @@ def _rename_table(c: _Call) -> list[Operation]:
 
 
 def _add_column(c: _Call) -> list[Operation]:
-    column, details = c.reader.column(c.args.get("column")) or (None, {"nullable": None, "server_default": None, "type": None})
+    unknown: dict[str, Any] = {"nullable": None, "server_default": None, "type": None}
+    column, details = c.reader.column(c.args.get("column")) or (None, unknown)
     return [c.op("add_column", column, **details)]
 
 
@@ -162,7 +164,8 @@ def _alter_column(c: _Call) -> list[Operation]:
 
 
 def _create_index(c: _Call) -> list[Operation]:
-    return [c.op("create_index", name=c.name("name"), unique=c.flag("unique"), concurrently=c.flag("postgresql_concurrently"))]
+    concurrently = c.flag("postgresql_concurrently")
+    return [c.op("create_index", name=c.name("name"), unique=c.flag("unique"), concurrently=concurrently)]
 
 
 def _drop_index(c: _Call) -> list[Operation]:
@@ -236,7 +239,7 @@ def _bind_args(call: ast.Call, params: tuple[str, ...]) -> dict[str, ast.expr]:
 
 class _Reader(ast.NodeVisitor):
     def __init__(self, source: str, tree: ast.Module, dialect: str | None) -> None:
-        self.source, self.tree, self.dialect = source, tree, dialect
+        self.tree, self.dialect = tree, dialect
         self.lines = _LINE_BREAKS.split(source)
         self.aliases: dict[str, str] = dict(_DEFAULT_ALIASES)  # local name -> dotted import path
         self.scope: dict[str, _Value] = {}
@@ -245,13 +248,13 @@ class _Reader(ast.NodeVisitor):
         self.busy: set[str] = set()  # names being resolved (guards x = x + "...")
         self.out: list[Operation] = []
 
-    # statements that bind names
+    # --- statements that bind names ------------------------------------------------------------------
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if alias.asname:
                 self.aliases[alias.asname] = alias.name
-            else:
+            else:  # "import x.y" binds x to itself
                 self.aliases.pop(alias.name.split(".")[0], None)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
@@ -273,7 +276,8 @@ class _Reader(ast.NodeVisitor):
         self.visit(node.value)
         old = self.scope.get(node.target.id) if isinstance(node.target, ast.Name) else None
         if isinstance(old, ast.expr) and isinstance(node.op, ast.Add):
-            self.scope[node.target.id] = ast.BinOp(left=old, op=ast.Add(), right=node.value)  # sql += "..."
+            joined = ast.BinOp(left=old, op=ast.Add(), right=node.value)  # sql += "..."
+            self.scope[node.target.id] = ast.copy_location(joined, node)
         else:
             self.bind(node.target, None)
 
@@ -306,7 +310,9 @@ class _Reader(ast.NodeVisitor):
     def bind(self, target: ast.expr, value: _Value) -> None:
         if isinstance(target, ast.Name):
             self.scope[target.id] = value
-        elif isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) and len(target.elts) == len(value.elts):
+        elif isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) and (
+            len(target.elts) == len(value.elts)
+        ):  # a, b = "x", "y"
             for t, v in zip(target.elts, value.elts):
                 self.bind(t, v)
         else:  # unpacking we do not follow: forget what the names held
@@ -316,7 +322,8 @@ class _Reader(ast.NodeVisitor):
 
     @functools.cached_property
     def _called_names(self) -> frozenset[str]:
-        return frozenset(n.func.id for n in ast.walk(self.tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name))
+        calls = (n for n in ast.walk(self.tree) if isinstance(n, ast.Call))
+        return frozenset(n.func.id for n in calls if isinstance(n.func, ast.Name))
 
     def walk(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, call: ast.Call | None = None) -> None:
         """Read ``fn``'s body, its parameters bound to ``call``'s arguments (unknown without a call)."""
@@ -333,7 +340,8 @@ class _Reader(ast.NodeVisitor):
     def _parameters(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, call: ast.Call | None) -> dict[str, _Value]:
         a = fn.args
         positional = [p.arg for p in a.posonlyargs + a.args]
-        bound: dict[str, _Value] = {p.arg: None for p in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if p}
+        every = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+        bound: dict[str, _Value] = {p.arg: None for p in every if p}
         bound.update(zip(positional[len(positional) - len(a.defaults) :], a.defaults))
         bound.update((p.arg, d) for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None)
         if call is not None:
@@ -347,7 +355,7 @@ class _Reader(ast.NodeVisitor):
                 bound[name] = self.scope[value.id]
         return bound
 
-    # calls
+    # --- calls: op.*, .execute(), helpers ------------------------------------------------------------
 
     def visit_Call(self, node: ast.Call) -> None:
         f = node.func
@@ -361,8 +369,9 @@ class _Reader(ast.NodeVisitor):
                 found = self._execute(node)
             else:
                 found = self._alembic_op(node, f)
-            if f.attr in _MUTATORS and isinstance(f.value, ast.Name) and isinstance(self.scope.get(f.value.id), _COLLECTIONS):
-                self.scope[f.value.id] = None  # statements.append(...): no longer the literal we saw
+            receiver = f.value.id if isinstance(f.value, ast.Name) else ""
+            if f.attr in _MUTATORS and isinstance(self.scope.get(receiver), _COLLECTIONS):
+                self.scope[receiver] = None  # statements.append(...): no longer the literal we saw
         if found is None:
             self.generic_visit(node)
             return
@@ -401,14 +410,14 @@ class _Reader(ast.NodeVisitor):
 
     def _execute(self, node: ast.Call) -> list[Operation] | None:
         """``<anything>.execute(X)``: SQL text is classified, a DML construct recognised, else ``unparsed``."""
-        arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("sqltext", "statement")), None)
+        keywords = (k.value for k in node.keywords if k.arg in ("sqltext", "statement"))
+        arg = node.args[0] if node.args else next(keywords, None)
         if arg is None:
             return None
         texts = self.sql_texts(arg)
         if texts is not None:
             return [o for text in texts for o in classify_sql(text, self.dialect)]
         return [self.construct(arg) or Operation("unparsed")]
-
 
     def segment(self, node: ast.expr) -> str:
         """``ast.get_source_segment`` on the pre-split lines, whitespace collapsed, cut to 200 characters."""
@@ -420,7 +429,7 @@ class _Reader(ast.NodeVisitor):
         lines[0] = lines[0][node.col_offset :]
         return " ".join(b"".join(lines).decode(errors="replace").split())[:_MAX_STATEMENT]
 
-    # resolving expressions; each resolver follows names through the scope with _follow
+    # --- resolving expressions; each resolver follows names through the scope with _follow -------------
 
     def _follow(self, name: ast.Name, resolve: Callable[[Any], _T], default: _T) -> _T:
         value = self.scope.get(name.id)
@@ -474,8 +483,9 @@ class _Reader(ast.NodeVisitor):
             return self._follow(e, self.string, None)
         if isinstance(e, ast.Constant):
             return e.value if isinstance(e.value, str) else None
-        if isinstance(e, ast.Call) and len(e.args) == 1 and getattr(e.func, "attr", getattr(e.func, "id", None)) in ("f", "conv"):
-            return self.string(e.args[0])
+        if isinstance(e, ast.Call) and len(e.args) == 1:
+            called = e.func.attr if isinstance(e.func, ast.Attribute) else getattr(e.func, "id", None)
+            return self.string(e.args[0]) if called in _NAME_WRAPPERS else None
         return None
 
     def name(self, e: _Value) -> str | None:
@@ -539,10 +549,10 @@ class _Reader(ast.NodeVisitor):
             return self.name(e.args[0]), self.name(schema)
         return None
 
-    def construct(self, e: _Value, has_where: bool = False) -> Operation | None:
+    def construct(self, e: _Value, has_where: bool = False, set_columns: tuple[str, ...] = ()) -> Operation | None:
         """A SQLAlchemy DML construct: ``t.delete()``, ``sa.update(t).where(...).values(...)``, ..."""
         if isinstance(e, ast.Name):
-            return self._follow(e, lambda v: self.construct(v, has_where), None)
+            return self._follow(e, lambda v: self.construct(v, has_where, set_columns), None)
         if not isinstance(e, ast.Call):
             return None
         f, kind = e.func, self._sa_name(e.func)
@@ -551,11 +561,16 @@ class _Reader(ast.NodeVisitor):
         elif isinstance(f, ast.Attribute) and f.attr in _DML:  # t.delete()
             kind, target = f.attr, f.value
         elif isinstance(f, ast.Attribute):  # .where(...), .values(...), ... above the construct
-            return self.construct(f.value, has_where or f.attr in _WHERE)
+            if f.attr == "values":  # .values(col=...) names the columns an UPDATE assigns
+                set_columns += tuple(k.arg.lower() for k in e.keywords if k.arg)
+            return self.construct(f.value, has_where or f.attr in _WHERE, set_columns)
         else:
             return None
         table, schema = self.table_ref(target) or (None, None)
-        return Operation(kind, table, schema=schema, details={"has_where": has_where} if kind in ("delete", "update") else {})
+        details: dict[str, Any] = {"has_where": has_where} if kind in ("delete", "update") else {}
+        if kind == "update":
+            details["set_columns"] = list(set_columns)
+        return Operation(kind, table, schema=schema, details=details)
 
     def column(self, e: _Value) -> tuple[str | None, dict[str, Any]] | None:
         """(name, add_column details) of a ``sa.Column(...)`` expression, with SQLAlchemy's defaults."""
@@ -604,26 +619,21 @@ class _Reader(ast.NodeVisitor):
         cls = _sqlalchemy_attr(path if "." in path else f"sqlalchemy.{path}")
         if not (isinstance(cls, type) and issubclass(cls, sa.types.TypeEngine)):
             return None
-        if call is not None and any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in getattr(call, "keywords", ())):
-            return None
-        args = [self._type_arg(a) for a in call.args] if call else []
-        kwargs = {k.arg: self._type_arg(k.value) for k in call.keywords if k.arg} if call else {}
-        if any(v is _UNKNOWN for v in [*args, *kwargs.values()]):
+        args = [self._type_arg(a) for a in call.args] if call else []  # *args are not literals: unknown
+        kwargs = {k.arg: self._type_arg(k.value) for k in call.keywords} if call else {}
+        if None in kwargs or any(v is _UNKNOWN for v in [*args, *kwargs.values()]):  # **kwargs: unknown
             return None
         try:
-            return cls(*args, **kwargs)
+            return cls(*args, **kwargs)  # type: ignore[arg-type]
         except Exception:  # wrong arguments for the type
             return None
 
     def _type_arg(self, e: ast.expr) -> Any:
         value = self.literal(e)
-        if value is _UNKNOWN:
+        if value is _UNKNOWN:  # a nested type: sa.ARRAY(sa.Integer())
             value = self._eval_type(e)
-        return _UNKNOWN if value is None and not _is_none(e) else value
-
-
-def _is_none(e: ast.expr) -> bool:
-    return isinstance(e, ast.Constant) and e.value is None
+            return _UNKNOWN if value is None else value
+        return value
 
 
 @functools.cache
