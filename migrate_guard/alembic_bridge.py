@@ -255,8 +255,8 @@ class _Recorder:
             frame = frame.f_back
         return None
 
-    def on_invoke(self, operation: Any) -> tuple[list[Operation] | None, int | None, list[str]]:
-        converted = from_alembic(operation)
+    def on_invoke(self, impl_dialect: Any, operation: Any) -> tuple[list[Operation] | None, int | None, list[str]]:
+        converted = from_alembic(operation, impl_dialect)
         line = self.locate()
         if converted is not None and self.current is not None:
             for o in converted:
@@ -301,7 +301,7 @@ def _hooks(recorder: _Recorder) -> Iterator[None]:
         rec = _active
         if rec is None or rec.current is None:
             return original_invoke(self, operation)
-        converted, _, statements = rec.on_invoke(operation)
+        converted, _, statements = rec.on_invoke(self.migration_context.dialect, operation)
         try:
             return original_invoke(self, operation)
         finally:

@@ -129,13 +129,13 @@ def _revision_ops(cap: bridge.RevisionCapture, dialect: str) -> RevisionOps:
         raise RevisionError(f"{cap.path}: cannot be read: {exc.strerror}") from None
     operations = cap.operations
     if cap.failure:
-        seen = {(o.line, o.kind) for o in operations}
+        seen = {o.line for o in operations}
         try:
             static = read_upgrade(source, dialect)
         except SyntaxError as exc:
             raise RevisionError(f"{cap.path}:{exc.lineno}: syntax error: {exc.msg}") from None
         for o in static:
-            if (o.line, o.kind) not in seen:
+            if o.line not in seen:
                 o.revision, o.file = cap.revision, cap.path
                 operations.append(o)
         operations.sort(key=lambda o: o.line or 0)

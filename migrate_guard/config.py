@@ -23,12 +23,27 @@ DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    repository: str = ".migrate-guard/backups"  # relative to the project directory, or an fsspec URL
+    key_file: Path | None = None
+    compression_level: int = 3
+    retention: dict[str, Any] = field(default_factory=dict)  # keep_last, keep_daily, ..., max_size: prune defaults
+
+    def location(self, root: Path) -> str:
+        if "://" in self.repository and not self.repository.startswith("file://"):
+            return self.repository
+        path = Path(self.repository.removeprefix("file://")).expanduser()
+        return str(path if path.is_absolute() else root / path)
+
+
+@dataclass(frozen=True)
 class GuardSettings:
     protected_tables: tuple[str, ...] = ()
     severity: dict[str, str] = field(default_factory=dict)  # rule id -> off|info|warning|error
     rule_dirs: tuple[Path, ...] = ()
     dialect: str | None = None
     fail_on: str = "error"
+    backup: BackupSettings = field(default_factory=BackupSettings)
     source: Path | None = None  # the file these came from, for messages
 
     def is_protected(self, table: str | None, schema: str | None = None) -> bool:
@@ -119,7 +134,9 @@ def load_project(config_path: str | os.PathLike[str] | None = None, url: str | N
 
 # --- guard settings -------------------------------------------------------------------------
 
-_KNOWN_KEYS = {"protected_tables", "severity", "rule_dirs", "dialect", "fail_on"}
+_KNOWN_KEYS = {"protected_tables", "severity", "rule_dirs", "dialect", "fail_on", "backup"}
+_BACKUP_KEYS = {"repository", "key_file", "compression_level", "retention"}
+RETENTION_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "max_size")
 
 
 def load_settings(root: Path) -> GuardSettings:
@@ -171,12 +188,47 @@ def parse_settings(data: dict[str, Any], source: Path, prefix: str = "") -> Guar
         raise fail("fail_on", f"bad value {fail_on!r} (choose {', '.join(FAIL_ON_CHOICES)})")
 
     return GuardSettings(
+        backup=_parse_backup(data.get("backup", {}), source, fail),
         protected_tables=tuple(p.strip().lower() for p in protected),
         severity=dict(severity),
         rule_dirs=dirs,
         dialect=dialect,
         fail_on=fail_on,
         source=source,
+    )
+
+
+def _parse_backup(data: Any, source: Path, fail: Any) -> BackupSettings:
+    if not isinstance(data, dict):
+        raise fail("backup", "must be a table")
+    for key in data:
+        if key not in _BACKUP_KEYS:
+            raise fail(f"backup.{key}", f"unknown key (known: {', '.join(sorted(_BACKUP_KEYS))})")
+    repository = data.get("repository", BackupSettings.repository)
+    if not isinstance(repository, str) or not repository.strip():
+        raise fail("backup.repository", "must be a directory path or URL")
+    key_file = data.get("key_file")
+    if key_file is not None and not isinstance(key_file, str):
+        raise fail("backup.key_file", "must be a path")
+    level = data.get("compression_level", 3)
+    if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 22:
+        raise fail("backup.compression_level", "must be an integer from 1 to 22")
+    retention = data.get("retention", {})
+    if not isinstance(retention, dict):
+        raise fail("backup.retention", "must be a table")
+    for key, value in retention.items():
+        if key not in RETENTION_KEYS:
+            raise fail(f"backup.retention.{key}", f"unknown key (known: {', '.join(RETENTION_KEYS)})")
+        if key in ("keep_within", "max_size"):
+            if not isinstance(value, str):
+                raise fail(f"backup.retention.{key}", "must be a string such as '7d' or '10GB'")
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise fail(f"backup.retention.{key}", "must be a non-negative integer")
+    return BackupSettings(
+        repository=repository.strip(),
+        key_file=(source.parent / key_file).resolve() if key_file else None,
+        compression_level=level,
+        retention=dict(retention),
     )
 
 

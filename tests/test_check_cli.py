@@ -405,3 +405,12 @@ def test_console_scripts(tmp_path):
     for command in ("check", "rules", "migrate-safe"):
         out = subprocess.run([bin_dir / "migrate-guard", command, "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_alembic_config_environment_and_options_after_the_command(run_cli, example, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEMBIC_CONFIG", str(example / "alembic.ini"))
+    result = run_cli("check", "--format", "json", cwd=tmp_path)
+    assert result.exit_code == 0 and json.loads(result.stdout)["summary"]["revisions"] == 6
+    monkeypatch.delenv("ALEMBIC_CONFIG")
+    result = run_cli("check", "-c", str(example / "alembic.ini"), "--range", "0005:heads", "--format", "json", cwd=tmp_path)
+    assert result.exit_code == 0 and json.loads(result.stdout)["summary"]["revisions"] == 1

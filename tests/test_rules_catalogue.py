@@ -114,7 +114,7 @@ def test_builtin_matches(rules: dict[str, Rule]) -> None:
         "add-not-null-column-without-default"
     }
     assert hits(Operation("add_column", "t", "c", details={"nullable": False, "server_default": True})) == set()
-    assert hits(Operation("add_constraint", "t", details={"constraint_type": "unique"})) == {
+    assert hits(Operation("add_constraint", "t", details={"constraint_type": "unique", "using_index": False})) == {
         "add-unique-constraint"
     }
     fk = {"constraint_type": "foreign_key", "not_valid": False}

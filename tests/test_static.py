@@ -294,10 +294,10 @@ SQL_CASES: list[tuple[str, str, list[dict[str, Any]]]] = [
             """
         ),
         [
-            E("delete", "__expr__", line=1, has_where=False),
+            E("delete", None, line=1, has_where=False),
             E("drop_column", "users", "legacy", line=3),
-            E("update", "__expr__", line=4, has_where=False),
-            E("update", "__expr__", line=5, has_where=True),
+            E("update", None, line=4, has_where=False),
+            E("update", None, line=5, has_where=True),
             E("drop_table", "users", line=6),
         ],
     ),

@@ -1,6 +1,7 @@
 """Alembic operation objects (``alembic.operations.ops``) -> normalised ``Operation`` records."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,7 +14,7 @@ def _name(value: Any) -> str | None:
     return None if value is None else str(value).lower()
 
 
-def from_alembic(op: Any) -> list[Operation] | None:
+def from_alembic(op: Any, dialect: Any = None) -> list[Operation] | None:
     """The operations an Alembic op object performs; ``None`` for op types we do not model
     (``op.execute`` and custom operations), whose emitted SQL is classified instead."""
     converter = _CONVERTERS.get(type(op))
@@ -22,6 +23,8 @@ def from_alembic(op: Any) -> list[Operation] | None:
             if isinstance(op, cls):
                 converter = fn
                 break
+    if converter is _alter_column:
+        return _alter_column(op, dialect)
     return converter(op) if converter else None
 
 
@@ -52,11 +55,11 @@ def _drop_column(op: ops.DropColumnOp) -> list[Operation]:
     return [Operation("drop_column", _name(op.table_name), _name(op.column_name), _name(op.schema))]
 
 
-def _alter_column(op: ops.AlterColumnOp) -> list[Operation]:
+def _alter_column(op: ops.AlterColumnOp, dialect: Any = None) -> list[Operation]:
     table, column, schema = _name(op.table_name), _name(op.column_name), _name(op.schema)
     result: list[Operation] = []
     if op.modify_type is not None:
-        change = type_change(op.existing_type, op.modify_type)
+        change = type_change(op.existing_type, op.modify_type, dialect)
         if change != "unchanged":
             details = {"type_change": change, "old_type": _type_text(op.existing_type), "new_type": _type_text(op.modify_type)}
             result.append(Operation("alter_column_type", table, column, schema, details=details))
@@ -104,6 +107,7 @@ def _add_constraint(op: ops.AddConstraintOp) -> list[Operation]:
         "constraint_type": kind,
         "name": _name(op.constraint_name),
         "not_valid": bool(kw.get("postgresql_not_valid")),
+        "using_index": False,
     }
     return [Operation("add_constraint", _name(table), schema=_name(schema), details=details)]
 
@@ -155,6 +159,31 @@ def _type_text(t: Any) -> str | None:
         return type(t).__name__.lower()
 
 
+def _same_type(old: Any, new: Any) -> bool:
+    """Equal in every argument (``DateTime()`` and ``DateTime(timezone=True)`` differ)."""
+    try:
+        return type(old) is type(new) and repr(old) == repr(new)
+    except Exception:  # a custom type whose repr fails
+        return _type_text(old) == _type_text(new)
+
+
+@functools.cache
+def _dialect_named(name: str) -> Any:
+    from sqlalchemy.dialects import registry
+
+    return registry.load(name)()
+
+
+def _renders_alike(old: Any, new: Any, dialect: Any) -> bool:
+    """The same column type on this database (MySQL's DATETIME has no time zone to change)."""
+    try:
+        if isinstance(dialect, str):
+            dialect = _dialect_named(dialect)
+        return old.compile(dialect=dialect) == new.compile(dialect=dialect)
+    except Exception:  # a type this dialect cannot render
+        return False
+
+
 def _as_instance(t: Any) -> Any:
     return t() if isinstance(t, type) else t
 
@@ -166,16 +195,21 @@ def _integer_rank(t: Any) -> int | None:
     return None
 
 
-def type_change(old: Any, new: Any) -> str:
+def type_change(old: Any, new: Any, dialect: Any = None) -> str:
     """Classify a column type change: ``unchanged``, ``widening`` (no value can be lost),
     ``narrowing`` (values may be cut or rejected) or ``changed`` (unknown or different family)."""
     if old is None or new is None:
         return "changed"
     old, new = _as_instance(old), _as_instance(new)
-    if _type_text(old) == _type_text(new):
-        return "unchanged"
+    if isinstance(old, sa.Enum) and isinstance(new, sa.Enum):
+        old_values, new_values = set(old.enums), set(new.enums)
+        if old_values == new_values:
+            return "unchanged"
+        return "widening" if old_values < new_values else "narrowing"  # a removed value rejects its rows
     if isinstance(old, sa.Enum) or isinstance(new, sa.Enum):
-        return "changed"  # dropping or renaming an enum value rejects existing rows
+        return "changed"
+    if _same_type(old, new) or (dialect is not None and _renders_alike(old, new, dialect)):
+        return "unchanged"
     if isinstance(old, sa.String) and isinstance(new, sa.String):
         old_len, new_len = old.length, new.length
         if new_len is None or isinstance(new, sa.Text) and not isinstance(old, sa.Text):

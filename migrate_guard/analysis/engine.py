@@ -189,38 +189,39 @@ class _NewObjects:
     """Tracks what a revision creates, so later operations on it are exempt."""
 
     def __init__(self) -> None:
-        self.tables: set[str] = set()
-        self.columns: set[tuple[str, str]] = set()
+        self.tables: set[tuple[str | None, str]] = set()
+        self.columns: set[tuple[str | None, str, str]] = set()
         self.names: set[str] = set()  # indexes and constraints
         self.schemas: set[str] = set()
 
     def observe(self, op: Operation) -> bool:
         """Record ``op``; True when it acts on something created earlier in the same revision."""
         name = op.details.get("name")
+        table = (op.schema, op.table) if op.table else None
         new = (
-            (op.table is not None and op.table in self.tables)
-            or (op.kind == "drop_column" and (op.table, op.column) in self.columns)
+            (table is not None and table in self.tables)
+            or (op.kind == "drop_column" and (op.schema, op.table, op.column) in self.columns)
             or (op.kind in ("drop_index", "drop_constraint") and name is not None and name in self.names)
             or (op.kind == "drop_schema" and op.schema in self.schemas)
             or (op.kind == "update" and _only_new_columns(op, self.columns))
         )
-        if op.kind == "create_table" and op.table:
-            self.tables.add(op.table)
+        if op.kind == "create_table" and table and not op.details.get("if_not_exists"):
+            self.tables.add(table)
         elif op.kind == "create_schema" and op.schema:
             self.schemas.add(op.schema)
         elif op.kind == "add_column" and op.table and op.column:
-            self.columns.add((op.table, op.column))
+            self.columns.add((op.schema, op.table, op.column))
         elif op.kind in ("create_index", "add_constraint") and name:
             self.names.add(name)
         elif op.kind == "rename_table" and new and op.details.get("new_name"):
-            self.tables.add(op.details["new_name"])
+            self.tables.add((op.schema, op.details["new_name"]))
         return new
 
 
-def _only_new_columns(op: Operation, added: set[tuple[str, str]]) -> bool:
+def _only_new_columns(op: Operation, added: set[tuple[str | None, str, str]]) -> bool:
     """An UPDATE that only fills columns added earlier in the revision (a backfill) loses nothing."""
     columns = op.details.get("set_columns") or ()
-    return bool(columns) and all((op.table, c) in added for c in columns)
+    return bool(columns) and all((op.schema, op.table, c) in added for c in columns)
 
 
 def _holds_long_lock(op: Operation) -> bool:

@@ -855,13 +855,13 @@ def _transaction(c: _Cur, x: _Ctx) -> list[Operation]:
 
 _OTHER = frozenset({
     "GRANT", "REVOKE", "COMMENT", "ANALYZE", "ANALYSE", "VACUUM", "REINDEX", "CLUSTER", "LOCK",
-    "UNLOCK", "NOTIFY", "LISTEN", "UNLISTEN", "DO", "REFRESH", "DISCARD", "CHECKPOINT", "SHOW", "USE",
+    "UNLOCK", "NOTIFY", "LISTEN", "UNLISTEN", "REFRESH", "DISCARD", "CHECKPOINT", "SHOW", "USE",
     "OPTIMIZE", "FLUSH", "SECURITY", "DEALLOCATE",
 })
 
 
 def _other(c: _Cur, x: _Ctx) -> list[Operation]:
-    """Understood and harmless: GRANT, COMMENT ON, VACUUM, LOCK TABLE t, DO blocks..."""
+    """Understood and harmless: GRANT, COMMENT ON, VACUUM, LOCK TABLE t..."""
     command = c.peek().lower()
     ref = None
     if c.take("LOCK"):
@@ -888,6 +888,7 @@ _HANDLERS: dict[str, Handler] = {
     "PRAGMA": _set,
     **dict.fromkeys(_TRANSACTION, _transaction),
     **dict.fromkeys(_OTHER, _other),
+    "DO": lambda c, x: [x.op("unparsed", reason="DO block: procedural code is not analysed")],
 }
 
 

@@ -94,6 +94,8 @@ def read_upgrade(source: str, dialect: str | None = None, function: str = "upgra
     target = reader.functions.get(function)
     if target is not None:
         reader.walk(target)
+    for o in reader.out:  # a name built at run time is unknown, not "__expr__"
+        o.table, o.column, o.schema = (None if v and "__expr__" in v else v for v in (o.table, o.column, o.schema))
     return reader.out
 
 
@@ -146,7 +148,7 @@ def _alter_column(c: _Call) -> list[Operation]:
     r, column, result = c.reader, c.name("column"), []
     if r.literal(c.args.get("type_")) is not None:  # type_=None (or absent) changes nothing
         (old, old_text), (new, new_text) = r.type_of(c.args.get("existing_type")), r.type_of(c.args["type_"])
-        change = type_change(old, new)
+        change = type_change(old, new, r.dialect)
         if old is None and new is None and old_text is not None and old_text == new_text:
             change = "unchanged"  # the same expression we could not evaluate
         if change != "unchanged":
@@ -182,7 +184,8 @@ _CONSTRAINT_TYPES = {
 
 def _add_constraint(c: _Call) -> list[Operation]:
     kind = _CONSTRAINT_TYPES[c.method]
-    return [c.op("add_constraint", constraint_type=kind, name=c.name("name"), not_valid=c.flag("postgresql_not_valid"))]
+    return [c.op("add_constraint", constraint_type=kind, name=c.name("name"), not_valid=c.flag("postgresql_not_valid"),
+                 using_index=False)]
 
 
 def _drop_constraint(c: _Call) -> list[Operation]:
