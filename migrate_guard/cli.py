@@ -142,6 +142,206 @@ def migrate_safe(ctx: click.Context, config: str | None, url: str | None, target
     raise UsageError("migrate-safe is not available in this version yet; run `migrate-guard check` before `alembic upgrade`")
 
 
+# --- backups ------------------------------------------------------------------------------------
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _progress(message: str) -> None:
+    click.echo(f"  {message}", err=True)
+
+
+@cli.command()
+@_project_options
+@click.option("--tables", metavar="T,..", help="Only these tables.")
+@click.option("--exclude-tables", metavar="T,..", help="All tables but these.")
+@click.option("--label", metavar="TEXT", help="A label shown by `list`.")
+@click.option("--pin", is_flag=True, help="Never remove this snapshot by retention.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def backup(ctx: click.Context, config: str | None, url: str | None, tables: str | None, exclude_tables: str | None,
+           label: str | None, pin: bool, fmt: str) -> None:
+    """Take a snapshot of the database into the backup repository (compressed, encrypted when a key
+    is configured, deduplicated against earlier snapshots)."""
+    import json
+
+    from .backup import service
+
+    project = _project(ctx, config, url)
+    if tables and exclude_tables:
+        from .errors import UsageError
+
+        raise UsageError("--tables and --exclude-tables cannot be combined")
+    manifest = service.take_snapshot(
+        project, url=url, tables=_csv(tables), exclude=_csv(exclude_tables) or (), label=label, pin=pin,
+        progress=_progress if fmt == "text" else lambda _: None,
+    )
+    if fmt == "json":
+        click.echo(json.dumps({k: manifest[k] for k in ("id", "created_at", "label", "revision", "dialect", "rows", "bytes", "stored_bytes", "encrypted", "pinned")}))
+        return
+    click.echo(
+        f"snapshot {manifest['id']}: {len(manifest['tables'])} tables, {manifest['rows']} rows, "
+        f"{_human_bytes(manifest['bytes'])} of data, {_human_bytes(manifest['stored_bytes'])} added to the repository"
+        + (", encrypted" if manifest["encrypted"] else "")
+    )
+
+
+@cli.command("list")
+@_project_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str) -> None:
+    """List the snapshots in the backup repository, oldest first."""
+    import json
+
+    from .backup import service
+
+    snapshots = service.list_snapshots(_project(ctx, config, url))
+    if fmt == "json":
+        click.echo(json.dumps(snapshots, indent=2))
+        return
+    if not snapshots:
+        click.echo("no snapshots")
+        return
+    click.echo(f"{'ID':16}  {'CREATED (UTC)':20}  {'REVISION':12}  {'TABLES':>6}  {'ROWS':>10}  {'SIZE':>10}  FLAGS  LABEL")
+    for s in snapshots:
+        flags = ("P" if s["pinned"] else "-") + ("E" if s["encrypted"] else "-") + ("V" if s["verified_at"] else "-")
+        click.echo(
+            f"{s['id']:16}  {s['created_at'][:19].replace('T', ' '):20}  {','.join(s['revision']) or 'base':12}  "
+            f"{len(s['tables']):>6}  {s['rows']:>10}  {_human_bytes(s['bytes']):>10}  {flags:5}  {s['label'] or ''}"
+        )
+
+
+@cli.command()
+@_project_options
+@click.argument("snapshot_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="Verify every snapshot.")
+@click.option("--read-data", is_flag=True, help="Also restore into a scratch database and compare row counts.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def verify(ctx: click.Context, config: str | None, url: str | None, snapshot_id: str | None, all_: bool,
+           read_data: bool, fmt: str) -> int:
+    """Check a snapshot's blobs (checksums and authentication tags); exit 1 when any is damaged."""
+    import json
+
+    from .backup import service
+    from .errors import UsageError
+
+    if bool(snapshot_id) == all_:
+        raise UsageError("name a snapshot ID or pass --all")
+    results = service.verify(_project(ctx, config, url), None if all_ else [snapshot_id], read_data=read_data,
+                             progress=_progress if fmt == "text" else lambda _: None)
+    if fmt == "json":
+        click.echo(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        for r in results:
+            click.echo(f"snapshot {r.snapshot}: {'ok' if r.ok else 'DAMAGED'}" + (" (data restored and counted)" if r.read_data and r.ok else ""))
+            for problem in r.problems:
+                click.echo(f"  {problem}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+@cli.command()
+@_project_options
+@click.argument("snapshot_id", required=False)
+@click.option("--before", metavar="TIME", help="The newest snapshot taken before TIME (ISO 8601, or a duration ago: 2h).")
+@click.option("--at-revision", metavar="REV", help="The newest snapshot taken at Alembic revision REV.")
+@click.option("--tables", metavar="T,..", help="Restore only these tables; the others are left alone.")
+@click.option("--to-url", metavar="URL", help="Restore into this database instead.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and touch nothing.")
+@click.option("--no-pre-snapshot", is_flag=True, help="Do not snapshot the current state first.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def restore(ctx: click.Context, config: str | None, url: str | None, snapshot_id: str | None, before: str | None,
+            at_revision: str | None, tables: str | None, to_url: str | None, dry_run: bool, no_pre_snapshot: bool,
+            yes: bool) -> None:
+    """Restore a snapshot (all of it, or --tables) into the database."""
+    import sys as _sys
+
+    from .backup import service
+    from .errors import UsageError
+
+    project = _project(ctx, config, url)
+    repo = service.open_repository(project)
+    snapshot = service.select_snapshot(repo, snapshot_id, before, at_revision)
+    plan = service.plan_restore(project, snapshot, _csv(tables), to_url, pre_snapshot=not no_pre_snapshot)
+    for line in plan.describe():
+        click.echo(line)
+    if dry_run:
+        click.echo("dry run: nothing changed")
+        return
+    if not yes:
+        if not _sys.stdin.isatty():
+            raise UsageError("restore replaces data: pass --yes to confirm (no terminal to ask on)")
+        click.confirm("go ahead?", abort=True)
+    pre = service.restore(project, plan, to_url=to_url, progress=_progress)
+    click.echo(f"restored snapshot {snapshot['id']}" + (f"; the state before is snapshot {pre['id']}" if pre else ""))
+
+
+@cli.command()
+@_project_options
+@click.option("--keep-last", type=int)
+@click.option("--keep-hourly", type=int)
+@click.option("--keep-daily", type=int)
+@click.option("--keep-weekly", type=int)
+@click.option("--keep-monthly", type=int)
+@click.option("--keep-yearly", type=int)
+@click.option("--keep-within", metavar="DURATION", help="Keep everything newer than this (7d, 36h).")
+@click.option("--max-size", metavar="SIZE", help="Then remove the oldest until the repository fits (10GB).")
+@click.option("--dry-run", is_flag=True, help="List what would be removed.")
+@click.pass_context
+def prune(ctx: click.Context, config: str | None, url: str | None, dry_run: bool, **policy: Any) -> None:
+    """Remove snapshots the retention policy does not keep, then their unreferenced blobs.
+
+    Never removes the newest snapshot, a pinned one, or the last one taken before the current revision.
+    """
+    from .backup import service
+
+    result = service.prune(_project(ctx, config, url), policy, dry_run=dry_run)
+    for snapshot_id, reasons in result.keep.items():
+        click.echo(f"keep   {snapshot_id}  {', '.join(reasons)}")
+    for snapshot_id in result.remove:
+        click.echo(f"{'would remove' if dry_run else 'remove'} {snapshot_id}")
+    if not dry_run:
+        click.echo(f"removed {len(result.remove)} snapshots, {result.freed_blobs} blobs, {_human_bytes(result.freed_bytes)}")
+
+
+@cli.command()
+@_project_options
+@click.argument("snapshot_id")
+@click.pass_context
+def forget(ctx: click.Context, config: str | None, url: str | None, snapshot_id: str) -> None:
+    """Remove one snapshot (and the blobs only it used)."""
+    from .backup import service
+
+    removed, blobs, freed = service.forget(_project(ctx, config, url), snapshot_id)
+    click.echo(f"removed snapshot {removed}, {blobs} blobs, {_human_bytes(freed)}")
+
+
+@cli.group()
+def key() -> None:
+    """Encryption keys for the backup repository."""
+
+
+@key.command("generate")
+def key_generate() -> None:
+    """Print a new random key (base64, 32 bytes) for MIGRATE_GUARD_KEY or a key file."""
+    from .backup.crypto import generate_key
+
+    click.echo(generate_key())
+
+
 def main() -> None:
     cli(prog_name=PROG)
 

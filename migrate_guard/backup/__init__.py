@@ -1,0 +1,1 @@
+"""Backups: engines per dialect, the repository format, crypto, retention."""

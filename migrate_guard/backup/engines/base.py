@@ -1,0 +1,123 @@
+"""The interface every backup engine implements, and the data it hands the repository.
+
+An engine turns a live database into named byte streams (a schema stream, one stream per table)
+and back. It never sees blobs, keys or files: it writes a stream through ``StreamWriter`` and reads
+one through ``StreamReader``, so memory stays bounded whatever the database size.
+"""
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from ...errors import GuardError
+
+
+@dataclass
+class StreamRef:
+    """Where a stream lives in the repository: its blobs in order, and its plaintext size."""
+
+    blobs: list[str]
+    bytes: int
+
+
+class StreamWriter(Protocol):
+    def __call__(self, name: str, chunks: Iterable[bytes]) -> StreamRef: ...
+
+
+class StreamReader(Protocol):
+    def __call__(self, ref: StreamRef) -> Iterator[bytes]: ...
+
+
+@dataclass
+class TableDump:
+    name: str
+    schema: str | None
+    rows: int
+    stream: StreamRef
+    depends_on: list[str] = field(default_factory=list)  # tables its foreign keys point at
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+@dataclass
+class DumpResult:
+    engine: dict[str, Any]  # {"tool": "pg_dump", "version": "15.19", "format": "..."}
+    schema: StreamRef
+    tables: list[TableDump]
+
+
+class ToolMissing(GuardError):
+    """A native dump tool is not installed; the message says which package to install."""
+
+
+def require_tool(names: Sequence[str], package: str) -> str:
+    """Path of the first of ``names`` on PATH, else a one-line error naming the package."""
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise ToolMissing(f"{names[0]} not found: install it (Debian/Ubuntu: apt-get install {package})")
+
+
+class Engine(ABC):
+    """Backup and restore for one database, given by its SQLAlchemy URL."""
+
+    dialect: ClassVar[str]
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @abstractmethod
+    def check_tools(self) -> None:
+        """Raise ``ToolMissing`` when a native tool this engine needs is absent."""
+
+    @abstractmethod
+    def list_tables(self) -> list[tuple[str | None, str]]:
+        """(schema, name) of every user table, ``alembic_version`` included."""
+
+    @abstractmethod
+    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> DumpResult:
+        """One consistent snapshot of ``tables`` (all when None, minus ``exclude``)."""
+
+    @abstractmethod
+    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None) -> None:
+        """Make ``tables`` (all in the dump when None) equal to the dump: schema and rows.
+        Other tables are left alone; foreign keys between them survive."""
+
+    @abstractmethod
+    def row_counts(self, tables: Sequence[str] | None = None) -> dict[str, int]:
+        """Exact row count per table (qualified name as in ``TableDump.qualified``)."""
+
+    @abstractmethod
+    def drop_tables(self, tables: Sequence[str]) -> None:
+        """Drop these tables (those a failed migration created)."""
+
+
+def engine_for(url: str) -> Engine:
+    """The engine for a SQLAlchemy URL's dialect."""
+    from sqlalchemy.engine import make_url
+
+    from ...errors import ConfigError
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception as exc:
+        raise ConfigError(f"bad database URL: {exc}") from None
+    if backend == "sqlite":
+        from .sqlite import SQLiteEngine
+
+        return SQLiteEngine(url)
+    if backend == "postgresql":
+        from .postgresql import PostgreSQLEngine
+
+        return PostgreSQLEngine(url)
+    if backend in ("mysql", "mariadb"):
+        from .mysql import MySQLEngine
+
+        return MySQLEngine(url)
+    raise ConfigError(f"no backup engine for {backend!r} databases (supported: sqlite, postgresql, mysql/mariadb)")

@@ -1,0 +1,775 @@
+"""The backup repository: content-addressed, encrypted when a key is configured, verifiable without
+the database. docs/repository-format.md is the format; this module follows it.
+
+Streams are cut into ``chunk_size`` chunks; each chunk is a blob named by its keyed hash, stored once
+however many snapshots name it. A snapshot is a manifest naming its streams' blobs, written last.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import getpass
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import EXIT_FAILED, EXIT_USAGE, GuardError
+from .crypto import (
+    HEADER_SIZE,
+    KEY_CHECK_PLAINTEXT,
+    PLAIN_HEADER_SIZE,
+    SALT_SIZE,
+    SCRYPT_N,
+    SCRYPT_P,
+    SCRYPT_R,
+    TAG_SIZE,
+    IntegrityError,
+    WrongKey,
+    blob_id,
+    decode_key,
+    id_key,
+    key_matches,
+    passphrase_key,
+    seal,
+    seal_bytes,
+    unseal,
+    unseal_bytes,
+)
+from .engines.base import StreamRef
+from .storage import Storage, open_storage
+
+__all__ = [
+    "IntegrityError",
+    "KeySource",
+    "Repository",
+    "RepositoryLocked",
+    "RepositoryNotFound",
+    "WrongKey",
+]
+
+FORMAT = "migrate-guard-repository"
+VERSION = 1
+CONFIG = "config.json"
+LOCK = "locks/exclusive.json"
+JOURNAL = "state/journal.jsonl"
+DEFAULT_CHUNK_SIZE = 4 << 20
+MIN_CHUNK_SIZE = 1 << 10
+MAX_CHUNK_SIZE = 256 << 20
+STALE_LOCK_SECONDS = 12 * 3600
+UNREADABLE_LOCK_SECONDS = 60
+TEMP_MAX_AGE = 3600
+
+_BLOB_ID = re.compile(r"[0-9a-f]{64}")
+_SNAPSHOT_ID = re.compile(r"[0-9a-f]{16}")
+_STATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+class RepositoryNotFound(GuardError):
+    exit_code = EXIT_USAGE
+
+
+class RepositoryLocked(GuardError):
+    exit_code = EXIT_USAGE
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(dt: datetime, micro: bool = False) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds" if micro else "seconds").replace("+00:00", "Z")
+
+
+def _parse_iso(text: Any) -> datetime | None:
+    try:
+        dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OSError, OverflowError, ValueError):
+        return False
+    return True
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[memoryview | bytes]:
+    """Re-cut a byte stream into pieces of exactly ``size`` bytes (the last shorter, none if empty).
+    Pieces may be views into the caller's buffers: use them before asking for the next."""
+    buf = bytearray()
+    for chunk in chunks:
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a stream yields bytes, not {type(chunk).__name__}")
+        view = memoryview(chunk).cast("B")
+        pos, end = 0, len(view)
+        if buf:
+            take = min(size - len(buf), end)
+            buf += view[:take]
+            pos = take
+            if len(buf) < size:
+                continue
+            yield bytes(buf)
+            buf.clear()
+        while end - pos >= size:
+            yield view[pos:pos + size]
+            pos += size
+        buf += view[pos:]
+    if buf:
+        yield bytes(buf)
+
+
+@dataclass
+class KeySource:
+    """Where the master key comes from: an already-decoded key, or a passphrase (scrypt)."""
+
+    key: bytes | None = None
+    passphrase: str | None = None
+
+    @classmethod
+    def from_environment(cls, key_file: Path | str | None = None) -> KeySource:
+        """``MIGRATE_GUARD_KEY``, else ``key_file``, else ``MIGRATE_GUARD_PASSPHRASE``, else none."""
+        text = os.environ.get("MIGRATE_GUARD_KEY", "").strip()
+        if text:
+            return cls(key=decode_key(text, "MIGRATE_GUARD_KEY"))
+        if key_file:
+            path = Path(key_file).expanduser()
+            try:
+                content = path.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                raise GuardError(f"key file {path}: not found", EXIT_USAGE) from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise GuardError(f"key file {path}: cannot read it ({exc})", EXIT_USAGE) from None
+            if not content or "\n" in content:
+                raise GuardError(f"key file {path}: expected one line, the base64 key", EXIT_USAGE)
+            return cls(key=decode_key(content, f"key file {path}"))
+        passphrase = os.environ.get("MIGRATE_GUARD_PASSPHRASE", "")
+        if passphrase:
+            return cls(passphrase=passphrase)
+        return cls()
+
+    @property
+    def configured(self) -> bool:
+        return self.key is not None or bool(self.passphrase)
+
+
+class Repository:
+    """A repository opened (or just created) at ``location``. Use ``init`` or ``open``."""
+
+    def __init__(self, storage: Storage, config: dict[str, Any], master: bytes | None,
+                 compression_level: int | None = None):
+        self.storage = storage
+        self.location = storage.location
+        self.config = config
+        self.id: str = config["id"]
+        self.encrypted: bool = bool(config["encrypted"])
+        self.chunk_size: int = int(config["chunk_size"])
+        self.compression_level: int = compression_level or int(config["compression"]["level"])
+        self._key = master
+        self._id_key = id_key(master, self.id) if master is not None else None
+        self.added_bytes = 0
+        self.warnings: list[str] = []
+        self._known: set[str] | None = None
+        self._pending: dict[str, threading.Event] = {}
+        self._mutex = threading.Lock()
+        self._lock_depth = 0
+        self._workers = max(1, min(4, os.cpu_count() or 1))
+
+    def __repr__(self) -> str:
+        return f"Repository({self.location!r}, encrypted={self.encrypted})"
+
+    # --- creating and opening ------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, location: str, keys: KeySource, *, compression_level: int = 3,
+             chunk_size: int = DEFAULT_CHUNK_SIZE) -> Repository:
+        """Create an empty repository; encrypted exactly when ``keys`` is configured."""
+        _check_level(compression_level)
+        if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+            raise GuardError(f"chunk size {chunk_size}: expected {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes", EXIT_USAGE)
+        storage = open_storage(location)
+        if storage.exists(CONFIG):
+            raise GuardError(f"a repository already exists at {location}", EXIT_USAGE)
+        if not storage.is_empty():
+            raise GuardError(f"{location} is not empty and holds no repository (no config.json): "
+                             "choose a new or empty location", EXIT_USAGE)
+        repo_id = secrets.token_hex(16)
+        config: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": repo_id,
+            "created_at": _iso(_now()),
+            "encrypted": keys.configured,
+            "compression": {"algorithm": "zstd", "level": compression_level},
+            "chunk_size": chunk_size,
+        }
+        master: bytes | None = None
+        if keys.key is not None:
+            master = keys.key
+        elif keys.passphrase:
+            salt = os.urandom(SALT_SIZE)
+            config["kdf"] = {"algorithm": "scrypt", "salt": base64.b64encode(salt).decode("ascii"),
+                             "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P}
+            master = passphrase_key(keys.passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        if master is not None:
+            check = seal_bytes(KEY_CHECK_PLAINTEXT, master, compress=False)
+            config["key_check"] = base64.b64encode(check).decode("ascii")
+        try:
+            storage.ensure_dir("")
+            for folder in ("snapshots", "blobs", "locks", "state"):
+                storage.ensure_dir(folder)
+            storage.write_atomic(CONFIG, [json.dumps(config, indent=2).encode("utf-8") + b"\n"])
+        except OSError as exc:
+            raise GuardError(f"cannot create a repository at {location} ({exc.strerror or exc})", EXIT_USAGE) from None
+        return cls(storage, config, master)
+
+    @classmethod
+    def open(cls, location: str, keys: KeySource, *, create: bool = False,
+             compression_level: int | None = None) -> Repository:
+        """Open the repository at ``location`` (create it when ``create`` and there is none).
+        ``compression_level`` overrides the repository's level for what this session writes."""
+        if compression_level is not None:
+            _check_level(compression_level)
+        storage = open_storage(location)
+        try:
+            raw = storage.read_bytes(CONFIG)
+        except FileNotFoundError:
+            if create:
+                return cls.init(location, keys, compression_level=compression_level or 3)
+            raise RepositoryNotFound(f"no backup repository at {location} (`migrate-guard backup` creates it)") from None
+        except OSError as exc:
+            raise GuardError(f"{location}: cannot read config.json ({exc.strerror or exc})", EXIT_USAGE) from None
+        config = _parse_config(raw, location)
+        master: bytes | None = None
+        if config["encrypted"]:
+            if not keys.configured:
+                raise GuardError(f"repository is encrypted: set MIGRATE_GUARD_KEY or MIGRATE_GUARD_PASSPHRASE "
+                                 f"(or backup.key_file) to open {location}", EXIT_USAGE)
+            if keys.key is not None:
+                master = keys.key
+            else:
+                kdf = config.get("kdf")
+                if not kdf:
+                    raise GuardError(f"repository at {location} uses a key, not a passphrase: set MIGRATE_GUARD_KEY "
+                                     "or backup.key_file", EXIT_USAGE)
+                master = passphrase_key(keys.passphrase or "", *_kdf_params(kdf, location))
+            try:
+                check = base64.b64decode(config["key_check"], validate=True)
+                matches = key_matches(check, master)
+            except (binascii.Error, ValueError, IntegrityError):
+                raise GuardError(f"{location}: config.json key_check is damaged", EXIT_USAGE) from None
+            if not matches:
+                raise WrongKey(f"wrong key for the repository at {location}")
+        elif keys.configured:
+            raise GuardError(f"repository at {location} is not encrypted: refusing to use a key with it "
+                             "(unset MIGRATE_GUARD_KEY / MIGRATE_GUARD_PASSPHRASE; a repository never mixes both)",
+                             EXIT_USAGE)
+        repo = cls(storage, config, master, compression_level)
+        try:
+            storage.clean_temp(TEMP_MAX_AGE)
+        except OSError:
+            pass  # a read-only location: the leftovers are ignored anyway
+        return repo
+
+    # --- streams -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _blob_path(bid: str) -> str:
+        return f"blobs/{bid[:2]}/{bid}"
+
+    def _known_blobs(self) -> set[str]:
+        if self._known is None:
+            known = self.blob_ids()
+            with self._mutex:
+                if self._known is None:
+                    self._known = known
+        return self._known
+
+    def _store_chunk(self, data: bytes) -> str:
+        bid = blob_id(data, self._id_key)
+        known = self._known_blobs()
+        with self._mutex:
+            if bid in known:
+                return bid
+            event = self._pending.get(bid)
+            mine = event is None
+            if mine:
+                event = self._pending[bid] = threading.Event()
+        assert event is not None
+        if not mine:
+            event.wait()
+            with self._mutex:
+                if bid in known:
+                    return bid
+            raise GuardError(f"blob {bid}: writing it failed", EXIT_FAILED)
+        try:
+            stored = self.storage.write_atomic(
+                self._blob_path(bid), seal([data], self._key, compress=True, level=self.compression_level)
+            )
+            with self._mutex:
+                known.add(bid)
+                self.added_bytes += stored
+        finally:
+            with self._mutex:
+                del self._pending[bid]
+            event.set()
+        return bid
+
+    def write_stream(self, name: str, chunks: Iterable[bytes]) -> StreamRef:
+        """Store a stream: cut into chunks, each a blob (written only when new, fsynced). Several
+        chunks are compressed and encrypted in parallel; at most a few chunks are in memory."""
+        ids: list[str] = []
+        total = 0
+        held: bytes | None = None
+        pool: ThreadPoolExecutor | None = None
+        inflight: deque[Future[str]] = deque()
+        window = 2 * self._workers
+        try:
+            for piece in _rechunk(chunks, self.chunk_size):
+                data = bytes(piece)
+                total += len(data)
+                if held is None:
+                    held = data
+                    continue
+                if pool is None:
+                    pool = ThreadPoolExecutor(self._workers, thread_name_prefix="migrate-guard-blob")
+                inflight.append(pool.submit(self._store_chunk, held))
+                held = data
+                while len(inflight) >= window:
+                    ids.append(inflight.popleft().result())
+            if held is not None:
+                if pool is None:
+                    ids.append(self._store_chunk(held))
+                else:
+                    inflight.append(pool.submit(self._store_chunk, held))
+            while inflight:
+                ids.append(inflight.popleft().result())
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        return StreamRef(blobs=ids, bytes=total)
+
+    def _read_blob(self, bid: str) -> bytes:
+        if not isinstance(bid, str) or not _BLOB_ID.fullmatch(bid):
+            raise IntegrityError(f"blob {bid!r}: not a blob id (64 hex digits)")
+        name = f"blob {bid}"
+        try:
+            pieces = self.storage.open_read(self._blob_path(bid))
+        except FileNotFoundError:
+            raise IntegrityError(f"blob {bid} missing") from None
+        buf = bytearray()
+        try:
+            for plain in unseal(pieces, self._key, name):
+                buf += plain
+                if len(buf) > self.chunk_size:
+                    raise IntegrityError(f"{name}: larger than the chunk size ({self.chunk_size} bytes)")
+        except OSError as exc:
+            raise IntegrityError(f"{name}: cannot read it ({exc})") from None
+        actual = blob_id(buf, self._id_key)
+        if actual != bid:
+            raise IntegrityError(f"{name}: id mismatch (its content is blob {actual[:16]}…: stored under the wrong name)")
+        return bytes(buf)
+
+    def read_stream(self, ref: StreamRef) -> Iterator[bytes]:
+        """The stream's bytes, a verified blob at a time (each checked, tag and id, before it is yielded)."""
+        blobs = list(ref.blobs)
+        total = 0
+        if len(blobs) <= 1:
+            for bid in blobs:
+                data = self._read_blob(bid)
+                total += len(data)
+                yield data
+        else:
+            pool = ThreadPoolExecutor(self._workers, thread_name_prefix="migrate-guard-read")
+            try:
+                inflight: deque[Future[bytes]] = deque()
+                queue = iter(blobs)
+                for bid in queue:
+                    inflight.append(pool.submit(self._read_blob, bid))
+                    if len(inflight) >= self._workers + 1:
+                        break
+                while inflight:
+                    data = inflight.popleft().result()
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        inflight.append(pool.submit(self._read_blob, nxt))
+                    total += len(data)
+                    yield data
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        if total != ref.bytes:
+            raise IntegrityError(f"stream of {len(blobs)} blobs holds {total} bytes, the manifest says {ref.bytes}")
+
+    # --- blobs -----------------------------------------------------------------------------------------
+
+    def blob_ids(self) -> set[str]:
+        ids = set()
+        for path in self.storage.list("blobs"):
+            parts = path.split("/")
+            if len(parts) == 3 and _BLOB_ID.fullmatch(parts[2]) and parts[1] == parts[2][:2]:
+                ids.add(parts[2])
+        return ids
+
+    def blob_size(self, blob_id: str) -> int:
+        try:
+            return self.storage.size(self._blob_path(blob_id))
+        except FileNotFoundError:
+            return 0
+
+    def check_blob(self, blob_id: str, read_data: bool = True) -> str | None:
+        """None when the blob is sound, else the problem (one line naming the blob). Without
+        ``read_data`` only its presence and a plausible size are checked."""
+        if not isinstance(blob_id, str) or not _BLOB_ID.fullmatch(blob_id):
+            return f"blob {blob_id!r}: not a blob id (64 hex digits)"
+        if not read_data:
+            try:
+                size = self.storage.size(self._blob_path(blob_id))
+            except FileNotFoundError:
+                return f"blob {blob_id} missing"
+            minimum = HEADER_SIZE + TAG_SIZE if self.encrypted else PLAIN_HEADER_SIZE
+            return None if size >= minimum else f"blob {blob_id}: truncated ({size} bytes)"
+        try:
+            self._read_blob(blob_id)
+        except IntegrityError as exc:
+            return exc.message
+        return None
+
+    def delete_blob(self, blob_id: str) -> None:
+        if not _BLOB_ID.fullmatch(blob_id):
+            raise ValueError(f"not a blob id: {blob_id!r}")
+        self.storage.delete(self._blob_path(blob_id))
+        with self._mutex:
+            if self._known is not None:
+                self._known.discard(blob_id)
+
+    # --- sealed JSON files ------------------------------------------------------------------------------
+
+    def _write_json(self, path: str, obj: Any) -> int:
+        text = json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+        if self.encrypted:
+            return self.storage.write_atomic(path, seal([text], self._key, compress=True, level=self.compression_level))
+        return self.storage.write_atomic(path, seal([text], None, compress=False))
+
+    def _read_json(self, path: str, name: str) -> Any:
+        """FileNotFoundError when missing; IntegrityError naming ``name`` when unreadable."""
+        try:
+            raw = self.storage.read_bytes(path)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise IntegrityError(f"{name}: cannot read it ({exc})") from None
+        text = unseal_bytes(raw, self._key, name)
+        try:
+            return json.loads(text)
+        except (UnicodeDecodeError, ValueError):
+            raise IntegrityError(f"{name}: not valid JSON") from None
+
+    # --- snapshots ------------------------------------------------------------------------------------
+
+    def new_snapshot_id(self) -> str:
+        while True:
+            sid = secrets.token_hex(8)
+            if not self.storage.exists(f"snapshots/{sid}.json"):
+                return sid
+
+    def _snapshot_ids(self) -> list[str]:
+        ids = []
+        for path in self.storage.list("snapshots"):
+            parts = path.split("/")
+            if len(parts) == 2 and parts[1].endswith(".json") and _SNAPSHOT_ID.fullmatch(parts[1][:-5]):
+                ids.append(parts[1][:-5])
+        return ids
+
+    def _resolve(self, snapshot_id: str) -> str:
+        text = str(snapshot_id).strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{4,16}", text):
+            raise GuardError(f"snapshot id {snapshot_id!r}: expected 4 to 16 hex digits", EXIT_USAGE)
+        if len(text) == 16 and self.storage.exists(f"snapshots/{text}.json"):
+            return text
+        matches = sorted(i for i in self._snapshot_ids() if i.startswith(text))
+        if not matches:
+            raise GuardError(f"no snapshot {snapshot_id} in {self.location}", EXIT_USAGE)
+        if len(matches) > 1:
+            raise GuardError(f"snapshot id {snapshot_id} is ambiguous: it matches {', '.join(matches[:5])}"
+                             f"{' …' if len(matches) > 5 else ''}", EXIT_USAGE)
+        return matches[0]
+
+    def save_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write a snapshot's manifest (atomically; the last write of a backup: the snapshot exists from now)."""
+        sid = manifest.get("id")
+        if not isinstance(sid, str) or not _SNAPSHOT_ID.fullmatch(sid):
+            raise ValueError(f"manifest id {sid!r}: expected 16 hex digits")
+        body = {k: v for k, v in manifest.items() if k != "sha256"}
+        if not self.encrypted:
+            body["sha256"] = hashlib.sha256(_canonical(body)).hexdigest()
+        self._write_json(f"snapshots/{sid}.json", body)
+
+    def _read_manifest(self, sid: str) -> dict[str, Any]:
+        name = f"snapshot {sid}"
+        manifest = self._read_json(f"snapshots/{sid}.json", name)
+        if not isinstance(manifest, dict):
+            raise IntegrityError(f"{name}: not a manifest (a JSON object)")
+        if not self.encrypted:
+            recorded = manifest.pop("sha256", None)
+            if recorded is None:
+                raise IntegrityError(f"{name}: no sha256 field")
+            if hashlib.sha256(_canonical(manifest)).hexdigest() != recorded:
+                raise IntegrityError(f"{name}: sha256 mismatch (the manifest was changed)")
+        if manifest.get("id") != sid:
+            raise IntegrityError(f"{name}: id mismatch (the file holds snapshot {manifest.get('id')!r})")
+        return manifest
+
+    def load_manifest(self, snapshot_id: str) -> dict[str, Any]:
+        """The manifest of a snapshot, by id or a unique prefix of at least 4 hex digits."""
+        sid = self._resolve(snapshot_id)
+        try:
+            return self._read_manifest(sid)
+        except FileNotFoundError:
+            raise GuardError(f"no snapshot {snapshot_id} in {self.location}", EXIT_USAGE) from None
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """Every readable manifest, oldest first. One that cannot be read is skipped, with a note in ``warnings``."""
+        found = []
+        for sid in self._snapshot_ids():
+            try:
+                found.append(self._read_manifest(sid))
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            except IntegrityError as exc:
+                note = f"skipped {exc.message}"
+                if note not in self.warnings:
+                    self.warnings.append(note)
+        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        found.sort(key=lambda m: (_parse_iso(m.get("created_at")) or epoch, m["id"]))
+        return found
+
+    def delete_manifest(self, snapshot_id: str) -> None:
+        self.storage.delete(f"snapshots/{self._resolve(snapshot_id)}.json")
+
+    def update_manifest(self, snapshot_id: str, **fields: Any) -> None:
+        sid = self._resolve(snapshot_id)
+        if "id" in fields and fields["id"] != sid:
+            raise ValueError("a snapshot's id cannot change")
+        manifest = self._read_manifest(sid)
+        manifest.update(fields)
+        self.save_manifest(manifest)
+
+    # --- state and journal ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _state_path(name: str) -> str:
+        if not _STATE_NAME.fullmatch(name) or name.endswith(".tmp"):
+            raise ValueError(f"bad state name {name!r}")
+        return f"state/{name}.json"
+
+    def read_state(self, name: str) -> dict[str, Any] | None:
+        path = self._state_path(name)
+        try:
+            return self._read_json(path, path)
+        except FileNotFoundError:
+            return None
+
+    def write_state(self, name: str, data: dict[str, Any]) -> None:
+        self._write_json(self._state_path(name), data)
+
+    def _journal_line(self, record: dict[str, Any]) -> bytes:
+        text = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if self.encrypted:
+            return base64.b64encode(seal_bytes(text, self._key, compress=False)) + b"\n"
+        return text + b"\n"
+
+    def append_journal(self, record: dict[str, Any]) -> None:
+        """Add a record to ``state/journal.jsonl`` (the file is rewritten atomically: it is small)."""
+        try:
+            existing = self.storage.read_bytes(JOURNAL)
+        except FileNotFoundError:
+            existing = b""
+        if existing and not existing.endswith(b"\n"):
+            existing += b"\n"
+        self.storage.write_atomic(JOURNAL, [existing, self._journal_line(record)])
+
+    def journal(self) -> list[dict[str, Any]]:
+        try:
+            raw = self.storage.read_bytes(JOURNAL)
+        except FileNotFoundError:
+            return []
+        records = []
+        for number, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            name = f"{JOURNAL} line {number}"
+            try:
+                text = unseal_bytes(base64.b64decode(line, validate=True), self._key, name) if self.encrypted else line
+                record = json.loads(text)
+            except (binascii.Error, ValueError, UnicodeDecodeError):
+                raise IntegrityError(f"{name}: not a journal record") from None
+            if not isinstance(record, dict):
+                raise IntegrityError(f"{name}: not a journal record")
+            records.append(record)
+        return records
+
+    # --- locking ----------------------------------------------------------------------------------------
+
+    def _read_lock(self) -> tuple[bytes | None, dict[str, Any] | None]:
+        try:
+            raw = self.storage.read_bytes(LOCK)
+        except FileNotFoundError:
+            return None, None
+        try:
+            holder = json.loads(raw)
+        except ValueError:
+            return raw, None
+        return raw, holder if isinstance(holder, dict) else None
+
+    def _stale(self, holder: dict[str, Any] | None) -> str | None:
+        """Why the lock is stale, or None when it is (or may be) held."""
+        if holder is None:
+            try:
+                mtime = self.storage.mtime(LOCK)
+            except FileNotFoundError:
+                return None
+            if mtime is not None and time.time() - mtime > UNREADABLE_LOCK_SECONDS:
+                return "an unreadable lock file"
+            return None
+        if holder.get("host") == socket.gethostname():
+            try:
+                pid = int(holder.get("pid"))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return None
+            if not _pid_alive(pid):
+                return f"the lock of pid {pid}, which no longer runs"
+            return None  # a live process here: however old, it is held
+        created = _parse_iso(holder.get("created_at"))
+        if created is not None and (_now() - created).total_seconds() > STALE_LOCK_SECONDS:
+            return f"a lock of host {holder.get('host')} older than 12 hours (since {holder.get('created_at')})"
+        return None
+
+    @contextmanager
+    def lock(self, command: str, wait: float = 0) -> Iterator[None]:
+        """The repository's exclusive lock (re-entrant within this object). A stale lock is taken
+        over with a note in ``warnings``; a held one raises ``RepositoryLocked`` (after ``wait`` seconds)."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "user": _user(),
+                           "created_at": _iso(_now(), micro=True), "command": command}).encode("utf-8")
+        deadline = time.monotonic() + max(0.0, wait)
+        retries = 0
+        while not self.storage.create_exclusive(LOCK, mine):
+            raw, holder = self._read_lock()
+            reason = None if raw is None else self._stale(holder)
+            if (raw is None or reason is not None) and retries < 20:
+                retries += 1  # released meanwhile, or stale: try again (a bounded number of times)
+                if reason is not None and self._read_lock()[0] == raw:  # not taken over by another meanwhile
+                    self.storage.delete(LOCK)
+                    self.warnings.append(f"took over a stale repository lock: {reason}")
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RepositoryLocked(_locked_message(self.location, holder))
+            time.sleep(min(0.2, remaining))
+        self._lock_depth = 1
+        try:
+            yield
+        finally:
+            self._lock_depth = 0
+            try:
+                if self.storage.read_bytes(LOCK) == mine:
+                    self.storage.delete(LOCK)
+            except FileNotFoundError:
+                pass
+
+    # --- size ---------------------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Bytes the repository occupies."""
+        return self.storage.total_size()
+
+
+def _locked_message(location: str, holder: dict[str, Any] | None) -> str:
+    if holder is None:
+        return (f"repository {location} is locked (the lock file is being written or unreadable); "
+                f"try again, or delete {LOCK} if no migrate-guard runs")
+    return (f"repository {location} is locked by pid {holder.get('pid')} on {holder.get('host')} "
+            f"(user {holder.get('user')}) since {holder.get('created_at')}, running {holder.get('command')!r}; "
+            f"wait for it, or delete {LOCK} if that process is gone")
+
+
+def _check_level(level: int) -> None:
+    if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 22:
+        raise GuardError(f"compression level {level!r}: expected an integer from 1 to 22", EXIT_USAGE)
+
+
+def _parse_config(raw: bytes, location: str) -> dict[str, Any]:
+    def bad(why: str) -> GuardError:
+        return GuardError(f"{location}: config.json {why}", EXIT_USAGE)
+
+    try:
+        config = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise bad("is not valid JSON") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise bad("is not a migrate-guard repository config")
+    if config.get("version") != VERSION:
+        raise bad(f"has format version {config.get('version')!r}; this migrate-guard reads version {VERSION}")
+    if not isinstance(config.get("id"), str) or not re.fullmatch(r"[0-9a-f]{32}", config["id"]):
+        raise bad("has a bad id")
+    if not isinstance(config.get("encrypted"), bool):
+        raise bad("has a bad 'encrypted'")
+    chunk = config.get("chunk_size")
+    if not isinstance(chunk, int) or not MIN_CHUNK_SIZE <= chunk <= MAX_CHUNK_SIZE:
+        raise bad("has a bad chunk_size")
+    compression = config.get("compression")
+    if (not isinstance(compression, dict) or compression.get("algorithm") != "zstd"
+            or not isinstance(compression.get("level"), int) or not 1 <= compression["level"] <= 22):
+        raise bad("has a bad compression setting")
+    if config["encrypted"] and not isinstance(config.get("key_check"), str):
+        raise bad("has no key_check")
+    return config
+
+
+def _kdf_params(kdf: Any, location: str) -> tuple[bytes, int, int, int]:
+    try:
+        if kdf["algorithm"] != "scrypt":
+            raise ValueError
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
+        if len(salt) != SALT_SIZE or n < 2 or n & (n - 1) or n > 1 << 22 or not 1 <= r <= 64 or not 1 <= p <= 16:
+            raise ValueError
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise GuardError(f"{location}: config.json has a bad kdf", EXIT_USAGE) from None
+    return salt, n, r, p

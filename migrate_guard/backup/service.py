@@ -1,0 +1,493 @@
+"""The backup use cases: backup, list, verify, restore, prune, forget. The CLI calls these."""
+from __future__ import annotations
+
+import getpass
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..config import Project
+from ..errors import ConfigError, GuardError, UsageError
+from .engines.base import DumpResult, Engine, StreamRef, TableDump, engine_for
+from .repository import KeySource, Repository
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 (``2026-11-25T10:00``, ``2026-11-25``; UTC unless an offset is given) or a duration ago (``2h``)."""
+    from .retention import parse_duration
+
+    value = text.strip()
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    except ValueError:
+        pass
+    try:
+        return utcnow() - parse_duration(value)
+    except GuardError:
+        raise UsageError(f"--before {text!r}: expected an ISO 8601 time (2026-11-25T10:00Z) or a duration ago (2h, 3d)") from None
+
+
+# --- repository and engine ------------------------------------------------------------------------
+
+
+def repository_location(project: Project) -> str:
+    return project.settings.backup.location(project.root)
+
+
+def open_repository(project: Project, create: bool = False) -> Repository:
+    keys = KeySource.from_environment(project.settings.backup.key_file)
+    return Repository.open(
+        repository_location(project), keys, create=create, compression_level=project.settings.backup.compression_level
+    )
+
+
+def database_url(project: Project, url: str | None = None) -> str:
+    chosen = url or project.url
+    if not chosen:
+        raise ConfigError("no database URL: set sqlalchemy.url in alembic.ini or pass --url")
+    return chosen
+
+
+def database_engine(url: str) -> Engine:
+    engine = engine_for(url)
+    engine.check_tools()
+    return engine
+
+
+def current_revision(project: Project, url: str) -> list[str]:
+    from ..alembic_bridge import database_heads
+
+    original = project.url
+    project.url = url
+    try:
+        heads, _ = database_heads(project)
+    finally:
+        project.url = original
+    return sorted(heads or ())
+
+
+# --- manifests ----------------------------------------------------------------------------------------
+
+
+def _ref(data: dict[str, Any]) -> StreamRef:
+    return StreamRef(blobs=list(data["blobs"]), bytes=int(data["bytes"]))
+
+
+def dump_from_manifest(manifest: dict[str, Any]) -> DumpResult:
+    tables = [
+        TableDump(t["name"], t.get("schema"), int(t["rows"]), _ref(t), list(t.get("depends_on", [])))
+        for t in manifest["tables"]
+    ]
+    return DumpResult(manifest.get("engine", {}), _ref(manifest["schema"]), tables)
+
+
+def _manifest(snapshot_id: str, dump: DumpResult, *, dialect: str, database: str | None, revision: list[str],
+              label: str | None, pinned: bool, encrypted: bool, stored_bytes: int, kind: str) -> dict[str, Any]:
+    tables = [
+        {"name": t.name, "schema": t.schema, "rows": t.rows, "bytes": t.stream.bytes, "blobs": t.stream.blobs,
+         "depends_on": t.depends_on}
+        for t in dump.tables
+    ]
+    return {
+        "id": snapshot_id,
+        "created_at": iso(utcnow()),
+        "label": label,
+        "kind": kind,
+        "pinned": pinned,
+        "dialect": dialect,
+        "database": database,
+        "revision": revision,
+        "engine": dump.engine,
+        "schema": {"blobs": dump.schema.blobs, "bytes": dump.schema.bytes},
+        "tables": tables,
+        "rows": sum(t.rows for t in dump.tables),
+        "bytes": dump.schema.bytes + sum(t.stream.bytes for t in dump.tables),
+        "stored_bytes": stored_bytes,
+        "encrypted": encrypted,
+    }
+
+
+def table_names(manifest: dict[str, Any]) -> list[str]:
+    return [f"{t['schema']}.{t['name']}" if t.get("schema") and t["schema"] != "public" else t["name"] for t in manifest["tables"]]
+
+
+# --- backup -----------------------------------------------------------------------------------------------
+
+
+def take_snapshot(
+    project: Project,
+    *,
+    url: str | None = None,
+    tables: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    label: str | None = None,
+    pin: bool = False,
+    kind: str = "manual",
+    repo: Repository | None = None,
+    progress: Progress = _quiet,
+) -> dict[str, Any]:
+    """Dump the database into the repository; the manifest is written last, so the snapshot exists only when whole."""
+    from sqlalchemy.engine import make_url
+
+    url = database_url(project, url)
+    engine = database_engine(url)
+    repo = repo or open_repository(project, create=True)
+    with repo.lock(f"backup {label or ''}".strip()):
+        revision = current_revision(project, url)
+        before = repo.added_bytes
+        snapshot_id = repo.new_snapshot_id()
+
+        def write(name: str, chunks: Any) -> StreamRef:
+            progress(f"dumping {name}")
+            return repo.write_stream(name, chunks)
+
+        dump = engine.dump(write, tables=tables, exclude=exclude)
+        manifest = _manifest(
+            snapshot_id, dump, dialect=engine.dialect, database=make_url(url).database, revision=revision,
+            label=label, pinned=pin, encrypted=repo.encrypted, stored_bytes=repo.added_bytes - before, kind=kind,
+        )
+        repo.save_manifest(manifest)
+    return manifest
+
+
+# --- list -------------------------------------------------------------------------------------------------
+
+
+def list_snapshots(project: Project) -> list[dict[str, Any]]:
+    """The `list --format json` records, oldest first."""
+    repo = open_repository(project)
+    verified = repo.read_state("verify") or {}
+    return [
+        {
+            "id": m["id"],
+            "created_at": m["created_at"],
+            "label": m.get("label"),
+            "revision": m.get("revision", []),
+            "dialect": m.get("dialect"),
+            "tables": table_names(m),
+            "rows": m.get("rows", 0),
+            "bytes": m.get("bytes", 0),
+            "encrypted": m.get("encrypted", False),
+            "pinned": m.get("pinned", False),
+            "verified_at": (verified.get(m["id"]) or {}).get("verified_at") if (verified.get(m["id"]) or {}).get("ok") else None,
+        }
+        for m in repo.manifests()
+    ]
+
+
+# --- verify -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyResult:
+    snapshot: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    read_data: bool = False
+    seconds: float = 0.0
+
+
+def verify(project: Project, snapshot_ids: Sequence[str] | None, read_data: bool = False,
+           progress: Progress = _quiet) -> list[VerifyResult]:
+    """Check every blob of the snapshots (all when None); with read_data, restore each into a scratch
+    database and compare per-table row counts with the manifest. Results are recorded in the repository."""
+    repo = open_repository(project)
+    manifests = repo.manifests() if snapshot_ids is None else [repo.load_manifest(i) for i in snapshot_ids]
+    if not manifests:
+        raise UsageError("the repository has no snapshot to verify")
+    results = []
+    checked: dict[str, str | None] = {}
+    for manifest in manifests:
+        started = time.monotonic()
+        result = VerifyResult(manifest["id"], True, read_data=read_data)
+        progress(f"verifying {manifest['id']}")
+        for blob in _blobs_of(manifest):
+            if blob not in checked:
+                checked[blob] = repo.check_blob(blob, read_data=True)
+            if checked[blob]:
+                result.problems.append(checked[blob])  # type: ignore[arg-type]
+        if read_data and not result.problems:
+            result.problems.extend(_restore_and_count(project, repo, manifest, progress))
+        result.ok = not result.problems
+        result.seconds = round(time.monotonic() - started, 3)
+        results.append(result)
+    state = repo.read_state("verify") or {}
+    for r in results:
+        state[r.snapshot] = {"verified_at": iso(utcnow()), "ok": r.ok, "read_data": r.read_data,
+                             "problems": r.problems[:20], "seconds": r.seconds}
+    repo.write_state("verify", state)
+    return results
+
+
+def _blobs_of(manifest: dict[str, Any]) -> Iterator[str]:
+    yield from manifest["schema"]["blobs"]
+    for t in manifest["tables"]:
+        yield from t["blobs"]
+
+
+def _restore_and_count(project: Project, repo: Repository, manifest: dict[str, Any], progress: Progress) -> list[str]:
+    dump = dump_from_manifest(manifest)
+    with scratch_database(manifest["dialect"], project.url) as url:
+        progress(f"restoring {manifest['id']} into a scratch database")
+        engine = database_engine(url)
+        try:
+            engine.restore(dump, repo.read_stream)
+        except GuardError as exc:
+            return [f"restore into a scratch database failed: {exc.message}"]
+        counts = engine.row_counts()
+    problems = []
+    for table in dump.tables:
+        got = counts.get(table.qualified, counts.get(table.name))
+        if got != table.rows:
+            problems.append(f"table {table.qualified}: {got} rows restored, manifest says {table.rows}")
+    return problems
+
+
+@contextmanager
+def scratch_database(dialect: str, server_url: str | None) -> Iterator[str]:
+    """A temporary empty database of ``dialect``: a temp SQLite file, or a new database on the
+    server of ``server_url``; always removed afterwards."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    if dialect == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="mg-verify-") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'scratch.db'}"
+        return
+    if not server_url:
+        raise ConfigError(f"verify --read-data of a {dialect} snapshot needs a {dialect} server: pass --url")
+    base = make_url(server_url)
+    if base.get_backend_name() != ("mysql" if dialect in ("mysql", "mariadb") else dialect) and not (
+        dialect in ("mysql", "mariadb") and base.get_backend_name() in ("mysql", "mariadb")
+    ):
+        raise ConfigError(f"verify --read-data of a {dialect} snapshot needs a {dialect} server, not {base.get_backend_name()}")
+    name = f"mg_verify_{uuid.uuid4().hex[:12]}"
+    quote = '"' if dialect == "postgresql" else "`"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {quote}{name}{quote}")
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            force = " WITH (FORCE)" if dialect == "postgresql" else ""
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}")
+        admin.dispose()
+
+
+# --- restore ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RestorePlan:
+    snapshot: dict[str, Any]
+    tables: list[dict[str, Any]]  # manifest entries to restore
+    target: str  # a URL with the password hidden
+    full: bool
+    pre_snapshot: bool
+
+    def describe(self) -> list[str]:
+        rows = sum(t["rows"] for t in self.tables)
+        lines = [
+            f"restore snapshot {self.snapshot['id']} ({self.snapshot['created_at']}, revision {','.join(self.snapshot.get('revision') or []) or 'none'})",
+            f"into {self.target}: {'all' if self.full else len(self.tables)} table{'s' if len(self.tables) != 1 else ''}, {rows} rows",
+        ]
+        lines += [f"  {t['name']}: {t['rows']} rows" for t in self.tables]
+        if self.pre_snapshot:
+            lines.append("a snapshot of the current state is taken first")
+        if self.full:
+            lines.append(f"alembic_version is stamped to {','.join(self.snapshot.get('revision') or []) or 'base'}")
+        return lines
+
+
+def select_snapshot(repo: Repository, snapshot_id: str | None, before: str | None, at_revision: str | None) -> dict[str, Any]:
+    given = [x for x in (snapshot_id, before, at_revision) if x]
+    if len(given) != 1:
+        raise UsageError("name exactly one of: a snapshot ID, --before TIME, --at-revision REV")
+    if snapshot_id:
+        return repo.load_manifest(snapshot_id)
+    manifests = repo.manifests()
+    if before:
+        limit = parse_time(before)
+        chosen = [m for m in manifests if datetime.fromisoformat(m["created_at"].replace("Z", "+00:00")) < limit]
+        if not chosen:
+            raise UsageError(f"no snapshot taken before {iso(limit)}")
+        return chosen[-1]
+    chosen = [m for m in manifests if at_revision in (m.get("revision") or []) or
+              any(r.startswith(at_revision or "\0") for r in m.get("revision") or [])]
+    if not chosen:
+        raise UsageError(f"no snapshot taken at revision {at_revision}")
+    return chosen[-1]
+
+
+def plan_restore(project: Project, snapshot: dict[str, Any], tables: Sequence[str] | None, to_url: str | None,
+                 pre_snapshot: bool) -> RestorePlan:
+    from sqlalchemy.engine import make_url
+
+    target = database_url(project, to_url)
+    entries = snapshot["tables"]
+    if tables:
+        wanted = {t.lower() for t in tables}
+        known = {n.lower(): e for n, e in zip(table_names(snapshot), entries)} | {e["name"].lower(): e for e in entries}
+        missing = sorted(wanted - set(known))
+        if missing:
+            raise UsageError(f"not in snapshot {snapshot['id']}: {', '.join(missing)}")
+        entries = [e for e in entries if e["name"].lower() in wanted or f"{e.get('schema')}.{e['name']}".lower() in wanted]
+    shown = make_url(target).render_as_string(hide_password=True)
+    return RestorePlan(snapshot, entries, shown, full=not tables, pre_snapshot=pre_snapshot)
+
+
+def restore(project: Project, plan: RestorePlan, to_url: str | None = None, progress: Progress = _quiet) -> dict[str, Any] | None:
+    """Carry out a plan: pre-snapshot, restore, stamp. Returns the pre-snapshot's manifest, if one was taken."""
+    target = database_url(project, to_url)
+    engine = database_engine(target)
+    snapshot_dialect = plan.snapshot.get("dialect")
+    if engine.dialect != snapshot_dialect and {engine.dialect, snapshot_dialect} != {"mysql", "mariadb"}:
+        raise UsageError(f"snapshot {plan.snapshot['id']} is a {snapshot_dialect} snapshot; the target is {engine.dialect}")
+    repo = open_repository(project)
+    _check_before_restore(repo, plan)
+    pre = None
+    if plan.pre_snapshot:
+        progress("taking a snapshot of the current state")
+        pre = take_snapshot(project, url=target, label=f"before restore of {plan.snapshot['id']}", kind="pre-restore", repo=repo)
+    dump = dump_from_manifest(plan.snapshot)
+    with repo.lock(f"restore {plan.snapshot['id']}"):
+        progress("restoring")
+        engine.restore(dump, repo.read_stream, tables=None if plan.full else [t["name"] for t in plan.tables])
+        if plan.full:
+            stamp(target, plan.snapshot.get("revision") or [])
+    return pre
+
+
+def _check_before_restore(repo: Repository, plan: RestorePlan) -> None:
+    """Every blob the restore needs is whole and authentic before the database is touched: on
+    MariaDB a restore that failed half-way could not be rolled back."""
+    from .crypto import IntegrityError
+
+    needed = list(plan.snapshot["schema"]["blobs"]) + [b for t in plan.tables for b in t["blobs"]]
+    for blob in dict.fromkeys(needed):
+        problem = repo.check_blob(blob, read_data=True)
+        if problem:
+            raise IntegrityError(f"snapshot {plan.snapshot['id']} is damaged, nothing was restored: {problem}")
+
+
+def stamp(url: str, revision: Sequence[str]) -> None:
+    """Set alembic_version to exactly ``revision`` (the heads a snapshot was taken at)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table("alembic_version"):
+                if not revision:
+                    return
+                conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+            conn.exec_driver_sql("DELETE FROM alembic_version")
+            for rev in revision:
+                conn.execute(sa.text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": rev})
+    finally:
+        engine.dispose()
+
+
+# --- prune / forget -------------------------------------------------------------------------------------
+
+
+@dataclass
+class PruneResult:
+    keep: dict[str, list[str]]
+    remove: list[str]
+    freed_blobs: int = 0
+    freed_bytes: int = 0
+    dry_run: bool = False
+
+
+def prune(project: Project, overrides: dict[str, Any], dry_run: bool = False) -> PruneResult:
+    from .retention import RetentionPolicy, SnapshotInfo, parse_duration, parse_size, plan_prune
+
+    settings = {**project.settings.backup.retention, **{k: v for k, v in overrides.items() if v is not None}}
+    policy = RetentionPolicy(
+        **{k: v for k, v in settings.items() if k not in ("keep_within", "max_size")},
+        keep_within=parse_duration(settings["keep_within"]) if settings.get("keep_within") else None,
+        max_size=parse_size(str(settings["max_size"])) if settings.get("max_size") else None,
+    )
+    if policy.empty:
+        raise UsageError("no retention rule: pass --keep-last/--keep-daily/... or set [backup.retention] in the config")
+    repo = open_repository(project)
+    url = project.url
+    current = tuple(current_revision(project, url)) if url else ()
+    manifests = repo.manifests()
+    infos = [
+        SnapshotInfo(m["id"], datetime.fromisoformat(m["created_at"].replace("Z", "+00:00")), int(m.get("stored_bytes", 0)),
+                     bool(m.get("pinned")), tuple(m.get("revision") or ()))
+        for m in manifests
+    ]
+    plan = plan_prune(infos, policy, now=utcnow(), current_revision=current)
+    result = PruneResult(plan.keep, plan.remove, dry_run=dry_run)
+    if dry_run or not plan.remove:
+        return result
+    with repo.lock("prune"):
+        for snapshot_id in plan.remove:
+            repo.delete_manifest(snapshot_id)
+        result.freed_blobs, result.freed_bytes = collect_garbage(repo)
+    return result
+
+
+def forget(project: Project, snapshot_id: str) -> tuple[str, int, int]:
+    repo = open_repository(project)
+    manifest = repo.load_manifest(snapshot_id)
+    if manifest.get("pinned"):
+        raise UsageError(f"snapshot {manifest['id']} is pinned; unpin it first")
+    with repo.lock("forget"):
+        repo.delete_manifest(manifest["id"])
+        blobs, freed = collect_garbage(repo)
+    return manifest["id"], blobs, freed
+
+
+def collect_garbage(repo: Repository) -> tuple[int, int]:
+    """Delete blobs no manifest names; returns (blobs, bytes) removed."""
+    live = {b for m in repo.manifests() for b in _blobs_of(m)}
+    removed = freed = 0
+    for blob in repo.blob_ids() - live:
+        freed += repo.blob_size(blob)
+        repo.delete_blob(blob)
+        removed += 1
+    return removed, freed
+
+
+def set_pinned(project: Project, snapshot_id: str, pinned: bool) -> str:
+    repo = open_repository(project)
+    manifest = repo.load_manifest(snapshot_id)
+    with repo.lock("pin"):
+        repo.update_manifest(manifest["id"], pinned=pinned)
+    return manifest["id"]
+
+
+def who() -> dict[str, str]:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = "unknown"
+    return {"user": user, "host": socket.gethostname()}

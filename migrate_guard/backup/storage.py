@@ -1,0 +1,403 @@
+"""Where a repository's files live: a local directory, or any fsspec URL (``s3://bucket/prefix``).
+
+Paths are relative to the repository root, ``/``-separated. The repository needs only these few
+operations; everything about the format lives in ``repository.py``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from ..errors import EXIT_USAGE, GuardError
+
+TEMP_MARKER = ".tmp-"
+READ_SIZE = 1 << 20
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def _check(path: str) -> str:
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"bad repository path {path!r}")
+    return path
+
+
+def is_temp(name: str) -> bool:
+    return TEMP_MARKER in name.rsplit("/", 1)[-1]
+
+
+class Storage(ABC):
+    location: str
+
+    @abstractmethod
+    def write_atomic(self, path: str, chunks: Iterable[bytes]) -> int:
+        """Write the file so that it appears whole or not at all, durably; returns its size."""
+
+    @abstractmethod
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create the file unless it exists (then False)."""
+
+    @abstractmethod
+    def open_read(self, path: str) -> Iterator[bytes]:
+        """The file's bytes in pieces. ``FileNotFoundError`` (at once) when it does not exist."""
+
+    def read_bytes(self, path: str) -> bytes:
+        return b"".join(self.open_read(path))
+
+    @abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, path: str) -> None:
+        """Remove the file; a missing file is not an error."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Paths of the files under the folder ``prefix`` (recursively, sorted), temp files excluded."""
+
+    @abstractmethod
+    def size(self, path: str) -> int: ...
+
+    @abstractmethod
+    def mtime(self, path: str) -> float | None:
+        """Modification time (epoch seconds) when the backend knows it."""
+
+    @abstractmethod
+    def total_size(self) -> int:
+        """Bytes of all files in the repository."""
+
+    @abstractmethod
+    def clean_temp(self, older_than: float) -> int:
+        """Delete temp files left by interrupted writes, older than ``older_than`` seconds; returns how many."""
+
+    def ensure_dir(self, path: str) -> None:
+        """Create a folder (a no-op where folders do not exist, as in object stores)."""
+
+    @abstractmethod
+    def is_empty(self) -> bool:
+        """Whether the location holds no file at all (or does not exist)."""
+
+
+# --- local directory -------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+    finally:
+        os.close(fd)
+
+
+class LocalStorage(Storage):
+    """A directory: temp file, fsync, rename, fsync the directory. Files 0600, folders 0700."""
+
+    def __init__(self, root: Path, location: str | None = None):
+        self.root = Path(root)
+        self.location = location or str(root)
+        self._dirs: set[Path] = set()
+
+    def _full(self, path: str) -> Path:
+        return self.root / _check(path)
+
+    def _makedirs(self, directory: Path) -> None:
+        if directory in self._dirs:
+            return
+        missing = []
+        d = directory
+        while not d.is_dir():
+            missing.append(d)
+            if d.parent == d:
+                break
+            d = d.parent
+        for d in reversed(missing):
+            try:
+                os.mkdir(d, DIR_MODE)
+            except FileExistsError:
+                pass
+            else:
+                os.chmod(d, DIR_MODE)
+                _fsync_dir(d.parent)
+        self._dirs.add(directory)
+
+    def ensure_dir(self, path: str) -> None:
+        self._makedirs(self.root / path if path else self.root)
+
+    def write_atomic(self, path: str, chunks: Iterable[bytes]) -> int:
+        full = self._full(path)
+        self._makedirs(full.parent)
+        tmp = full.with_name(f"{full.name}{TEMP_MARKER}{secrets.token_hex(6)}")
+        size = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb", buffering=0) as f:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        written = f.write(view)
+                        view = view[written:]
+                    size += len(chunk)
+                os.fsync(f.fileno())
+            os.replace(tmp, full)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        _fsync_dir(full.parent)
+        return size
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        full = self._full(path)
+        self._makedirs(full.parent)
+        try:
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        except FileExistsError:
+            return False
+        try:
+            os.fchmod(fd, FILE_MODE)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(full.parent)
+        return True
+
+    def open_read(self, path: str) -> Iterator[bytes]:
+        f = open(self._full(path), "rb")  # noqa: SIM115 - closed by the generator
+
+        def pieces() -> Iterator[bytes]:
+            with f:
+                while piece := f.read(READ_SIZE):
+                    yield piece
+
+        return pieces()
+
+    def exists(self, path: str) -> bool:
+        return self._full(path).is_file()
+
+    def delete(self, path: str) -> None:
+        full = self._full(path)
+        try:
+            full.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(full.parent)
+
+    def _walk(self, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
+        top = self.root / _check(prefix) if prefix else self.root
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield (name if rel == "." else f"{rel}/{name}"), st
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(p for p, _ in self._walk(prefix) if not is_temp(p))
+
+    def size(self, path: str) -> int:
+        return self._full(path).stat().st_size
+
+    def mtime(self, path: str) -> float | None:
+        return self._full(path).stat().st_mtime
+
+    def total_size(self) -> int:
+        return sum(st.st_size for _, st in self._walk())
+
+    def clean_temp(self, older_than: float) -> int:
+        cutoff = time.time() - older_than
+        removed = 0
+        for path, st in list(self._walk()):
+            if is_temp(path) and st.st_mtime < cutoff:
+                try:
+                    os.unlink(self.root / path)
+                    removed += 1
+                except OSError:
+                    pass
+        return removed
+
+    def is_empty(self) -> bool:
+        if not self.root.exists():
+            return True
+        if not self.root.is_dir():
+            raise GuardError(f"{self.location} is not a directory", EXIT_USAGE)
+        return not any(self.root.iterdir())
+
+
+# --- fsspec --------------------------------------------------------------------------------------------------
+
+# Backends where writing an object is already all-or-nothing (one PUT): no temp file and rename.
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "memory"}
+
+
+def _as_epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class FsspecStorage(Storage):
+    """Any fsspec filesystem. Object stores get each file in one PUT (atomic by nature); other
+    backends write a temp file and move it. A file is buffered in memory while written (repository
+    files are at most one chunk, 4 MiB by default). ``create_exclusive`` uses the backend's
+    create-only write where it has one (S3 conditional writes), else check-then-write."""
+
+    def __init__(self, url: str):
+        self.location = url
+        try:
+            import fsspec
+        except ImportError:
+            raise GuardError(f"{url}: fsspec is not installed (pip install fsspec s3fs)", EXIT_USAGE) from None
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url)
+        except ImportError as exc:
+            raise GuardError(f"{url}: a package this URL needs is missing ({exc}); pip install fsspec s3fs",
+                             EXIT_USAGE) from None
+        except (ValueError, OSError) as exc:
+            raise GuardError(f"{url}: cannot open this location ({exc})", EXIT_USAGE) from None
+        self.root = root.rstrip("/")
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+        self.object_store = bool(set(protocols) & _OBJECT_STORES)
+
+    def _full(self, path: str) -> str:
+        return f"{self.root}/{_check(path)}"
+
+    def _rel(self, full: str) -> str:
+        full = self.fs._strip_protocol(full)
+        root = self.fs._strip_protocol(self.root).rstrip("/")
+        return full[len(root):].lstrip("/") if full.startswith(root) else full
+
+    def write_atomic(self, path: str, chunks: Iterable[bytes]) -> int:
+        data = b"".join(bytes(c) for c in chunks)
+        full = self._full(path)
+        if self.object_store:
+            self.fs.pipe_file(full, data)
+        else:
+            parent = full.rsplit("/", 1)[0]
+            self.fs.makedirs(parent, exist_ok=True)
+            tmp = f"{full}{TEMP_MARKER}{secrets.token_hex(6)}"
+            self.fs.pipe_file(tmp, data)
+            try:
+                self.fs.mv(tmp, full)
+            except BaseException:
+                try:
+                    self.fs.rm_file(tmp)
+                except Exception:
+                    pass
+                raise
+        return len(data)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        full = self._full(path)
+        try:
+            self.fs.pipe_file(full, data, mode="create")
+            return True
+        except FileExistsError:
+            return False
+        except (TypeError, ValueError, NotImplementedError):
+            pass  # no create-only write in this backend
+        if self.fs.exists(full):
+            return False
+        self.fs.pipe_file(full, data)
+        return True
+
+    def open_read(self, path: str) -> Iterator[bytes]:
+        f = self.fs.open(self._full(path), "rb")
+
+        def pieces() -> Iterator[bytes]:
+            with f:
+                while piece := f.read(READ_SIZE):
+                    yield piece
+
+        return pieces()
+
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.isfile(self._full(path)))
+
+    def delete(self, path: str) -> None:
+        try:
+            self.fs.rm_file(self._full(path))
+        except FileNotFoundError:
+            pass
+
+    def _find(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        top = self._full(prefix) if prefix else self.root
+        try:
+            found = self.fs.find(top, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {self._rel(name): info for name, info in found.items() if info.get("type", "file") == "file"}
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(p for p in self._find(prefix) if not is_temp(p))
+
+    def size(self, path: str) -> int:
+        return int(self.fs.size(self._full(path)))
+
+    def mtime(self, path: str) -> float | None:
+        info = self.fs.info(self._full(path))
+        for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+            if info.get(key) is not None:
+                return _as_epoch(info[key])
+        return None
+
+    def total_size(self) -> int:
+        return sum(int(info.get("size") or 0) for info in self._find().values())
+
+    def clean_temp(self, older_than: float) -> int:
+        if self.object_store:
+            return 0  # never makes temp files
+        cutoff = time.time() - older_than
+        removed = 0
+        for path in self._find():
+            if is_temp(path):
+                when = self.mtime(path)
+                if when is not None and when < cutoff:
+                    self.delete(path)
+                    removed += 1
+        return removed
+
+    def is_empty(self) -> bool:
+        return not self._find()
+
+
+def open_storage(location: str) -> Storage:
+    """The storage for a location: a plain path or ``file://`` URL is a local directory, any other
+    URL goes through fsspec."""
+    if location.startswith("file://"):
+        parsed = urlparse(location)
+        if parsed.netloc not in ("", "localhost"):
+            raise GuardError(f"{location}: a file:// URL names a local path (file:///path/to/repo)", EXIT_USAGE)
+        return LocalStorage(Path(unquote(parsed.path)), location)
+    if "://" in location:
+        return FsspecStorage(location)
+    return LocalStorage(Path(location).expanduser(), location)
