@@ -96,13 +96,15 @@ def sqlite_seed(url: str) -> None:
         conn.executescript(SQLITE_SCHEMA)
         conn.execute("INSERT INTO alembic_version VALUES ('0004')")
         rows = [
-            (UNICODE[0], "12345678901234.5678", "2024-03-01T12:34:56.789+05:30", '{"k": [1, 2.5, {"ü": null}]}', b"\x00\xff\x10bin", BIG, AWKWARD, "old"),
+            (UNICODE[0], "12345678901234.5678", "2024-03-01T12:34:56.789+05:30", '{"k": [1, 2.5, {"ü": null}]}',
+             b"\x00\xff\x10bin", BIG, AWKWARD, "old"),
             (UNICODE[1], "-0.0001", "1999-12-31T23:59:59+00:00", '{"s": "😀"}', b"", -(2**63), "plain", None),
             (UNICODE[2], None, None, None, None, None, None, None),
             (UNICODE[3], "7", "2030-01-01T00:00:00-08:00", "[]", bytes(range(256)), 2**53 + 1, "", "x"),
         ]
         conn.executemany(
-            "INSERT INTO customers (name, balance, created_at, profile, avatar, big, notes, obsolete) VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO customers (name, balance, created_at, profile, avatar, big, notes, obsolete) "
+            "VALUES (?,?,?,?,?,?,?,?)",
             rows,
         )
         conn.executemany(
@@ -113,9 +115,10 @@ def sqlite_seed(url: str) -> None:
 
 def sqlite_state(url: str) -> dict:
     with sqlite_conn(url) as conn:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY 1")]
+        listed = "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY 1"
+        tables = [r[0] for r in conn.execute(listed)]
         data = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
-        schema = sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall())
+        schema = sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name <> 'sqlite_sequence'"))
         seq = sorted(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
     return {"data": data, "schema": schema, "seq": seq}
 
@@ -349,19 +352,25 @@ def pg(url: str):
     )
 
 
+def with_database(url: str, database: str) -> str:
+    return sa.engine.make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
 def pg_seed(url: str) -> None:
     with pg(url) as conn:
         conn.execute(PG_SCHEMA)
         conn.execute("INSERT INTO alembic_version VALUES ('0004')")
         rows = [
-            (UNICODE[0], "12345678901234.5678", "2024-03-01 12:34:56.789+05:30", '{"k": [1, 2.5, {"ü": null}]}', '{ "spaced" :  true }', b"\x00\xff\x10bin", BIG, AWKWARD, "pro", "old"),
+            (UNICODE[0], "12345678901234.5678", "2024-03-01 12:34:56.789+05:30", '{"k": [1, 2.5, {"ü": null}]}',
+             '{ "spaced" :  true }', b"\x00\xff\x10bin", BIG, AWKWARD, "pro", "old"),
             (UNICODE[1], "-0.0001", "1999-12-31 23:59:59+00", '{"s": "😀"}', "[]", b"", -(2**61), "plain", "free", None),
             (UNICODE[2], None, None, None, None, None, None, None, None, None),
             (UNICODE[3], "7", "infinity", "[]", "null", bytes(range(256)), 2**53 + 1, "", "free", "x"),
         ]
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO customers (name, balance, created_at, profile, settings, avatar, big, notes, tier, obsolete) "
+                "INSERT INTO customers "
+                "(name, balance, created_at, profile, settings, avatar, big, notes, tier, obsolete) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 rows,
             )
@@ -369,8 +378,10 @@ def pg_seed(url: str) -> None:
                 "INSERT INTO customer_services (customer_id, service, price) VALUES (%s, %s, %s)",
                 [(1, "hosting", "9.99"), (1, "mail 📧", "1.5"), (2, "dns", None), (4, "tab\tsvc", "0")],
             )
-            cur.executemany("INSERT INTO billing.invoices (customer_id, amount) VALUES (%s, %s)", [(1, "10.00"), (2, "20.50")])
-            cur.executemany("INSERT INTO events VALUES (%s, %s)", [("b", "2024-01-01"), ("a", None), (AWKWARD, "2024-01-02")])
+            invoices = [(1, "10.00"), (2, "20.50")]
+            cur.executemany("INSERT INTO billing.invoices (customer_id, amount) VALUES (%s, %s)", invoices)
+            events = [("b", "2024-01-01"), ("a", None), (AWKWARD, "2024-01-02")]
+            cur.executemany("INSERT INTO events VALUES (%s, %s)", events)
 
 
 PG_TABLES = ["alembic_version", "audit", "billing.invoices", "customer_services", "customers", "events"]
@@ -388,7 +399,8 @@ def pg_rows(url: str, tables=PG_TABLES) -> dict[str, list[str]]:
 def pg_schema(url: str, *args: str) -> str:
     params = sa.engine.make_url(url)
     out = subprocess.run(
-        ["pg_dump", "--schema-only", "-h", params.host, "-p", str(params.port), "-U", params.username, *args, params.database],
+        ["pg_dump", "--schema-only", "-h", params.host, "-p", str(params.port), "-U", params.username, *args,
+         params.database],
         capture_output=True, text=True, check=True,
     ).stdout
     return "\n".join(line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
@@ -465,8 +477,8 @@ def test_postgresql_full_restore_brings_back_data_schema_and_sequences(postgresq
     assert pg_schema(postgresql_url, "--exclude-table=public.extra") == schema
     assert pg_sequences(postgresql_url) == sequences
     with pg(postgresql_url) as conn:
-        fks = conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'extra'::regclass AND contype = 'f'").fetchall()
-        assert fks == [("extra_customer_id_fkey",)]
+        fks = conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'extra'::regclass AND contype = 'f'")
+        assert fks.fetchall() == [("extra_customer_id_fkey",)]
         assert conn.execute("SELECT count(*) FROM customer_names").fetchone() == (4,)
         # the enum is back to its two values: the type was dropped and recreated
         assert conn.execute("SELECT enum_range(NULL::tier)::text").fetchone() == ("{free,pro}",)
@@ -641,7 +653,133 @@ def test_postgresql_drop_tables_and_connection_errors(postgresql_url):
         conn.execute("CREATE TABLE created_by_migration (id int PRIMARY KEY, c bigint REFERENCES customers (id))")
     engine.drop_tables(["created_by_migration", "nope"])
     assert ("public", "created_by_migration") not in engine.list_tables()
-    bad = PostgreSQLEngine(sa.engine.make_url(postgresql_url).set(database="mg_no_such_db").render_as_string(hide_password=False))
+    bad = PostgreSQLEngine(with_database(postgresql_url, "mg_no_such_db"))
     with pytest.raises(GuardError, match="cannot connect to PostgreSQL") as info:
         bad.list_tables()
     one_line(info.value)
+
+
+def test_postgresql_full_restore_leaves_excluded_tables_and_their_foreign_keys(postgresql_url):
+    pg_seed(postgresql_url)
+    engine = engine_for(postgresql_url)
+    rows = pg_rows(postgresql_url)
+    repo = FakeRepo()
+    dump = engine.dump(repo.write, exclude=["billing.invoices"])
+    assert "billing.invoices" not in {t.qualified for t in dump.tables}
+    with pg(postgresql_url) as conn:
+        conn.execute("INSERT INTO billing.invoices (customer_id, amount) VALUES (4, 1)")
+        conn.execute("UPDATE customers SET name = 'x'")
+    invoices = pg_rows(postgresql_url, ["billing.invoices"])
+
+    engine.restore(dump, repo.read)
+    after = pg_rows(postgresql_url)
+    assert after["billing.invoices"] == invoices["billing.invoices"]  # not in the snapshot: untouched
+    assert after["customers"] == rows["customers"]
+    with pg(postgresql_url) as conn:
+        assert conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'billing.invoices'::regclass AND contype = 'f'"
+        ).fetchall() == [("invoices_customer_id_fkey",)]
+        assert conn.execute("SELECT nextval('billing.invoices_id_seq')").fetchone() == (4,)  # its sequence too
+
+
+def test_postgresql_partitioned_tables_restore_as_a_tree(postgresql_url):
+    with pg(postgresql_url) as conn:
+        conn.execute(
+            """
+            CREATE TABLE measurements (id int, k int, v text, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+            CREATE TABLE measurements_low PARTITION OF measurements FOR VALUES FROM (0) TO (10);
+            CREATE TABLE measurements_high PARTITION OF measurements FOR VALUES FROM (10) TO (20);
+            CREATE INDEX ON measurements (v);
+            INSERT INTO measurements VALUES (1, 1, 'a'), (2, 15, 'b');
+            """
+        )
+    engine = engine_for(postgresql_url)
+    repo = FakeRepo()
+    dump = engine.dump(repo.write)
+    assert {t.qualified: t.rows for t in dump.tables} == {
+        "public.measurements": 0, "public.measurements_high": 1, "public.measurements_low": 1
+    }  # fmt: skip
+    with pg(postgresql_url) as conn:
+        conn.execute("INSERT INTO measurements VALUES (3, 3, 'c'); DELETE FROM measurements WHERE k = 15")
+    with pytest.raises(GuardError, match="is a partition") as info:
+        engine.restore(dump, repo.read, tables=["measurements_low"])
+    one_line(info.value)
+    engine.restore(dump, repo.read, tables=["measurements", "measurements_low", "measurements_high"])
+    with pg(postgresql_url) as conn:
+        assert conn.execute("SELECT id, k, v FROM measurements ORDER BY k").fetchall() == [(1, 1, "a"), (2, 15, "b")]
+    engine.restore(dump, repo.read)
+    assert engine.row_counts() == {t.qualified: t.rows for t in dump.tables}
+
+
+def test_postgresql_restore_as_the_owning_non_superuser(postgresql_url):
+    import uuid
+
+    import psycopg
+
+    role = f"mg_app_{uuid.uuid4().hex[:8]}"
+    url = sa.engine.make_url(postgresql_url)
+    with pg(postgresql_url) as admin:
+        try:
+            admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        except psycopg.errors.InsufficientPrivilege:
+            pytest.skip("needs a role that may CREATE ROLE")
+    try:
+        with pg(postgresql_url) as admin:
+            admin.execute(f'ALTER DATABASE "{url.database}" OWNER TO "{role}"')
+            admin.execute(f'ALTER SCHEMA public OWNER TO "{role}"')
+            admin.execute("CREATE EXTENSION IF NOT EXISTS citext")  # its COMMENT is not ours to restore
+        app_url = url.set(username=role).render_as_string(hide_password=False)
+        with pg(app_url) as conn:
+            conn.execute("CREATE TABLE people (id serial PRIMARY KEY, email citext UNIQUE)")
+            conn.execute("CREATE TABLE visits (person_id int REFERENCES people (id))")
+            conn.execute("INSERT INTO people (email) VALUES ('A@x'); INSERT INTO visits VALUES (1)")
+        engine = engine_for(app_url)
+        repo = FakeRepo()
+        dump = engine.dump(repo.write)
+        with pg(app_url) as conn:
+            conn.execute("INSERT INTO people (email) VALUES ('b@x'); ALTER TABLE people DROP COLUMN email")
+        engine.restore(dump, repo.read)
+        engine.restore(dump, repo.read, tables=["people"])
+        with pg(app_url) as conn:
+            assert conn.execute("SELECT id, email::text FROM people").fetchall() == [(1, "A@x")]
+            assert conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'people'").fetchone() == (role,)
+    finally:
+        with pg(postgresql_url) as admin:
+            admin.execute(f'ALTER DATABASE "{url.database}" OWNER TO "{url.username}"')
+            admin.execute(f'REASSIGN OWNED BY "{role}" TO "{url.username}"')
+            admin.execute(f'DROP OWNED BY "{role}"')
+        with pg(with_database(postgresql_url, "postgres")) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_sqlite_full_restore_into_a_new_file(sqlite_url, tmp_path):
+    sqlite_seed(sqlite_url)
+    repo = FakeRepo()
+    dump = engine_for(sqlite_url).dump(repo.write)
+    target = f"sqlite:///{tmp_path / 'scratch' / 'copy.db'}"
+    (tmp_path / "scratch").mkdir()
+    engine_for(target).restore(dump, repo.read)
+    assert sqlite_state(target) == sqlite_state(sqlite_url)
+
+
+def test_postgresql_full_restore_into_an_empty_database(postgresql_url):
+    import uuid
+
+    pg_seed(postgresql_url)
+    repo = FakeRepo()
+    dump = engine_for(postgresql_url).dump(repo.write)
+    name = f"mg_test_{uuid.uuid4().hex[:10]}"
+    admin_url = with_database(postgresql_url, "postgres")
+    with pg(admin_url) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        target = with_database(postgresql_url, name)
+        engine = engine_for(target)
+        engine.restore(dump, repo.read)  # as a verify does, into a scratch database
+        assert pg_rows(target) == pg_rows(postgresql_url)
+        assert pg_schema(target) == pg_schema(postgresql_url)
+        assert pg_sequences(target) == pg_sequences(postgresql_url)
+        assert engine.row_counts() == {t.qualified: t.rows for t in dump.tables}
+    finally:
+        with pg(admin_url) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -375,7 +375,8 @@ def restore(project: Project, plan: RestorePlan, to_url: str | None = None, prog
     dump = dump_from_manifest(plan.snapshot)
     with repo.lock(f"restore {plan.snapshot['id']}"):
         progress("restoring")
-        engine.restore(dump, repo.read_stream, tables=None if plan.full else [t["name"] for t in plan.tables])
+        names = [f"{t['schema']}.{t['name']}" if t.get("schema") else t["name"] for t in plan.tables]
+        engine.restore(dump, repo.read_stream, tables=None if plan.full else names)
         if plan.full:
             stamp(target, plan.snapshot.get("revision") or [])
     return pre

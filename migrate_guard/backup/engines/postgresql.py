@@ -40,6 +40,11 @@ Restore
     the object is skipped, and so is the matching "already exists" on create; schemas,
     extensions and publications are never dropped). A partial restore creates such objects only
     when a restored table needs them and they are missing.
+
+    Partitioned tables are listed (no rows of their own, an empty stream) and restore as a tree:
+    a partition cannot be restored without its partitioned table, nor an inheritance parent
+    without its children. Large objects are not part of a snapshot (and are left alone). Needs
+    PostgreSQL 11 or newer.
 """
 from __future__ import annotations
 
@@ -106,6 +111,12 @@ def _message(exc: BaseException) -> str:
     primary = getattr(diag, "message_primary", None) if diag is not None else None
     text = primary or str(exc) or type(exc).__name__
     return " ".join(text.split())
+
+
+def _qualified(schema: str, name: str):
+    from psycopg import sql
+
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
 def _major(version: str) -> tuple[int, ...]:
@@ -236,7 +247,9 @@ class PostgreSQLEngine(Engine):
             try:
                 out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
             except (OSError, subprocess.SubprocessError) as exc:
-                raise ToolMissing(f"{path} does not run ({exc}): reinstall it (Debian/Ubuntu: apt-get install {PACKAGE})") from None
+                raise ToolMissing(
+                    f"{path} does not run ({exc}): reinstall it (Debian/Ubuntu: apt-get install {PACKAGE})"
+                ) from None
             m = re.search(r"\d+(?:\.\d+)*", out)
             versions[path] = m.group(0) if m else "0"
         conn = self._connect()
@@ -335,7 +348,7 @@ class PostgreSQLEngine(Engine):
         try:
             chosen = self._resolve(tables, [(s, n) for _oid, s, n, _kind in self._user_tables(conn)], strict=False)
             if chosen:
-                targets = sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(n)) for s, n in chosen)
+                targets = sql.SQL(", ").join(_qualified(s, n) for s, n in chosen)
                 with conn.transaction():
                     conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(targets))
         except _psycopg().Error as exc:
@@ -377,10 +390,9 @@ class PostgreSQLEngine(Engine):
                 if info["partitioned"]:  # no rows of its own: an empty stream
                     ref = write(qualified, iter(()))
                 else:
-                    ref = write(qualified, self._copy_out(conn, schema, name, info["columns"], info["order_by"], counter))
-                dumps.append(
-                    TableDump(name=name, schema=schema, rows=counter[0], stream=ref, depends_on=depends.get(qualified, []))
-                )
+                    rows = self._copy_out(conn, schema, name, info["columns"], info["order_by"], counter)
+                    ref = write(qualified, rows)
+                dumps.append(TableDump(name, schema, counter[0], ref, depends_on=depends.get(qualified, [])))
             conn.rollback()
         except psycopg.Error as exc:
             raise GuardError(f"PostgreSQL dump failed: {_message(exc)}") from None
@@ -432,7 +444,7 @@ class PostgreSQLEngine(Engine):
             "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
             f"WHERE c.relkind = 'S' AND {USER_RELATION} ORDER BY 1"
         ).fetchall():
-            query = sql.SQL("SELECT last_value, is_called FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+            query = sql.SQL("SELECT last_value, is_called FROM {}").format(_qualified(schema, name))
             last_value, is_called = conn.execute(query).fetchone()
             sequences[str(seqoid)] = {"schema": schema, "name": name, "last_value": last_value, "is_called": is_called}
         tables = {
@@ -460,7 +472,7 @@ class PostgreSQLEngine(Engine):
 
         for start in range(0, len(chosen), 500):
             batch = chosen[start : start + 500]
-            targets = sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(n)) for s, n in batch)
+            targets = sql.SQL(", ").join(_qualified(s, n) for s, n in batch)
             conn.execute(sql.SQL("LOCK TABLE ONLY {} IN ACCESS SHARE MODE").format(targets))
 
     def _schema_stream(self, pg_dump: str, env: dict[str, str], snapshot: str, meta: dict[str, Any]) -> Iterator[bytes]:
@@ -485,10 +497,12 @@ class PostgreSQLEngine(Engine):
                 raise GuardError(f"pg_dump failed (exit {rc}): {_tail(err)}")
 
     @staticmethod
-    def _copy_out(conn, schema: str, name: str, columns: list[str], order_by: list[str], counter: list[int]) -> Iterator[bytes]:
+    def _copy_out(
+        conn, schema: str, name: str, columns: list[str], order_by: list[str], counter: list[int]
+    ) -> Iterator[bytes]:
         from psycopg import sql
 
-        target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+        target = _qualified(schema, name)
         cols = sql.SQL(", ").join(map(sql.Identifier, columns))
         if order_by and columns:
             keys = sql.SQL(", ").join(map(sql.Identifier, order_by))
@@ -525,7 +539,8 @@ class PostgreSQLEngine(Engine):
         if full:
             chosen = list(dump.tables)
         else:
-            picked = self._resolve(tables, [(t.schema or "public", t.name) for t in dump.tables], strict=True, where="this snapshot")
+            listed = [(t.schema or "public", t.name) for t in dump.tables]
+            picked = self._resolve(tables, listed, strict=True, where="this snapshot")
             chosen = [t for t in dump.tables if (t.schema or "public", t.name) in picked]
 
         meta = self._read_header(read, dump.schema)
@@ -569,11 +584,14 @@ class PostgreSQLEngine(Engine):
             meta = json.loads(header)
         except ValueError:
             raise GuardError("the PostgreSQL schema stream is damaged (bad header)") from None
-        if not isinstance(meta, dict) or meta.get("format") != "migrate-guard/postgresql-schema" or meta.get("version") != 1:
+        known = isinstance(meta, dict) and meta.get("format") == "migrate-guard/postgresql-schema"
+        if not known or meta.get("version") != 1:
             raise GuardError("the PostgreSQL schema stream has an unknown header version")
         return meta
 
-    def _pg_restore(self, pg_restore: str, env: dict[str, str], args: list[str], read: StreamReader, ref: StreamRef) -> Iterator[bytes]:
+    def _pg_restore(
+        self, pg_restore: str, env: dict[str, str], args: list[str], read: StreamReader, ref: StreamRef
+    ) -> Iterator[bytes]:
         """Run pg_restore on the archive (fed to its stdin from the repository) and yield the
         lines of SQL it writes. Nothing is written to disk and nothing touches the database."""
         err = tempfile.TemporaryFile()
@@ -668,7 +686,8 @@ class PostgreSQLEngine(Engine):
         for e in toc:
             if e.desc == "TABLE ATTACH" and set(e.deps) & t_set and set(e.deps) & t_other:
                 raise GuardError(
-                    f"{e.schema}.{e.name} is a partition: restore its partitioned table together with all its partitions"
+                    f"{e.schema}.{e.name} is a partition: restore its partitioned table together with all "
+                    "its partitions"
                 )
         fk_owner = meta.get("fk_owner", {})
         strict: set[int] = set()
@@ -715,9 +734,7 @@ class PostgreSQLEngine(Engine):
                 stage = "reading foreign keys that point at the restored tables"
                 remembered = self._referencing_fks(conn, chosen)
                 stage = "dropping the tables to restore"
-                targets = sql.SQL(", ").join(
-                    sql.SQL("{}.{}").format(sql.Identifier(t.schema or "public"), sql.Identifier(t.name)) for t in chosen
-                )
+                targets = sql.SQL(", ").join(_qualified(t.schema or "public", t.name) for t in chosen)
                 if chosen:
                     conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(targets))
 
@@ -742,7 +759,7 @@ class PostgreSQLEngine(Engine):
                     entry = plan.entries[entry_id]
                     seq = meta["sequences"].get(str(entry.objid)) if entry.desc == "SEQUENCE" else None
                     if seq and (entry_id in plan.strict or entry_id in created):
-                        name = sql.SQL("{}.{}").format(sql.Identifier(seq["schema"]), sql.Identifier(seq["name"]))
+                        name = _qualified(seq["schema"], seq["name"])
                         conn.execute(
                             sql.SQL("SELECT pg_catalog.setval({}::pg_catalog.regclass, %s, %s)").format(
                                 sql.Literal(name.as_string(conn))
@@ -762,10 +779,9 @@ class PostgreSQLEngine(Engine):
                         )
                         + sql.SQL(definition)
                     )
-        except psycopg.Error as exc:
-            raise GuardError(f"PostgreSQL restore failed while {stage} (nothing was changed): {_message(exc)}") from None
-        except GuardError as exc:
-            raise GuardError(f"PostgreSQL restore failed while {stage} (nothing was changed): {exc.message}") from None
+        except (psycopg.Error, GuardError) as exc:
+            reason = exc.message if isinstance(exc, GuardError) else _message(exc)
+            raise GuardError(f"PostgreSQL restore failed while {stage} (nothing was changed): {reason}") from None
         finally:
             conn.close()
 
@@ -800,7 +816,7 @@ class PostgreSQLEngine(Engine):
     def _copy_in(conn, t: TableDump, columns: list[str], read: StreamReader) -> int:
         from psycopg import sql
 
-        target = sql.SQL("{}.{}").format(sql.Identifier(t.schema or "public"), sql.Identifier(t.name))
+        target = _qualified(t.schema or "public", t.name)
         if columns:
             query = sql.SQL("COPY {} ({}) FROM STDIN").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)))
         else:

@@ -153,7 +153,8 @@ class SQLiteEngine(Engine):
                 rows = snap.execute(f"SELECT count(*) FROM main.{_q(name)}").fetchone()[0]
                 parents = {r[2] for r in snap.execute(f"PRAGMA main.foreign_key_list({_q(name)})")}
                 depends = sorted(p for p in (_resolve(parents, known, strict=False)) if p != name)
-                out.append(TableDump(name=name, schema=None, rows=rows, stream=StreamRef(blobs=[], bytes=0), depends_on=depends))
+                empty = StreamRef(blobs=[], bytes=0)  # the rows live in the image
+                out.append(TableDump(name=name, schema=None, rows=rows, stream=empty, depends_on=depends))
             return out
 
     def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None) -> None:
@@ -227,7 +228,8 @@ class SQLiteEngine(Engine):
             live.execute("DELETE FROM main.sqlite_sequence WHERE name = ?", (name,))
             if live.execute(has_seq.format("snap")).fetchone():
                 live.execute(
-                    "INSERT INTO main.sqlite_sequence (name, seq) SELECT name, seq FROM snap.sqlite_sequence WHERE name = ?",
+                    "INSERT INTO main.sqlite_sequence (name, seq) "
+                    "SELECT name, seq FROM snap.sqlite_sequence WHERE name = ?",
                     (name,),
                 )
 
