@@ -12,6 +12,7 @@ import click
 from . import __version__
 from .config import DIALECTS, FAIL_ON_CHOICES, Project, load_project
 from .errors import EXIT_USAGE, GuardError
+from .progress import for_output, human_bytes
 
 PROG = "migrate-guard"
 
@@ -149,19 +150,6 @@ def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def _progress(message: str) -> None:
-    click.echo(f"  {message}", err=True)
-
-
 @cli.command()
 @_project_options
 @click.option("--tables", metavar="T,..", help="Only these tables.")
@@ -183,16 +171,17 @@ def backup(ctx: click.Context, config: str | None, url: str | None, tables: str 
         from .errors import UsageError
 
         raise UsageError("--tables and --exclude-tables cannot be combined")
-    manifest = service.take_snapshot(
-        project, url=url, tables=_csv(tables), exclude=_csv(exclude_tables) or (), label=label, pin=pin,
-        progress=_progress if fmt == "text" else lambda _: None,
-    )
+    with for_output(fmt == "json") as progress:
+        manifest = service.take_snapshot(
+            project, url=url, tables=_csv(tables), exclude=_csv(exclude_tables) or (), label=label, pin=pin,
+            progress=progress,
+        )
     if fmt == "json":
         click.echo(json.dumps({k: manifest[k] for k in ("id", "created_at", "label", "revision", "dialect", "rows", "bytes", "stored_bytes", "encrypted", "pinned")}))
         return
     click.echo(
         f"snapshot {manifest['id']}: {len(manifest['tables'])} tables, {manifest['rows']} rows, "
-        f"{_human_bytes(manifest['bytes'])} of data, {_human_bytes(manifest['stored_bytes'])} added to the repository"
+        f"{human_bytes(manifest['bytes'])} of data, {human_bytes(manifest['stored_bytes'])} added to the repository"
         + (", encrypted" if manifest["encrypted"] else "")
     )
 
@@ -219,7 +208,7 @@ def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str) 
         flags = ("P" if s["pinned"] else "-") + ("E" if s["encrypted"] else "-") + ("V" if s["verified_at"] else "-")
         click.echo(
             f"{s['id']:16}  {s['created_at'][:19].replace('T', ' '):20}  {','.join(s['revision']) or 'base':12}  "
-            f"{len(s['tables']):>6}  {s['rows']:>10}  {_human_bytes(s['bytes']):>10}  {flags:5}  {s['label'] or ''}"
+            f"{len(s['tables']):>6}  {s['rows']:>10}  {human_bytes(s['bytes']):>10}  {flags:5}  {s['label'] or ''}"
         )
 
 
@@ -240,8 +229,9 @@ def verify(ctx: click.Context, config: str | None, url: str | None, snapshot_id:
 
     if bool(snapshot_id) == all_:
         raise UsageError("name a snapshot ID or pass --all")
-    results = service.verify(_project(ctx, config, url), None if all_ else [snapshot_id], read_data=read_data,
-                             progress=_progress if fmt == "text" else lambda _: None)
+    with for_output(fmt == "json") as progress:
+        results = service.verify(_project(ctx, config, url), None if all_ else [snapshot_id], read_data=read_data,
+                                 progress=progress)
     if fmt == "json":
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
     else:
@@ -285,7 +275,8 @@ def restore(ctx: click.Context, config: str | None, url: str | None, snapshot_id
         if not _sys.stdin.isatty():
             raise UsageError("restore replaces data: pass --yes to confirm (no terminal to ask on)")
         click.confirm("go ahead?", abort=True)
-    pre = service.restore(project, plan, to_url=to_url, progress=_progress)
+    with for_output(False) as progress:
+        pre = service.restore(project, plan, to_url=to_url, progress=progress)
     click.echo(f"restored snapshot {snapshot['id']}" + (f"; the state before is snapshot {pre['id']}" if pre else ""))
 
 
@@ -314,7 +305,7 @@ def prune(ctx: click.Context, config: str | None, url: str | None, dry_run: bool
     for snapshot_id in result.remove:
         click.echo(f"{'would remove' if dry_run else 'remove'} {snapshot_id}")
     if not dry_run:
-        click.echo(f"removed {len(result.remove)} snapshots, {result.freed_blobs} blobs, {_human_bytes(result.freed_bytes)}")
+        click.echo(f"removed {len(result.remove)} snapshots, {result.freed_blobs} blobs, {human_bytes(result.freed_bytes)}")
 
 
 @cli.command()
@@ -326,7 +317,7 @@ def forget(ctx: click.Context, config: str | None, url: str | None, snapshot_id:
     from .backup import service
 
     removed, blobs, freed = service.forget(_project(ctx, config, url), snapshot_id)
-    click.echo(f"removed snapshot {removed}, {blobs} blobs, {_human_bytes(freed)}")
+    click.echo(f"removed snapshot {removed}, {blobs} blobs, {human_bytes(freed)}")
 
 
 @cli.group()

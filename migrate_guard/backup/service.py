@@ -6,7 +6,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,16 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Project
+from ..progress import Progress
 from ..errors import ConfigError, GuardError, UsageError
 from .engines.base import DumpResult, Engine, StreamRef, TableDump, engine_for
 from .repository import KeySource, Repository
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -146,7 +140,7 @@ def take_snapshot(
     pin: bool = False,
     kind: str = "manual",
     repo: Repository | None = None,
-    progress: Progress = _quiet,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Dump the database into the repository; the manifest is written last, so the snapshot exists only when whole."""
     from sqlalchemy.engine import make_url
@@ -154,14 +148,15 @@ def take_snapshot(
     url = database_url(project, url)
     engine = database_engine(url)
     repo = repo or open_repository(project, create=True)
+    progress = progress or Progress()
     with repo.lock(f"backup {label or ''}".strip()):
         revision = current_revision(project, url)
         before = repo.added_bytes
         snapshot_id = repo.new_snapshot_id()
 
         def write(name: str, chunks: Any) -> StreamRef:
-            progress(f"dumping {name}")
-            return repo.write_stream(name, chunks)
+            progress.stream(name)
+            return repo.write_stream(name, progress.counted(chunks))
 
         dump = engine.dump(write, tables=tables, exclude=exclude)
         manifest = _manifest(
@@ -210,7 +205,7 @@ class VerifyResult:
 
 
 def verify(project: Project, snapshot_ids: Sequence[str] | None, read_data: bool = False,
-           progress: Progress = _quiet) -> list[VerifyResult]:
+           progress: Progress | None = None) -> list[VerifyResult]:
     """Check every blob of the snapshots (all when None); with read_data, restore each into a scratch
     database and compare per-table row counts with the manifest. Results are recorded in the repository."""
     repo = open_repository(project)
@@ -218,11 +213,12 @@ def verify(project: Project, snapshot_ids: Sequence[str] | None, read_data: bool
     if not manifests:
         raise UsageError("the repository has no snapshot to verify")
     results = []
+    progress = progress or Progress()
     checked: dict[str, str | None] = {}
     for manifest in manifests:
         started = time.monotonic()
         result = VerifyResult(manifest["id"], True, read_data=read_data)
-        progress(f"verifying {manifest['id']}")
+        progress.step(f"verifying {manifest['id']}")
         for blob in _blobs_of(manifest):
             if blob not in checked:
                 checked[blob] = repo.check_blob(blob, read_data=True)
@@ -250,10 +246,10 @@ def _blobs_of(manifest: dict[str, Any]) -> Iterator[str]:
 def _restore_and_count(project: Project, repo: Repository, manifest: dict[str, Any], progress: Progress) -> list[str]:
     dump = dump_from_manifest(manifest)
     with scratch_database(manifest["dialect"], project.url) as url:
-        progress(f"restoring {manifest['id']} into a scratch database")
+        progress.step(f"restoring {manifest['id']} into a scratch database")
         engine = database_engine(url)
         try:
-            engine.restore(dump, repo.read_stream)
+            engine.restore(dump, lambda ref: progress.counted(repo.read_stream(ref)))
         except GuardError as exc:
             return [f"restore into a scratch database failed: {exc.message}"]
         counts = engine.row_counts()
@@ -359,7 +355,7 @@ def plan_restore(project: Project, snapshot: dict[str, Any], tables: Sequence[st
     return RestorePlan(snapshot, entries, shown, full=not tables, pre_snapshot=pre_snapshot)
 
 
-def restore(project: Project, plan: RestorePlan, to_url: str | None = None, progress: Progress = _quiet) -> dict[str, Any] | None:
+def restore(project: Project, plan: RestorePlan, to_url: str | None = None, progress: Progress | None = None) -> dict[str, Any] | None:
     """Carry out a plan: pre-snapshot, restore, stamp. Returns the pre-snapshot's manifest, if one was taken."""
     target = database_url(project, to_url)
     engine = database_engine(target)
@@ -367,16 +363,20 @@ def restore(project: Project, plan: RestorePlan, to_url: str | None = None, prog
     if engine.dialect != snapshot_dialect and {engine.dialect, snapshot_dialect} != {"mysql", "mariadb"}:
         raise UsageError(f"snapshot {plan.snapshot['id']} is a {snapshot_dialect} snapshot; the target is {engine.dialect}")
     repo = open_repository(project)
+    progress = progress or Progress()
+    progress.step(f"checking snapshot {plan.snapshot['id']}")
     _check_before_restore(repo, plan)
     pre = None
     if plan.pre_snapshot:
-        progress("taking a snapshot of the current state")
-        pre = take_snapshot(project, url=target, label=f"before restore of {plan.snapshot['id']}", kind="pre-restore", repo=repo)
+        progress.step("taking a snapshot of the current state")
+        pre = take_snapshot(project, url=target, label=f"before restore of {plan.snapshot['id']}", kind="pre-restore",
+                            repo=repo, progress=progress)
     dump = dump_from_manifest(plan.snapshot)
     with repo.lock(f"restore {plan.snapshot['id']}"):
-        progress("restoring")
+        progress.step(f"restoring snapshot {plan.snapshot['id']}")
+        progress.set_total(plan.snapshot["schema"]["bytes"] + sum(t["bytes"] for t in plan.tables))
         names = [f"{t['schema']}.{t['name']}" if t.get("schema") else t["name"] for t in plan.tables]
-        engine.restore(dump, repo.read_stream, tables=None if plan.full else names)
+        engine.restore(dump, lambda ref: progress.counted(repo.read_stream(ref)), tables=None if plan.full else names)
         if plan.full:
             stamp(target, plan.snapshot.get("revision") or [])
     return pre
