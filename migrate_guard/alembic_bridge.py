@@ -113,6 +113,16 @@ def upgrade_path(script: ScriptDirectory, lower: str | Sequence[str], upper: str
         raise UsageError(f"revision range {_fmt(lower)}:{upper}: {exc}") from None
 
 
+def downgrade_path(script: ScriptDirectory, heads: Sequence[str], target: str) -> list[Script]:
+    """Revisions a downgrade from ``heads`` to ``target`` undoes, in the order it undoes them."""
+    if not heads:
+        return []
+    try:
+        return list(script.iterate_revisions(tuple(heads), target, select_for_downgrade=True))
+    except Exception as exc:
+        raise UsageError(f"downgrade {','.join(heads)} -> {target}: {exc}") from None
+
+
 def _fmt(rev: str | Sequence[str]) -> str:
     return rev if isinstance(rev, str) else ",".join(rev) or "base"
 
@@ -344,12 +354,12 @@ def _hooks(recorder: _Recorder) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _wrapped_upgrades(recorder: _Recorder, captures: list[RevisionCapture]) -> Iterator[None]:
-    """Wrap each selected revision's ``upgrade()`` so its failure is recorded, not raised."""
+def _wrapped_migrations(recorder: _Recorder, captures: list[RevisionCapture], direction: str) -> Iterator[None]:
+    """Wrap each selected revision's ``upgrade()`` (or ``downgrade()``) so its failure is recorded, not raised."""
     originals = []
     for cap in captures:
         module = cap.script.module
-        original = module.upgrade
+        original = getattr(module, direction)
         originals.append((module, original))
 
         def upgrade(
@@ -364,12 +374,12 @@ def _wrapped_upgrades(recorder: _Recorder, captures: list[RevisionCapture]) -> I
             finally:
                 recorder.current, recorder.op_stack[:] = None, []
 
-        module.upgrade = upgrade
+        setattr(module, direction, upgrade)
     try:
         yield
     finally:
         for module, original in originals:
-            module.upgrade = original
+            setattr(module, direction, original)
 
 
 class _Discard(io.TextIOBase):
@@ -377,8 +387,12 @@ class _Discard(io.TextIOBase):
         return len(s)
 
 
-def capture(project: Project, script: ScriptDirectory, scripts: Sequence[Script], dialect: str) -> CaptureResult:
-    """Render ``scripts`` offline through the project's env.py and record what each one does."""
+def capture(
+    project: Project, script: ScriptDirectory, scripts: Sequence[Script], dialect: str, render_url: str | None = None,
+    direction: str = "upgrade",
+) -> CaptureResult:
+    """Render ``scripts`` offline through the project's env.py and record what each one does.
+    ``render_url`` (e.g. ``postgresql://``) replaces sqlalchemy.url for the run, to pick the dialect."""
     captures = [RevisionCapture(s, script_file(project, s)) for s in scripts]
     recorder = _Recorder(dialect)
     notes: list[str] = []
@@ -386,14 +400,18 @@ def capture(project: Project, script: ScriptDirectory, scripts: Sequence[Script]
         return CaptureResult([], dialect, [], notes)
 
     def steps(rev: Any, context: Any) -> list[Any]:
-        return [MigrationStep.upgrade_from_script(script.revision_map, c.script) for c in captures]
+        make = MigrationStep.upgrade_from_script if direction == "upgrade" else MigrationStep.downgrade_from_script
+        return [make(script.revision_map, c.script) for c in captures]
 
     previous_buffer = project.alembic.output_buffer
     previous_disable = logging.root.manager.disable
+    previous_url = project.alembic.get_main_option("sqlalchemy.url")
+    if render_url:
+        project.alembic.set_main_option("sqlalchemy.url", render_url)
     project.alembic.output_buffer = _Discard()
     logging.disable(logging.INFO)  # env.py's fileConfig would print "Running upgrade" lines
     try:
-        with project_cwd(project), _hooks(recorder), _wrapped_upgrades(recorder, captures):
+        with project_cwd(project), _hooks(recorder), _wrapped_migrations(recorder, captures, direction):
             try:
                 with contextlib.redirect_stdout(io.StringIO()), EnvironmentContext(
                     project.alembic,
@@ -410,21 +428,23 @@ def capture(project: Project, script: ScriptDirectory, scripts: Sequence[Script]
                     notes.append(f"env.py failed in offline mode ({_one_line(exc)}); rendered without it")
             pending = [c for c in captures if not c.ran]
             if pending:
-                _render_without_env(recorder, pending, dialect)
+                _render_without_env(recorder, pending, dialect, direction)
     finally:
         project.alembic.output_buffer = previous_buffer
+        if render_url:
+            project.alembic.set_main_option("sqlalchemy.url", (previous_url or "").replace("%", "%%"))
         logging.disable(previous_disable)
     return CaptureResult(captures, recorder.dialect, recorder.env_operations, notes)
 
 
-def _render_without_env(recorder: _Recorder, pending: list[RevisionCapture], dialect: str) -> None:
+def _render_without_env(recorder: _Recorder, pending: list[RevisionCapture], dialect: str, direction: str) -> None:
     """Offline context of our own, for an env.py that cannot run offline."""
     context = MigrationContext.configure(
         dialect_name=dialect, opts={"as_sql": True, "output_buffer": _Discard(), "literal_binds": True}
     )
     with Operations.context(context):
         for cap in pending:
-            cap.script.module.upgrade()
+            getattr(cap.script.module, direction)()
 
 
 def _line_in(tb: Any, filename: str) -> int | None:

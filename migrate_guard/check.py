@@ -5,7 +5,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import alembic_bridge as bridge
-from .analysis.acks import parse_cli_allow, read_file_acks
+from alembic.script import ScriptDirectory
+
+from .analysis.acks import Acknowledgement, parse_cli_allow, read_file_acks
 from .analysis.engine import Evaluator, Finding, RevisionOps, exit_code_for
 from .analysis.operations import Operation
 from .analysis.rules import Rule, load_rules
@@ -33,6 +35,7 @@ class CheckReport:
     fail_on: str
     rules: dict[str, Rule]
     notes: list[str] = field(default_factory=list)
+    operations: list[RevisionOps] = field(default_factory=list)  # what each revision does, in order
 
     @property
     def summary(self) -> dict[str, int]:
@@ -69,19 +72,28 @@ def run_check(project: Project, options: CheckOptions) -> CheckReport:
     notes = [selection.note] if selection.note else []
 
     dialect = options.dialect or project.settings.dialect
-    if dialect:
-        project.alembic.set_main_option("sqlalchemy.url", f"{dialect}://")
-    elif project.dialect_from_url:
-        dialect = project.dialect_from_url
-    else:
-        dialect = "sqlite"
-        project.alembic.set_main_option("sqlalchemy.url", "sqlite://")
-        notes.append("no sqlalchemy.url and no --dialect: checking as sqlite")
+    render_url = f"{dialect}://" if dialect else None
+    if not dialect:
+        dialect = project.dialect_from_url or "sqlite"
+        if not project.dialect_from_url:
+            render_url = "sqlite://"
+            notes.append("no sqlalchemy.url and no --dialect: checking as sqlite")
+    return analyse(project, script, selection, dialect, rules=rules, cli_acks=cli_acks,
+                   fail_on=options.fail_on or project.settings.fail_on, notes=notes, render_url=render_url)
 
-    captured = bridge.capture(project, script, selection.scripts, dialect)
+
+def analyse(
+    project: Project, script: ScriptDirectory, selection: bridge.Selection, dialect: str, *, rules: dict[str, Rule],
+    cli_acks: Sequence[Acknowledgement] = (), fail_on: str = "error", notes: Sequence[str] = (),
+    render_url: str | None = None, direction: str = "upgrade",
+) -> CheckReport:
+    """Capture the selected revisions offline in ``dialect`` and apply the rules: the engine of
+    both ``check`` and ``migrate-safe``."""
+    notes = list(notes)
+    captured = bridge.capture(project, script, selection.scripts, dialect, render_url=render_url, direction=direction)
     notes.extend(captured.notes)
     evaluator = Evaluator(rules, project.settings, captured.dialect)
-    revisions = [_revision_ops(cap, captured.dialect) for cap in captured.revisions]
+    revisions = [_revision_ops(cap, captured.dialect, direction) for cap in captured.revisions]
 
     findings: list[Finding] = []
     heads = script.get_heads()
@@ -101,9 +113,10 @@ def run_check(project: Project, options: CheckOptions) -> CheckReport:
         revisions=[r.revision for r in revisions],
         selection=selection.description,
         dialect=captured.dialect,
-        fail_on=options.fail_on or project.settings.fail_on,
+        fail_on=fail_on,
         rules=rules,
         notes=notes,
+        operations=revisions,
     )
 
 
@@ -120,7 +133,7 @@ def _select(project: Project, script, options: CheckOptions) -> bridge.Selection
     return bridge.select_pending(project, script)
 
 
-def _revision_ops(cap: bridge.RevisionCapture, dialect: str) -> RevisionOps:
+def _revision_ops(cap: bridge.RevisionCapture, dialect: str, direction: str = "upgrade") -> RevisionOps:
     """A captured revision, completed by a static reading where rendering failed, with its acknowledgements."""
     try:
         with open(cap.path, encoding="utf-8") as fh:
@@ -131,7 +144,7 @@ def _revision_ops(cap: bridge.RevisionCapture, dialect: str) -> RevisionOps:
     if cap.failure:
         seen = {o.line for o in operations}
         try:
-            static = read_upgrade(source, dialect)
+            static = read_upgrade(source, dialect, function=direction)
         except SyntaxError as exc:
             raise RevisionError(f"{cap.path}:{exc.lineno}: syntax error: {exc.msg}") from None
         for o in static:

@@ -135,12 +135,48 @@ def rules_cmd(ctx: click.Context, config: str | None, url: str | None, rule_id: 
 @cli.command("migrate-safe")
 @_project_options
 @click.argument("target", default="heads")
+@click.option("--down", metavar="REV", help="Downgrade to REV instead, guarded the same way.")
+@click.option("--dry-run", is_flag=True, help="Print the plan, the findings, the snapshot scope and the SQL; touch nothing.")
+@click.option("--backup-scope", type=click.Choice(["affected", "full", "none"]), default="affected", show_default=True,
+              help="Tables in the safety snapshot: those the pending revisions touch (and tables referencing them), all, or none (needs --yes).")
+@click.option("--lock-wait", type=float, default=0, show_default=True, metavar="SECONDS", help="Wait this long for another run's migration lock.")
+@click.option("--lock-timeout", metavar="DURATION", help="lock_timeout (PostgreSQL) / lock_wait_timeout (MariaDB) for the migration, e.g. 5s.")
+@click.option("--statement-timeout", metavar="DURATION", help="statement_timeout (PostgreSQL) / max_statement_time (MariaDB), e.g. 10m.")
+@click.option("--allow", multiple=True, metavar="RULE[:TABLE[.COLUMN]]", help="Acknowledge findings of RULE (on TABLE); repeatable.")
+@click.option("--yes", is_flag=True, help="Answer every question with yes.")
 @click.pass_context
-def migrate_safe(ctx: click.Context, config: str | None, url: str | None, target: str) -> None:
-    """Upgrade to TARGET the guarded way: lock, check, back up, migrate, verify, roll back or restore."""
-    from .errors import UsageError
+def migrate_safe(ctx: click.Context, config: str | None, url: str | None, target: str, down: str | None, dry_run: bool,
+                 backup_scope: str, lock_wait: float, lock_timeout: str | None, statement_timeout: str | None,
+                 allow: tuple[str, ...], yes: bool) -> int:
+    """Upgrade to TARGET (default: heads) the guarded way: lock, check, back up, migrate, verify,
+    and on any failure roll back or restore. Exit 0 ok, 1 failed and restored, 2 usage error,
+    3 blocked by the guard, 4 failed and NOT restored."""
+    from . import safe
+    from .report import render
 
-    raise UsageError("migrate-safe is not available in this version yet; run `migrate-guard check` before `alembic upgrade`")
+    project = _project(ctx, config, url)
+    options = safe.SafeOptions(target=target, down=down, dry_run=dry_run, yes=yes, backup_scope=backup_scope,
+                               lock_wait=lock_wait, lock_timeout=lock_timeout, statement_timeout=statement_timeout, allow=allow)
+    result = safe.run(project, options, say=lambda line: click.echo(line, err=True))
+    if result.report is not None and result.report.findings:
+        click.echo(render(result.report, "text", config_path=project.config_path))
+    for line in result.lines:
+        click.echo(line)
+    colour = {0: "green", 3: "yellow"}.get(result.exit_code, "red")
+    click.echo(click.style(result.message, fg=colour, bold=result.exit_code != 0), err=result.exit_code != 0)
+    return result.exit_code
+
+
+@cli.command()
+@_project_options
+@click.pass_context
+def recover(ctx: click.Context, config: str | None, url: str | None) -> int:
+    """Finish an interrupted migrate-safe run: restore its safety snapshot and stamp its starting revision."""
+    from . import safe
+
+    result = safe.recover(_project(ctx, config, url), say=lambda line: click.echo(line, err=True))
+    click.echo(result.message, err=result.exit_code != 0)
+    return result.exit_code
 
 
 # --- backups ------------------------------------------------------------------------------------

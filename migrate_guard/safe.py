@@ -1,0 +1,551 @@
+"""The migrate-safe sequence: lock -> pending revisions -> check -> safety snapshot -> upgrade ->
+constraints hook -> commit -> journal; on any failure roll back, or restore from the snapshot.
+
+Where DDL is transactional and the project's env.py uses the connection we hand it
+(``config.attributes["connection"]``), every pending revision runs in one transaction we own, and a
+failure is a rollback. Everywhere else (MariaDB/MySQL, ``autocommit_block``, an env.py that opens its
+own engine) a failure is undone by restoring the affected tables from the verified safety snapshot,
+dropping tables the failed run created, and stamping ``alembic_version`` back.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from . import alembic_bridge as bridge
+from .analysis.acks import parse_cli_allow
+from .backup import service
+from .check import CheckReport, analyse, rules_for
+from .config import Project
+from .errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_NOT_RESTORED, EXIT_OK, GuardError, UsageError
+from .migration_lock import migration_lock
+
+SCOPES = ("affected", "full", "none")
+TRANSACTIONAL_DDL = ("postgresql", "sqlite")
+
+
+@dataclass
+class SafeOptions:
+    target: str = "heads"
+    down: str | None = None
+    dry_run: bool = False
+    yes: bool = False
+    backup_scope: str = "affected"
+    lock_wait: float = 0
+    lock_timeout: str | None = None
+    statement_timeout: str | None = None
+    allow: Sequence[str] = ()
+
+
+@dataclass
+class SafeResult:
+    exit_code: int
+    message: str
+    report: CheckReport | None = None
+    snapshot_id: str | None = None
+    lines: list[str] = field(default_factory=list)  # the plan (dry run) or what was done
+
+
+class Interrupted(BaseException):
+    """SIGTERM during the upgrade: handled like any failure."""
+
+
+Say = Callable[[str], None]
+
+
+# --- reading the project --------------------------------------------------------------------------
+
+
+def env_form(project: Project) -> str:
+    """``cookbook`` when env.py uses a connection handed in through ``config.attributes``, else ``stock``."""
+    script_location = project.alembic.get_alembic_option("script_location") or ""
+    path = os.path.join(project.root, script_location.replace("%(here)s", str(project.root)), "env.py")
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError):
+        return "stock"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "attributes":
+            return "cookbook"
+    return "stock"
+
+
+COOKBOOK_HINT = (
+    'in env.py\'s run_migrations_online(), use the connection migrate-safe passes: '
+    '`connectable = config.attributes.get("connection")` and, when it is set, configure with it '
+    "instead of creating an engine (Alembic cookbook: 'Sharing a Connection across one or more programmatic migration commands')"
+)
+
+
+def protection(dialect: str, form: str, report: CheckReport) -> tuple[bool, str]:
+    """Whether a failure can be rolled back, and the sentence that says what protects the run."""
+    autocommit = any(o.kind == "transaction" and o.details.get("action") == "commit" for r in report.operations for o in r.operations)
+    if dialect not in TRANSACTIONAL_DDL:
+        return False, f"{dialect} commits every DDL statement on its own: a failure is undone by restoring the safety snapshot"
+    if autocommit:
+        return False, "a revision uses autocommit_block(): a failure is undone by restoring the safety snapshot"
+    if form != "cookbook":
+        return True, ("env.py opens its own connection: Alembic's own transaction covers the run, and after a failure "
+                      "migrate-safe compares the database with its state before and restores the safety snapshot if "
+                      f"anything remained. For one transaction that migrate-safe owns, {COOKBOOK_HINT}")
+    return True, "all pending revisions run in one transaction that migrate-safe owns: a failure is rolled back"
+
+
+_NO_TABLE_DATA = frozenset({"transaction", "set", "set_lock_timeout", "select", "other", "create_schema"})
+_TABLELESS_OK = frozenset({"create_other", "alter_other", "drop_other", "drop_index", "drop_constraint", "create_table"})
+
+
+def affected_tables(report: CheckReport, url: str) -> tuple[list[str] | None, str | None]:
+    """Tables the pending operations touch, plus tables whose foreign keys point at them; ``None`` when
+    an operation's table is unknown (unparsed SQL, a revision read statically), i.e. back up everything."""
+    touched: set[str] = set()
+    for rev in report.operations:
+        if rev.failure:
+            return None, f"revision {rev.revision} could not be analysed completely"
+        for op in rev.operations:
+            if op.kind in _NO_TABLE_DATA:
+                continue
+            if op.table is None:
+                if op.kind in _TABLELESS_OK:
+                    continue
+                return None, f"revision {rev.revision} line {op.line}: {op.kind} on a table that cannot be named offline"
+            touched.add(op.table.lower())
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        inspector = sa.inspect(engine)
+        existing = {t.lower(): t for t in inspector.get_table_names()}
+        scope = {existing[t] for t in touched if t in existing}
+        for name in existing.values():
+            for fk in inspector.get_foreign_keys(name):
+                if fk.get("referred_table", "").lower() in touched:
+                    scope.add(name)
+    finally:
+        engine.dispose()
+    if "alembic_version" in existing:
+        scope.add(existing["alembic_version"])
+    return sorted(scope), None
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
+    if options.backup_scope not in SCOPES:
+        raise UsageError(f"--backup-scope {options.backup_scope!r}: choose {', '.join(SCOPES)}")
+    url = service.database_url(project)
+    dialect = service.database_engine(url).dialect
+    repo = None if options.dry_run else service.open_repository(project, create=True)
+    if repo is not None:
+        refuse_if_unfinished(repo)
+    rules = rules_for(project)
+    cli_acks = [parse_cli_allow(spec, frozenset(rules)) for spec in options.allow]
+
+    with migration_lock(url, wait=options.lock_wait):
+        script = bridge.open_scripts(project)
+        heads, why = bridge.database_heads(project)
+        if heads is None:
+            raise GuardError(f"cannot read the database's revision: {why}")
+        before = list(heads)
+        if options.down:
+            scripts = bridge.downgrade_path(script, before, options.down)
+            direction, target = "downgrade", options.down
+        else:
+            scripts = bridge.upgrade_path(script, before or "base", options.target)
+            direction, target = "upgrade", options.target
+        if not scripts:
+            return SafeResult(EXIT_OK, f"nothing to do: the database is at {','.join(before) or 'base'}")
+        selection = bridge.Selection(scripts, f"{','.join(before) or 'base'} -> {target}")
+        report = analyse(project, script, selection, dialect, rules=rules, cli_acks=cli_acks, fail_on="error",
+                         direction=direction)
+        from_to = f"{','.join(before) or 'base'} -> {target}"
+        form = env_form(project)
+        transactional, how = protection(dialect, form, report)
+
+        blocked = [f for f in report.findings if f.severity == "error" and not f.allowed]
+        if blocked:
+            return SafeResult(EXIT_BLOCKED, f"blocked: {len(blocked)} unreviewed error finding{'s' if len(blocked) != 1 else ''} "
+                              f"in {from_to}; nothing was touched (review them, then acknowledge in the revision file)",
+                              report=report)
+
+        scope, scope_note = (None, None)
+        if options.backup_scope == "affected":
+            scope, scope_note = affected_tables(report, url)
+            if scope == []:
+                scope, scope_note = None, "none of the tables the revisions touch exists yet"
+        plan = [
+            f"{direction} {from_to}: {len(scripts)} revision{'s' if len(scripts) != 1 else ''} ({', '.join(s.revision for s in scripts)})",
+            f"protection: {how}",
+            "safety snapshot: " + ("none (--backup-scope none)" if options.backup_scope == "none" else
+                                   ("all tables" + (f" ({scope_note})" if scope_note else "")) if scope is None else
+                                   f"{len(scope)} tables: {', '.join(scope)}"),
+        ]
+        if options.dry_run:
+            plan.append(f"estimated snapshot size: {_estimate(url, scope)}")
+            plan.append("SQL:")
+            plan.extend("  " + line for line in offline_sql(project, before, target, direction))
+            return SafeResult(EXIT_OK, "dry run: nothing was touched", report=report, lines=plan)
+        if options.backup_scope == "none" and not options.yes:
+            raise UsageError("--backup-scope none leaves nothing to restore from: add --yes to confirm")
+        for line in plan:
+            say(line)
+        return _execute(project, options, url, dialect, repo, report, before, direction, target, scope,
+                        transactional, say)
+
+
+def _execute(project: Project, options: SafeOptions, url: str, dialect: str, repo: Any, report: CheckReport,
+             before: list[str], direction: str, target: str, scope: list[str] | None, transactional: bool,
+             say: Say) -> SafeResult:
+    engine = service.database_engine(url)
+    snapshot = None
+    if options.backup_scope != "none":
+        say("taking the safety snapshot")
+        snapshot = service.take_snapshot(project, url=url, tables=scope, label=f"migrate-safe {','.join(before) or 'base'} -> {target}",
+                                         kind="safety", repo=repo)
+        results = service.verify(project, [snapshot["id"]])
+        if not results[0].ok:
+            return SafeResult(EXIT_FAILED, f"the safety snapshot {snapshot['id']} did not verify ({results[0].problems[0]}); nothing was migrated",
+                              report=report, snapshot_id=snapshot["id"])
+        say(f"safety snapshot {snapshot['id']} verified")
+    tables_before = _qualified(engine.list_tables())
+    shape_before = schema_shape(url)
+    run_id = uuid.uuid4().hex[:12]
+    started = time.monotonic()
+    record = {
+        "run": run_id, **service.who(), "started_at": service.iso(service.utcnow()), "direction": direction,
+        "from": before, "to": target, "snapshot": snapshot["id"] if snapshot else None, "scope": scope,
+        "tables_before": tables_before, "shape_before": shape_before, "findings": [f.to_dict() for f in report.findings], "state": "started",
+        "database": make_url(url).render_as_string(hide_password=True),
+    }
+    journal = repo.append_journal if repo is not None else (lambda r: None)
+    journal(record)
+    try:
+        with _signals_as_failures():
+            _migrate(project, url, dialect, direction, target, transactional, options)
+    except BaseException as exc:  # noqa: BLE001 - every failure, Ctrl-C and SIGTERM included, takes this path
+        reason = _reason(exc)
+        say(f"the {direction} failed: {reason}")
+        outcome = _undo(project, url, engine, snapshot, before, tables_before, shape_before, transactional, say)
+        journal({**record, "state": outcome.state, "finished_at": service.iso(service.utcnow()), "error": reason,
+                 "seconds": round(time.monotonic() - started, 3)})
+        return SafeResult(outcome.code, f"failed ({reason}); {outcome.message}", report=report,
+                          snapshot_id=snapshot["id"] if snapshot else None)
+    after, _ = bridge.database_heads(project)
+    journal({**record, "state": "succeeded", "finished_at": service.iso(service.utcnow()), "to": list(after or []),
+             "seconds": round(time.monotonic() - started, 3)})
+    return SafeResult(EXIT_OK, f"{direction}d {','.join(before) or 'base'} -> {','.join(after or []) or 'base'}"
+                      + (f"; safety snapshot {snapshot['id']}" if snapshot else ""), report=report,
+                      snapshot_id=snapshot["id"] if snapshot else None)
+
+
+def _migrate(project: Project, url: str, dialect: str, direction: str, target: str, transactional: bool,
+             options: SafeOptions) -> None:
+    """Run Alembic on a connection we own, in one transaction where the database allows it."""
+    from alembic import command
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    if dialect == "sqlite":
+        _sqlite_transactional_ddl(engine)
+    with _timeouts(dialect, options), engine.connect() as conn:
+        transaction = conn.begin()
+        project.alembic.attributes["connection"] = conn
+        try:
+            with bridge.project_cwd(project):
+                if direction == "upgrade":
+                    command.upgrade(project.alembic, target)
+                else:
+                    command.downgrade(project.alembic, target)
+            constraints_hook(conn)
+            transaction.commit()
+        except BaseException:
+            if transaction.is_active:
+                transaction.rollback()
+            raise
+        finally:
+            project.alembic.attributes.pop("connection", None)
+    engine.dispose()
+
+
+def constraints_hook(connection: sa.Connection) -> None:
+    """Where the schema guard applies CHECK constraints and integrity checks inside the run (next issue)."""
+
+
+def _sqlite_transactional_ddl(engine: sa.Engine) -> None:
+    """Let SQLAlchemy issue BEGIN itself, so pysqlite does not run DDL outside the transaction."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_implicit(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+@contextlib.contextmanager
+def _timeouts(dialect: str, options: SafeOptions) -> Iterator[None]:
+    """--lock-timeout / --statement-timeout on every connection opened during the run (ours and env.py's)."""
+    statements = []
+    if dialect == "postgresql":
+        if options.lock_timeout:
+            statements.append(f"SET lock_timeout = '{_seconds(options.lock_timeout)}s'")
+        if options.statement_timeout:
+            statements.append(f"SET statement_timeout = '{_seconds(options.statement_timeout)}s'")
+    elif dialect in ("mysql", "mariadb"):
+        if options.lock_timeout:
+            statements.append(f"SET SESSION lock_wait_timeout = {max(1, int(_seconds(options.lock_timeout)))}")
+        if options.statement_timeout:
+            statements.append(f"SET SESSION max_statement_time = {_seconds(options.statement_timeout)}")
+    if not statements:
+        yield
+        return
+
+    def apply(conn: sa.Connection) -> None:
+        if conn.dialect.name.startswith(dialect[:5]):
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+
+    sa.event.listen(sa.Engine, "engine_connect", apply)
+    try:
+        yield
+    finally:
+        sa.event.remove(sa.Engine, "engine_connect", apply)
+
+
+def _seconds(text: str) -> float:
+    from .backup.retention import parse_duration
+
+    value = text.strip()
+    try:
+        return float(value)
+    except ValueError:
+        return parse_duration(value).total_seconds()
+
+
+@contextlib.contextmanager
+def _signals_as_failures() -> Iterator[None]:
+    def on_term(signum: int, _frame: Any) -> None:
+        raise Interrupted(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (SIGINT)"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+# --- undo -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Undo:
+    code: int
+    state: str
+    message: str
+
+
+def _undo(project: Project, url: str, engine: Any, snapshot: dict | None, before: list[str], tables_before: list[str],
+          shape_before: dict[str, list[str]], transactional: bool, say: Say) -> _Undo:
+    """Bring the database back to ``before``: check whether the rollback did it, else restore.
+    Row counts are not compared after a rollback: the application may have written meanwhile."""
+    rev = ",".join(before) or "base"
+    problems = state_problems(project, url, engine, None, before, tables_before, shape_before)
+    if transactional and not problems:
+        return _Undo(EXIT_FAILED, "rolled-back", f"rolled back to {rev}" + (f", snapshot {snapshot['id']}" if snapshot else ""))
+    if snapshot is None:
+        return _Undo(EXIT_NOT_RESTORED, "not-restored",
+                     f"NOT restored: no safety snapshot was taken (--backup-scope none); the database may be between revisions ({'; '.join(problems)})")
+    say(f"restoring from safety snapshot {snapshot['id']}")
+    try:
+        restore_to(project, url, engine, snapshot, before, tables_before)
+    except BaseException as exc:  # noqa: BLE001 - report, never lose the original failure
+        problems = [f"restore failed: {_reason(exc)}"]
+    else:
+        problems = state_problems(project, url, engine, snapshot, before, tables_before, shape_before)
+    if problems:
+        return _Undo(EXIT_NOT_RESTORED, "not-restored",
+                     f"NOT restored: {'; '.join(problems)}. Restore by hand: migrate-guard restore {snapshot['id']} --yes")
+    return _Undo(EXIT_FAILED, "restored", f"restored to {rev}, snapshot {snapshot['id']}")
+
+
+def restore_to(project: Project, url: str, engine: Any, snapshot: dict, before: list[str], tables_before: list[str]) -> None:
+    """Drop tables created since, restore the snapshot's tables, stamp the revision back."""
+    created = sorted(set(_qualified(engine.list_tables())) - set(tables_before))
+    if created:
+        engine.drop_tables(created)
+    repo = service.open_repository(project)
+    dump = service.dump_from_manifest(snapshot)
+    names = [t.qualified for t in dump.tables]
+    engine.restore(dump, repo.read_stream, tables=names)
+    service.stamp(url, before)
+
+
+def schema_shape(url: str) -> dict[str, list[str]]:
+    """Every table's columns and their types: enough to see what a failed DDL statement left behind."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        inspector = sa.inspect(engine)
+        return {t: [f"{c['name']} {c['type']!s} {'null' if c.get('nullable') else 'not null'}" for c in inspector.get_columns(t)]
+                for t in sorted(inspector.get_table_names())}
+    finally:
+        engine.dispose()
+
+
+def state_problems(project: Project, url: str, engine: Any, snapshot: dict | None, before: list[str],
+                   tables_before: list[str], shape_before: dict[str, list[str]] | None = None) -> list[str]:
+    """How the database differs from its state before the run: revision, tables, columns, and (given
+    the snapshot) row counts."""
+    problems = []
+    original = project.url
+    project.url = url
+    try:
+        heads, why = bridge.database_heads(project)
+    finally:
+        project.url = original
+    if heads is None:
+        return [f"cannot read the revision ({why})"]
+    if sorted(heads) != sorted(before):
+        problems.append(f"alembic_version is {','.join(heads) or 'base'}, expected {','.join(before) or 'base'}")
+    now = set(_qualified(engine.list_tables()))
+    if now != set(tables_before):
+        extra, missing = sorted(now - set(tables_before)), sorted(set(tables_before) - now)
+        problems.append("tables differ" + (f": new {', '.join(extra)}" if extra else "") + (f": missing {', '.join(missing)}" if missing else ""))
+    if shape_before is not None:
+        shape = schema_shape(url)
+        changed = sorted(t for t in shape_before if t in shape and shape[t] != shape_before[t])
+        if changed:
+            problems.append(f"columns differ in {', '.join(changed)}")
+    if snapshot is not None:
+        counts = engine.row_counts([t["name"] if not t.get("schema") else f"{t['schema']}.{t['name']}" for t in snapshot["tables"]
+                                    if t["name"] != "alembic_version"])
+        for t in snapshot["tables"]:
+            if t["name"] == "alembic_version":
+                continue
+            key = f"{t['schema']}.{t['name']}" if t.get("schema") else t["name"]
+            got = counts.get(key, counts.get(t["name"]))
+            if got != t["rows"]:
+                problems.append(f"{key} has {got} rows, the snapshot {t['rows']}")
+    return problems
+
+
+def _qualified(tables: Sequence[tuple[str | None, str]]) -> list[str]:
+    return sorted(f"{s}.{n}" if s and s != "public" else n for s, n in tables)
+
+
+# --- unfinished runs and recovery -------------------------------------------------------------------
+
+
+def unfinished_runs(repo: Any) -> list[dict]:
+    runs: dict[str, dict] = {}
+    for record in repo.journal():
+        if "run" in record:
+            runs[record["run"]] = record
+    return [r for r in runs.values() if r.get("state") == "started"]
+
+
+def refuse_if_unfinished(repo: Any) -> None:
+    pending = unfinished_runs(repo)
+    if pending:
+        r = pending[-1]
+        raise GuardError(
+            f"an earlier migrate-safe run ({r['run']}, {r.get('from')} -> {r.get('to')}, started {r['started_at']} by "
+            f"{r.get('user')}@{r.get('host')}) did not finish: run `migrate-guard recover` to restore its safety snapshot"
+        )
+
+
+def recover(project: Project, say: Say) -> SafeResult:
+    """Restore an unfinished run's safety snapshot and stamp its starting revision."""
+    repo = service.open_repository(project)
+    pending = unfinished_runs(repo)
+    if not pending:
+        return SafeResult(EXIT_OK, "no unfinished migrate-safe run")
+    record = pending[-1]
+    url = service.database_url(project)
+    engine = service.database_engine(url)
+    with migration_lock(url):
+        if not record.get("snapshot"):
+            repo.append_journal({**record, "state": "not-restored", "finished_at": service.iso(service.utcnow())})
+            return SafeResult(EXIT_NOT_RESTORED, f"run {record['run']} took no safety snapshot: nothing to recover from")
+        snapshot = repo.load_manifest(record["snapshot"])
+        say(f"recovering run {record['run']}: restoring safety snapshot {snapshot['id']}")
+        restore_to(project, url, engine, snapshot, record["from"], record["tables_before"])
+        problems = state_problems(project, url, engine, snapshot, record["from"], record["tables_before"],
+                                  record.get("shape_before"))
+        state = "recovered" if not problems else "not-restored"
+        repo.append_journal({**record, "state": state, "finished_at": service.iso(service.utcnow())})
+    rev = ",".join(record["from"]) or "base"
+    if problems:
+        return SafeResult(EXIT_NOT_RESTORED, f"NOT recovered: {'; '.join(problems)}. Restore by hand: migrate-guard restore {snapshot['id']} --yes")
+    return SafeResult(EXIT_OK, f"recovered run {record['run']}: restored to {rev}, snapshot {snapshot['id']}")
+
+
+# --- dry run helpers ----------------------------------------------------------------------------------
+
+
+def offline_sql(project: Project, before: list[str], target: str, direction: str) -> list[str]:
+    """The SQL Alembic would run, rendered offline (``alembic upgrade FROM:TO --sql``)."""
+    import io
+
+    from alembic import command
+
+    buffer = io.StringIO()
+    previous = project.alembic.output_buffer
+    project.alembic.output_buffer = buffer
+    start = ",".join(before) or "base"
+    import logging
+
+    previous_disable = logging.root.manager.disable
+    logging.disable(logging.INFO)  # env.py's logging config would print "Running upgrade" lines
+    try:
+        with bridge.project_cwd(project), contextlib.redirect_stdout(io.StringIO()):
+            if direction == "upgrade":
+                command.upgrade(project.alembic, f"{start}:{target}", sql=True)
+            else:
+                command.downgrade(project.alembic, f"{start}:{target}", sql=True)
+    except Exception as exc:  # e.g. batch mode on SQLite offline
+        return [f"(cannot render offline: {_reason(exc)})"]
+    finally:
+        project.alembic.output_buffer = previous
+        logging.disable(previous_disable)
+    return [line for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+def _estimate(url: str, scope: list[str] | None) -> str:
+    from .progress import human_bytes
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            name = conn.dialect.name
+            if name == "postgresql":
+                rows = conn.execute(sa.text(
+                    "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema')")).all()
+            elif name in ("mysql", "mariadb"):
+                rows = conn.execute(sa.text(
+                    "SELECT table_name, data_length + index_length FROM information_schema.tables WHERE table_schema = DATABASE()")).all()
+            else:
+                page = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
+                return f"about {human_bytes(page * pages)} before compression (the whole SQLite file)"
+    finally:
+        engine.dispose()
+    wanted = None if scope is None else {t.split(".")[-1].lower() for t in scope}
+    total = sum(int(size or 0) for table, size in rows if wanted is None or str(table).lower() in wanted)
+    return f"about {human_bytes(total)} on disk before compression"
