@@ -210,6 +210,8 @@ def database_heads(project: Project) -> tuple[tuple[str, ...] | None, str]:
         if not os.path.exists(path):
             return (), "new SQLite file"  # never create the file just to look
     connect_args = {"connect_timeout": 3} if url.get_backend_name() in ("postgresql", "mysql", "mariadb") else {}
+    previous_disable = logging.root.manager.disable
+    logging.disable(logging.INFO)  # "Context impl ..." is noise here
     try:
         with project_cwd(project):
             engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=connect_args)
@@ -217,6 +219,8 @@ def database_heads(project: Project) -> tuple[tuple[str, ...] | None, str]:
                 return tuple(MigrationContext.configure(conn).get_current_heads()), "ok"
     except Exception as exc:
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip(": ")
+    finally:
+        logging.disable(previous_disable)
 
 
 # --- offline capture ----------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def analyse(
             findings.append(f)
     for rev in revisions:
         findings.extend(evaluator.revision_findings(rev, captured.env_operations))
-    findings = evaluator.acknowledge(findings, revisions, cli_acks)
+    findings = evaluator.acknowledge(findings, revisions, cli_acks, report_stale=direction == "upgrade")
     order = {rev.revision: i for i, rev in enumerate(revisions)}
     findings.sort(key=lambda f: (order.get(f.revision or "", -1), f.line or 0))
     return CheckReport(

@@ -136,6 +136,15 @@ def affected_tables(report: CheckReport, url: str) -> tuple[list[str] | None, st
     return sorted(scope), None
 
 
+def _reached(script: Any, heads: list[str], target: str) -> bool:
+    """Whether ``target`` is one of ``heads`` or an ancestor of them."""
+    try:
+        wanted = script.get_revision(target).revision
+        return any(s.revision == wanted for s in script.iterate_revisions(tuple(heads), "base"))
+    except Exception:  # an unknown target is reported by the upgrade path itself
+        return False
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
 
@@ -160,6 +169,8 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
             scripts = bridge.downgrade_path(script, before, options.down)
             direction, target = "downgrade", options.down
         else:
+            if before and options.target != "heads" and _reached(script, before, options.target):
+                return SafeResult(EXIT_OK, f"nothing to do: the database ({','.join(before)}) is at or past {options.target}")
             scripts = bridge.upgrade_path(script, before or "base", options.target)
             direction, target = "upgrade", options.target
         if not scripts:

@@ -307,3 +307,38 @@ def test_missing_bucket_is_one_line(run_cli, on_s3):
     result = run_cli("--url", url, "-c", str(project / "alembic.ini"), "backup")
     assert result.exit_code == 2, result.output
     assert "does-not-exist" in error_line(result)
+
+
+def test_storage_sees_changes_made_by_others(s3):
+    """fsspec shares one filesystem object per process and s3fs caches listings in it: the storage
+    must still see objects another process (here: boto3) deleted or created since it listed."""
+    from migrate_guard.backup.storage import open_storage
+
+    client, bucket = s3
+    storage = open_storage(f"s3://{bucket}/repo")
+    assert storage.is_empty()
+    storage.write_atomic("blobs/ab/abcd", [b"one ", b"two"])
+    storage.write_atomic("config.json", [b"{}"])
+    assert storage.list() == ["blobs/ab/abcd", "config.json"] and storage.list("blobs") == ["blobs/ab/abcd"]
+    assert storage.read_bytes("blobs/ab/abcd") == b"one two" and storage.size("blobs/ab/abcd") == 7
+    assert not storage.is_empty() and storage.total_size() == 9
+
+    client.delete_object(Bucket=bucket, Key="repo/blobs/ab/abcd")
+    client.put_object(Bucket=bucket, Key="repo/blobs/cd/cdef", Body=b"new")
+    again = open_storage(f"s3://{bucket}/repo")
+    for view in (storage, again):
+        assert view.exists("blobs/ab/abcd") is False
+        assert view.exists("blobs/cd/cdef") is True
+        with pytest.raises(FileNotFoundError):
+            view.open_read("blobs/ab/abcd")  # at once, not while reading
+        with pytest.raises(FileNotFoundError):
+            view.size("blobs/ab/abcd")
+        assert view.list("blobs") == ["blobs/cd/cdef"]
+        assert view.read_bytes("blobs/cd/cdef") == b"new"
+        view.delete("blobs/ab/abcd")  # a missing file is not an error
+
+    assert storage.create_exclusive("locks/exclusive.json", b"mine") is True
+    client.delete_object(Bucket=bucket, Key="repo/locks/exclusive.json")
+    assert again.create_exclusive("locks/exclusive.json", b"theirs") is True  # gone: free again
+    assert storage.create_exclusive("locks/exclusive.json", b"mine") is False
+    assert storage.mtime("locks/exclusive.json") is not None

@@ -148,9 +148,11 @@ class Evaluator:
     # -- acknowledgements ----------------------------------------------------------------------
 
     def acknowledge(
-        self, findings: list[Finding], revisions: Iterable[RevisionOps], cli_acks: Sequence[Acknowledgement]
+        self, findings: list[Finding], revisions: Iterable[RevisionOps], cli_acks: Sequence[Acknowledgement],
+        report_stale: bool = True,
     ) -> list[Finding]:
-        """Mark acknowledged findings as allowed; report acknowledgements that are wrong or stale."""
+        """Mark acknowledged findings as allowed; report acknowledgements that are wrong or (when
+        ``report_stale``) match nothing. A downgrade does not report stale ones: they were written for the upgrade."""
         by_file: dict[str, list[Acknowledgement]] = {}
         extra: list[Finding] = []
         for rev in revisions:
@@ -169,7 +171,7 @@ class Evaluator:
                     ack.used = True
                     f.allowed, f.allowed_reason = True, ack.reason
                     break
-        for rev in revisions:
+        for rev in revisions if report_stale else ():
             for ack in rev.acks:
                 if not ack.used:
                     what = f"{ack.rule} {ack.target}" if ack.target else ack.rule

@@ -316,32 +316,63 @@ class FsspecStorage(Storage):
                 raise
         return len(data)
 
+    def _fresh(self, full: str) -> None:
+        """Forget what the backend cached about ``full``. fsspec filesystems are shared per process
+        and cache listings (s3fs: every ``find`` fills the cache that ``info``/``exists`` answer
+        from), so without this a file another process wrote or deleted since would be reported
+        wrongly: a deleted blob as present, a new lock as absent."""
+        try:
+            self.fs.invalidate_cache(full)
+        except Exception:  # noqa: BLE001 - a backend without a cache
+            pass
+
     def create_exclusive(self, path: str, data: bytes) -> bool:
         full = self._full(path)
+        self._fresh(full)
         try:
             self.fs.pipe_file(full, data, mode="create")
-            return True
         except FileExistsError:
             return False
         except (TypeError, ValueError, NotImplementedError):
-            pass  # no create-only write in this backend
-        if self.fs.exists(full):
+            # no create-only write in this backend: check, then write
+            if self.fs.exists(full):
+                return False
+            self.fs.pipe_file(full, data)
+        # A backend (or an S3-compatible server) may accept the create-only flag and ignore it,
+        # overwriting a file another process had created: read back, so that of two writers racing
+        # for the same name at least the overwritten one knows it lost.
+        try:
+            return self.read_bytes(path) == data
+        except FileNotFoundError:
             return False
-        self.fs.pipe_file(full, data)
-        return True
 
     def open_read(self, path: str) -> Iterator[bytes]:
-        f = self.fs.open(self._full(path), "rb")
+        full = self._full(path)
+        self._fresh(full)
+        if self.object_store:
+            # One GET for the whole object (repository files are at most a chunk): the bytes all
+            # come from one version of it, and a missing object fails here, at once.
+            data = self.fs.cat_file(full)
 
-        def pieces() -> Iterator[bytes]:
+            def pieces() -> Iterator[bytes]:
+                view = memoryview(data)
+                for start in range(0, len(view), READ_SIZE):
+                    yield bytes(view[start:start + READ_SIZE])
+
+            return pieces()
+        f = self.fs.open(full, "rb")
+
+        def stream() -> Iterator[bytes]:
             with f:
                 while piece := f.read(READ_SIZE):
                     yield piece
 
-        return pieces()
+        return stream()
 
     def exists(self, path: str) -> bool:
-        return bool(self.fs.isfile(self._full(path)))
+        full = self._full(path)
+        self._fresh(full)
+        return bool(self.fs.isfile(full))
 
     def delete(self, path: str) -> None:
         try:
@@ -351,6 +382,7 @@ class FsspecStorage(Storage):
 
     def _find(self, prefix: str = "") -> dict[str, dict[str, Any]]:
         top = self._full(prefix) if prefix else self.root
+        self._fresh(top)
         try:
             found = self.fs.find(top, detail=True)
         except FileNotFoundError:
@@ -361,10 +393,14 @@ class FsspecStorage(Storage):
         return sorted(p for p in self._find(prefix) if not is_temp(p))
 
     def size(self, path: str) -> int:
-        return int(self.fs.size(self._full(path)))
+        full = self._full(path)
+        self._fresh(full)
+        return int(self.fs.size(full))
 
     def mtime(self, path: str) -> float | None:
-        info = self.fs.info(self._full(path))
+        full = self._full(path)
+        self._fresh(full)
+        info = self.fs.info(full)
         for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
             if info.get(key) is not None:
                 return _as_epoch(info[key])
