@@ -34,25 +34,18 @@ class Progress:
 
 
 class LineProgress(Progress):
-    """One line per phase and per stream on stderr, with the bytes the previous stream moved."""
+    """A line per phase and per stream on stderr, and the bytes moved at the end (streams may be
+    read in parallel, so bytes are not attributed to one of them)."""
 
     def __init__(self) -> None:
-        self.current: str | None = None
         self.bytes = 0
         self.started = time.monotonic()
 
-    def _finish_stream(self) -> None:
-        if self.current is not None:
-            print(f"  {self.current}: {human_bytes(self.bytes)}", file=sys.stderr, flush=True)
-        self.current, self.bytes = None, 0
-
     def step(self, message: str) -> None:
-        self._finish_stream()
-        print(f"{message}", file=sys.stderr, flush=True)
+        print(message, file=sys.stderr, flush=True)
 
     def stream(self, name: str) -> None:
-        self._finish_stream()
-        self.current = name
+        print(f"  {name}", file=sys.stderr, flush=True)
 
     def counted(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -60,7 +53,9 @@ class LineProgress(Progress):
             yield chunk
 
     def close(self) -> None:
-        self._finish_stream()
+        if self.bytes:
+            seconds = max(time.monotonic() - self.started, 1e-6)
+            print(f"  {human_bytes(self.bytes)} in {seconds:.1f}s", file=sys.stderr, flush=True)
 
 
 class BarProgress(Progress):

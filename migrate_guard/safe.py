@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import re
 import signal
 import time
 import uuid
@@ -91,7 +92,8 @@ def protection(dialect: str, form: str, report: CheckReport) -> tuple[bool, str]
     """Whether a failure can be rolled back, and the sentence that says what protects the run."""
     autocommit = any(o.kind == "transaction" and o.details.get("action") == "commit" for r in report.operations for o in r.operations)
     if dialect not in TRANSACTIONAL_DDL:
-        return False, f"{dialect} commits every DDL statement on its own: a failure is undone by restoring the safety snapshot"
+        name = "MySQL/MariaDB" if dialect in ("mysql", "mariadb") else dialect
+        return False, f"{name} commits every DDL statement on its own: a failure is undone by restoring the safety snapshot"
     if autocommit:
         return False, "a revision uses autocommit_block(): a failure is undone by restoring the safety snapshot"
     if form != "cookbook":
@@ -101,6 +103,8 @@ def protection(dialect: str, form: str, report: CheckReport) -> tuple[bool, str]
     return True, "all pending revisions run in one transaction that migrate-safe owns: a failure is rolled back"
 
 
+# MySQL's UPDATE a JOIN b / UPDATE a, b / DELETE x FROM ... write tables other than the first one named
+_MULTI_TABLE_DML = re.compile(r"\bJOIN\b|^\s*UPDATE\s+[^;]*?,[^;]*?\bSET\b|^\s*DELETE\s+(?!FROM\b)\S", re.IGNORECASE | re.DOTALL)
 _NO_TABLE_DATA = frozenset({"transaction", "set", "set_lock_timeout", "select", "other", "create_schema"})
 _TABLELESS_OK = frozenset({"create_other", "alter_other", "drop_other", "drop_index", "drop_constraint", "create_table"})
 
@@ -119,6 +123,8 @@ def affected_tables(report: CheckReport, url: str) -> tuple[list[str] | None, st
                 if op.kind in _TABLELESS_OK:
                     continue
                 return None, f"revision {rev.revision} line {op.line}: {op.kind} on a table that cannot be named offline"
+            if op.kind in ("update", "delete") and _MULTI_TABLE_DML.search(op.statement or ""):
+                return None, f"revision {rev.revision} line {op.line}: a multi-table {op.kind.upper()} may write tables it does not name first"
             touched.add(op.table.lower())
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:

@@ -45,6 +45,7 @@ from .crypto import (
     passphrase_key,
     seal,
     seal_bytes,
+    seal_whole,
     unseal,
     unseal_bytes,
 )
@@ -204,6 +205,7 @@ class Repository:
         self._mutex = threading.Lock()
         self._lock_depth = 0
         self._workers = max(1, min(4, os.cpu_count() or 1))
+        self._slots = threading.BoundedSemaphore(2 * self._workers)  # chunks being sealed, all streams
 
     def __repr__(self) -> str:
         return f"Repository({self.location!r}, encrypted={self.encrypted})"
@@ -334,7 +336,7 @@ class Repository:
             raise GuardError(f"blob {bid}: writing it failed", EXIT_FAILED)
         try:
             stored = self.storage.write_atomic(
-                self._blob_path(bid), seal([data], self._key, compress=True, level=self.compression_level)
+                self._blob_path(bid), seal_whole(data, self._key, compress=True, level=self.compression_level)
             )
             with self._mutex:
                 known.add(bid)
@@ -345,15 +347,27 @@ class Repository:
             event.set()
         return bid
 
+    def _submit(self, pool: ThreadPoolExecutor, data: bytes) -> Future[str]:
+        """Hand a chunk to ``pool`` once one of the repository's in-flight slots is free: however
+        many streams are written at once, at most ``2 * workers`` chunks are being sealed."""
+        self._slots.acquire()
+        try:
+            future = pool.submit(self._store_chunk, data)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
     def write_stream(self, name: str, chunks: Iterable[bytes]) -> StreamRef:
         """Store a stream: cut into chunks, each a blob (written only when new, fsynced). Several
-        chunks are compressed and encrypted in parallel; at most a few chunks are in memory."""
+        chunks are compressed and encrypted in parallel; at most a few chunks are in memory, also
+        when several streams are written at once (from several threads)."""
         ids: list[str] = []
         total = 0
         held: bytes | None = None
         pool: ThreadPoolExecutor | None = None
         inflight: deque[Future[str]] = deque()
-        window = 2 * self._workers
         try:
             for piece in _rechunk(chunks, self.chunk_size):
                 data = bytes(piece)
@@ -363,15 +377,15 @@ class Repository:
                     continue
                 if pool is None:
                     pool = ThreadPoolExecutor(self._workers, thread_name_prefix="migrate-guard-blob")
-                inflight.append(pool.submit(self._store_chunk, held))
+                inflight.append(self._submit(pool, held))
                 held = data
-                while len(inflight) >= window:
+                while inflight and inflight[0].done():
                     ids.append(inflight.popleft().result())
             if held is not None:
                 if pool is None:
                     ids.append(self._store_chunk(held))
                 else:
-                    inflight.append(pool.submit(self._store_chunk, held))
+                    inflight.append(self._submit(pool, held))
             while inflight:
                 ids.append(inflight.popleft().result())
         finally:
@@ -387,18 +401,21 @@ class Repository:
             pieces = self.storage.open_read(self._blob_path(bid))
         except FileNotFoundError:
             raise IntegrityError(f"blob {bid} missing") from None
-        buf = bytearray()
+        parts: list[bytes] = []
+        size = 0
         try:
             for plain in unseal(pieces, self._key, name):
-                buf += plain
-                if len(buf) > self.chunk_size:
+                parts.append(plain)
+                size += len(plain)
+                if size > self.chunk_size:
                     raise IntegrityError(f"{name}: larger than the chunk size ({self.chunk_size} bytes)")
         except OSError as exc:
             raise IntegrityError(f"{name}: cannot read it ({exc})") from None
-        actual = blob_id(buf, self._id_key)
+        data = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)  # one copy at most
+        actual = blob_id(data, self._id_key)
         if actual != bid:
             raise IntegrityError(f"{name}: id mismatch (its content is blob {actual[:16]}…: stored under the wrong name)")
-        return bytes(buf)
+        return data
 
     def read_stream(self, ref: StreamRef) -> Iterator[bytes]:
         """The stream's bytes, a verified blob at a time (each checked, tag and id, before it is yielded)."""

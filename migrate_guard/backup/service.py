@@ -64,9 +64,15 @@ def database_url(project: Project, url: str | None = None) -> str:
     return chosen
 
 
+_TOOLS_CHECKED: set[tuple[type, str]] = set()
+
+
 def database_engine(url: str) -> Engine:
+    """The backup engine for ``url``, its native tools checked (once per process)."""
     engine = engine_for(url)
-    engine.check_tools()
+    if (type(engine), url) not in _TOOLS_CHECKED:
+        engine.check_tools()
+        _TOOLS_CHECKED.add((type(engine), url))
     return engine
 
 

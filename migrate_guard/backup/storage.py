@@ -268,8 +268,10 @@ def _as_epoch(value: Any) -> float | None:
 class FsspecStorage(Storage):
     """Any fsspec filesystem. Object stores get each file in one PUT (atomic by nature); other
     backends write a temp file and move it. A file is buffered in memory while written (repository
-    files are at most one chunk, 4 MiB by default). ``create_exclusive`` uses the backend's
-    create-only write where it has one (S3 conditional writes), else check-then-write."""
+    files are at most one chunk, 4 MiB by default), and read with one GET on object stores.
+    ``create_exclusive`` checks, then uses the backend's create-only write where it has one (S3
+    conditional writes), else a plain write, and reads the file back. Cached listings are
+    dropped before each look-up: other processes change the repository too."""
 
     def __init__(self, url: str):
         self.location = url
@@ -329,15 +331,16 @@ class FsspecStorage(Storage):
     def create_exclusive(self, path: str, data: bytes) -> bool:
         full = self._full(path)
         self._fresh(full)
+        if self.fs.exists(full):
+            # Also where the create-only write exists: some S3-compatible servers accept
+            # If-None-Match and ignore it, and would let a second taker overwrite a held lock.
+            return False
         try:
             self.fs.pipe_file(full, data, mode="create")
         except FileExistsError:
             return False
         except (TypeError, ValueError, NotImplementedError):
-            # no create-only write in this backend: check, then write
-            if self.fs.exists(full):
-                return False
-            self.fs.pipe_file(full, data)
+            self.fs.pipe_file(full, data)  # no create-only write in this backend: checked above
         # A backend (or an S3-compatible server) may accept the create-only flag and ignore it,
         # overwriting a file another process had created: read back, so that of two writers racing
         # for the same name at least the overwritten one knows it lost.
@@ -387,7 +390,16 @@ class FsspecStorage(Storage):
             found = self.fs.find(top, detail=True)
         except FileNotFoundError:
             return {}
-        return {self._rel(name): info for name, info in found.items() if info.get("type", "file") == "file"}
+        files = {}
+        for name, info in found.items():
+            # A key ending in "/" is a folder marker (the S3 console's "Create folder", some sync
+            # tools), never a repository file: it must not make an empty location look used.
+            if info.get("type", "file") != "file" or name.endswith("/"):
+                continue
+            rel = self._rel(name)
+            if rel and not rel.endswith("/"):
+                files[rel] = info
+        return files
 
     def list(self, prefix: str = "") -> list[str]:
         return sorted(p for p in self._find(prefix) if not is_temp(p))

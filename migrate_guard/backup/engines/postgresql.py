@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import subprocess
 import tempfile
 import threading
@@ -65,6 +66,7 @@ from ...errors import GuardError
 from .base import DumpResult, Engine, StreamReader, StreamRef, StreamWriter, TableDump, ToolMissing, require_tool
 
 PIECE = 1 << 20  # bytes per piece handed to the repository
+COPY_CONNECTIONS = 4  # at most this many connections COPY tables at once (no more than CPUs)
 MAGIC = b"MGPG1 "
 FORMAT = "pg_dump-custom-schema+copy-text"
 PACKAGE = "postgresql-client"
@@ -136,6 +138,89 @@ def _tail(f) -> str:
     lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()] or lines
     return " ".join(errors[-1].split()) if errors else "no message"
+
+
+def _wait(sock: int, write: bool = False) -> None:
+    """Block (without the GIL) until the libpq socket is readable (or, with ``write``, either)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | (select.POLLOUT if write else 0))
+        poller.poll()
+    else:  # pragma: no cover - Windows
+        select.select([sock], [sock] if write else [], [])
+
+
+def _result(pgconn):
+    """The next result of the query in progress, waiting for it; None when there is no more."""
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            return pgconn.get_result()
+        _wait(pgconn.socket)
+
+
+def _raise_for(conn, res) -> None:
+    """Raise the psycopg error a failed result stands for (after draining the query's results)."""
+    from psycopg import errors
+
+    pgconn = conn.pgconn
+    while _result(pgconn) is not None:
+        pass
+    if res is None:
+        raise errors.OperationalError("the server sent no result")
+    raise errors.error_from_result(res, encoding=conn.info.encoding)
+
+
+def _copy_pieces(conn, query: bytes, counter: list[int]) -> Iterator[bytes]:
+    """``COPY ... TO STDOUT`` as pieces of about ``PIECE`` bytes, ``counter[0]`` counting rows.
+
+    The server sends one message per row; psycopg's ``Copy`` spends a Python generator round trip
+    on each, which made reading cost more CPU than the server spent writing. This loop asks libpq
+    for the rows directly (``PQgetCopyData`` non-blocking, waiting in ``select`` without the GIL
+    when its buffer is empty). The connection is left idle in its transaction afterwards, as
+    psycopg would leave it; an error surfaces as the same psycopg exception."""
+    from psycopg import pq
+
+    pgconn = conn.pgconn
+    pgconn.send_query(query)
+    while pgconn.flush():  # non-blocking connection: the query may not be sent whole at once
+        _wait(pgconn.socket, write=True)
+        pgconn.consume_input()
+    res = _result(pgconn)
+    if res is None or res.status != pq.ExecStatus.COPY_OUT:
+        _raise_for(conn, res)
+    get = pgconn.get_copy_data
+    consume = pgconn.consume_input
+    sock = pgconn.socket
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        wait = poller.poll
+    else:  # pragma: no cover - Windows
+        def wait() -> None:
+            select.select([sock], [], [])
+    buf = bytearray()
+    while True:
+        nbytes, data = get(1)
+        if nbytes > 0:
+            buf += data
+            if len(buf) >= PIECE:
+                counter[0] += buf.count(b"\n")  # text COPY: one line per row, newlines escaped
+                yield bytes(buf)
+                buf.clear()
+        elif nbytes == 0:  # libpq's buffer holds no whole row: wait for the socket
+            wait()
+            consume()
+        else:  # -1: the COPY is over (-2, an error, is raised by psycopg)
+            break
+    res = _result(pgconn)
+    if res is None or res.status != pq.ExecStatus.COMMAND_OK:
+        _raise_for(conn, res)
+    while _result(pgconn) is not None:
+        pass
+    if buf:
+        counter[0] += buf.count(b"\n")
+        yield bytes(buf)
 
 
 @dataclass
@@ -380,19 +465,12 @@ class PostgreSQLEngine(Engine):
             self._lock(conn, chosen)
 
             with self._tool_env() as env:
-                schema_ref = write("schema", self._schema_stream(pg_dump, env, snapshot, meta))
-
-            dumps = []
-            for schema, name in chosen:
-                qualified = f"{schema}.{name}"
-                info = meta["tables"][qualified]
-                counter = [0]
-                if info["partitioned"]:  # no rows of its own: an empty stream
-                    ref = write(qualified, iter(()))
-                else:
-                    rows = self._copy_out(conn, schema, name, info["columns"], info["order_by"], counter)
-                    ref = write(qualified, rows)
-                dumps.append(TableDump(name, schema, counter[0], ref, depends_on=depends.get(qualified, [])))
+                refs, rows = self._dump_streams(conn, write, snapshot, meta, chosen, pg_dump, env)
+            dumps = [
+                TableDump(name, schema, rows.get(f"{schema}.{name}", 0), refs[f"{schema}.{name}"],
+                          depends_on=depends.get(f"{schema}.{name}", []))
+                for schema, name in chosen
+            ]
             conn.rollback()
         except psycopg.Error as exc:
             raise GuardError(f"PostgreSQL dump failed: {_message(exc)}") from None
@@ -400,9 +478,128 @@ class PostgreSQLEngine(Engine):
             conn.close()
         return DumpResult(
             engine={"tool": "pg_dump", "version": version, "format": FORMAT, "server_version": server},
-            schema=schema_ref,
+            schema=refs["schema"],
             tables=dumps,
         )
+
+    def _dump_streams(
+        self, conn, write: StreamWriter, snapshot: str, meta: dict[str, Any], chosen: Sequence[tuple[str, str]],
+        pg_dump: str, env: dict[str, str],
+    ) -> tuple[dict[str, StreamRef], dict[str, int]]:
+        """Write the schema stream and every table's stream; returns their refs and row counts.
+
+        The schema stream comes first (pg_dump's archive, quick), then the tables' COPYs run at
+        once over up to ``COPY_CONNECTIONS`` connections (this one and helpers that import its
+        snapshot with ``SET TRANSACTION SNAPSHOT``, as ``pg_dump -j`` does), largest table first,
+        so the server's work on one table overlaps compressing and encrypting another. A helper takes each table's lock with NOWAIT first: were
+        it to queue behind another session's pending ACCESS EXCLUSIVE request, which itself waits
+        for this connection's lock, nobody would ever finish; such a table is left to this
+        connection, which holds every lock already."""
+        psycopg = _psycopg()
+        from psycopg import sql
+
+        refs: dict[str, StreamRef] = {"schema": write("schema", self._schema_stream(pg_dump, env, snapshot, meta))}
+        rows: dict[str, int] = {}
+        jobs: deque[tuple[str, str]] = deque()
+        for schema, name in chosen:
+            if meta["tables"][f"{schema}.{name}"]["partitioned"]:  # no rows of its own: an empty stream
+                refs[f"{schema}.{name}"] = write(f"{schema}.{name}", iter(()))
+                rows[f"{schema}.{name}"] = 0
+            else:
+                jobs.append((schema, name))
+        if len(jobs) > 1:
+            sizes = dict(conn.execute(
+                "SELECT c.oid::int8, pg_catalog.pg_table_size(c.oid) FROM pg_catalog.pg_class c "
+                "WHERE c.oid = ANY(%s::oid[])",
+                ([meta["tables"][f"{s}.{n}"]["oid"] for s, n in jobs],),
+            ).fetchall())
+            jobs = deque(sorted(jobs, key=lambda t: -(sizes.get(meta["tables"][f"{t[0]}.{t[1]}"]["oid"]) or 0)))
+
+        mutex = threading.Lock()
+        stop = threading.Event()
+        failures: list[BaseException] = []
+        left: list[tuple[str, str]] = []  # tables a helper could not lock at once
+        helpers: list[Any] = []  # their connections, to cancel on failure
+
+        def copy_table(c, schema: str, name: str) -> None:
+            qualified = f"{schema}.{name}"
+            info = meta["tables"][qualified]
+            counter = [0]
+            ref = write(qualified, self._copy_out(c, schema, name, info["columns"], info["order_by"], counter))
+            with mutex:
+                refs[qualified] = ref
+                rows[qualified] = counter[0]
+
+        def next_job() -> tuple[str, str] | None:
+            with mutex:
+                return jobs.popleft() if jobs and not stop.is_set() else None
+
+        def fail(exc: BaseException) -> None:
+            with mutex:
+                failures.append(exc)
+            stop.set()
+
+        def helper_job(c) -> None:
+            try:
+                while (job := next_job()) is not None:
+                    target = _qualified(*job)
+                    try:
+                        with c.transaction():  # a savepoint: a refused lock leaves the transaction usable
+                            c.execute(sql.SQL("LOCK TABLE ONLY {} IN ACCESS SHARE MODE NOWAIT").format(target))
+                    except psycopg.errors.LockNotAvailable:
+                        with mutex:
+                            left.append(job)
+                        continue
+                    copy_table(c, *job)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                fail(exc)
+
+        threads: list[threading.Thread] = []
+        try:
+            for _ in range(min(COPY_CONNECTIONS, os.cpu_count() or 1, len(jobs)) - 1):
+                helper = self._snapshot_connection(snapshot)
+                helpers.append(helper)
+                threads.append(threading.Thread(target=helper_job, args=(helper,), name="migrate-guard-copy",
+                                                daemon=True))
+                threads[-1].start()
+            while (job := next_job()) is not None:
+                copy_table(conn, *job)
+            for thread in threads:
+                thread.join()
+            if failures:
+                raise failures[0]
+            for job in left:
+                copy_table(conn, *job)
+        except BaseException:
+            stop.set()
+            for helper in helpers:
+                try:
+                    helper.cancel()
+                except Exception:  # noqa: BLE001 - best effort; it is closed below anyway
+                    pass
+            raise
+        finally:
+            for thread in threads:
+                thread.join()
+            for helper in helpers:
+                helper.close()
+        return refs, rows
+
+    def _snapshot_connection(self, snapshot: str):
+        """A connection in a read-only REPEATABLE READ transaction on ``snapshot`` (exported by the
+        dump's own connection), with the same pinned session settings."""
+        from psycopg import IsolationLevel, sql
+
+        c = self._connect()
+        try:
+            c.autocommit = False
+            c.isolation_level = IsolationLevel.REPEATABLE_READ
+            c.read_only = True
+            c.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        except BaseException:
+            c.close()
+            raise
+        return c
 
     @staticmethod
     def _catalog(conn, num: int) -> tuple[dict[str, Any], list[tuple[int, str, str, str]], dict[str, list[str]]]:
@@ -511,17 +708,7 @@ class PostgreSQLEngine(Engine):
             query = sql.SQL("COPY {} ({}) TO STDOUT").format(target, cols)
         else:
             query = sql.SQL("COPY {} TO STDOUT").format(target)
-        buf = bytearray()
-        with conn.cursor() as cur, cur.copy(query) as copy:
-            for data in copy:
-                buf += data
-                if len(buf) >= PIECE:
-                    counter[0] += buf.count(b"\n")  # text COPY: one line per row, newlines escaped
-                    yield bytes(buf)
-                    buf.clear()
-        if buf:
-            counter[0] += buf.count(b"\n")
-            yield bytes(buf)
+        return _copy_pieces(conn, query.as_bytes(conn), counter)
 
     # --- restore ------------------------------------------------------------------------------------
 
