@@ -232,7 +232,9 @@ def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str) 
 
     from .backup import service
 
-    snapshots = service.list_snapshots(_project(ctx, config, url))
+    snapshots, warnings = service.list_snapshots(_project(ctx, config, url))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     if fmt == "json":
         click.echo(json.dumps(snapshots, indent=2))
         return

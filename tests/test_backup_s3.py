@@ -300,6 +300,46 @@ def test_user_configuration_from_a_separate_process(on_s3):
     assert done.returncode == 2 and "encrypted" in done.stderr
 
 
+def test_fsspec_configuration_instead_of_aws_variables(on_s3):
+    """fsspec's own configuration works too: ``FSSPEC_S3_ENDPOINT_URL`` (and ``FSSPEC_S3_KEY`` /
+    ``FSSPEC_S3_SECRET``) become S3FileSystem(endpoint_url=..., key=..., secret=...)."""
+    project, url, client, bucket = on_s3
+    cli = [str(Path(sys.executable).parent / "migrate-guard"), "--url", url, "-c", str(project / "alembic.ini")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(FSSPEC_S3_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], FSSPEC_S3_KEY="testing",
+               FSSPEC_S3_SECRET="testing", AWS_DEFAULT_REGION="us-east-1",
+               AWS_CONFIG_FILE=os.environ["AWS_CONFIG_FILE"],
+               AWS_SHARED_CREDENTIALS_FILE=os.environ["AWS_SHARED_CREDENTIALS_FILE"])
+    done = subprocess.run([*cli, "backup"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "config.json" in keys(client, bucket)
+
+
+def test_folder_markers_and_neighbours_are_not_repository_files(run_cli, on_s3):
+    """A location "created" as a folder in the S3 console (a 0-byte key ending in "/") is still
+    empty; keys of a neighbouring prefix (backups/app2/, backups/app.txt) are not in the repository."""
+    project, url, client, bucket = on_s3
+    for key in ("backups/app/", "backups/app/blobs/", "backups/app2/config.json", "backups/app.txt"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"" if key.endswith("/") else b"{}")
+    args = ("--url", url, "-c", str(project / "alembic.ini"))
+    result = run_cli(*args, "backup")
+    assert result.exit_code == 0, result.output
+    snaps = json.loads(run_cli(*args, "list", "--format", "json").stdout)
+    assert len(snaps) == 1
+    assert run_cli(*args, "verify", "--all").exit_code == 0
+    from migrate_guard.backup.storage import open_storage
+
+    storage = open_storage(f"s3://{bucket}/backups/app")
+    assert all(p and not p.endswith("/") for p in storage.list())
+    assert "config.json" in storage.list() and not any(p.startswith(("app2", "../")) for p in storage.list())
+    assert open_storage(f"s3://{bucket}/backups/app/").list() == storage.list()  # a trailing slash is the same
+    client.delete_object(Bucket=bucket, Key="backups/app2/config.json")
+    client.delete_object(Bucket=bucket, Key="backups/app.txt")
+    empty = open_storage(f"s3://{bucket}/backups/other")
+    client.put_object(Bucket=bucket, Key="backups/other/", Body=b"")
+    assert empty.is_empty() and empty.list() == []
+
+
 def test_missing_bucket_is_one_line(run_cli, on_s3):
     project, url, client, bucket = on_s3
     toml = project / "migrate-guard.toml"
@@ -342,3 +382,33 @@ def test_storage_sees_changes_made_by_others(s3):
     assert again.create_exclusive("locks/exclusive.json", b"theirs") is True  # gone: free again
     assert storage.create_exclusive("locks/exclusive.json", b"mine") is False
     assert storage.mtime("locks/exclusive.json") is not None
+
+
+def test_lock_where_the_server_ignores_conditional_writes(s3, monkeypatch):
+    """Some S3-compatible servers accept If-None-Match and ignore it (every PUT overwrites): a held
+    lock is still not taken by a second process."""
+    from migrate_guard.backup.repository import KeySource, Repository, RepositoryLocked
+    from migrate_guard.backup.storage import open_storage
+
+    client, bucket = s3
+    location = f"s3://{bucket}/repo"
+    Repository.init(location, KeySource(key=bytes(32)))
+    storage = open_storage(location)
+    real = storage.fs.pipe_file
+
+    def ignoring(path, value, mode="overwrite", **kwargs):
+        return real(path, value, **kwargs)
+
+    monkeypatch.setattr(storage.fs, "pipe_file", ignoring)
+    assert storage.create_exclusive("locks/probe.json", b"first") is True
+    assert storage.create_exclusive("locks/probe.json", b"second") is False
+    assert storage.read_bytes("locks/probe.json") == b"first"
+
+    one = Repository.open(location, KeySource(key=bytes(32)))
+    two = Repository.open(location, KeySource(key=bytes(32)))
+    with one.lock("first"):
+        with pytest.raises(RepositoryLocked, match="'first'"), two.lock("second"):
+            pass
+    with two.lock("second"):
+        pass
+    assert "locks/exclusive.json" not in keys(client, bucket, prefix="repo/")

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -125,29 +125,36 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[memoryview | bytes]:
+def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[memoryview | bytearray]:
     """Re-cut a byte stream into pieces of exactly ``size`` bytes (the last shorter, none if empty).
-    Pieces may be views into the caller's buffers: use them before asking for the next."""
-    buf = bytearray()
+    A piece is a new bytearray, the caller's to keep (each byte is copied once, into it), or, where
+    one of ``chunks`` holds a whole piece, a view into it: use a view before asking for the next."""
+    buf: bytearray | None = None
+    filled = 0
     for chunk in chunks:
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise TypeError(f"a stream yields bytes, not {type(chunk).__name__}")
         view = memoryview(chunk).cast("B")
         pos, end = 0, len(view)
-        if buf:
-            take = min(size - len(buf), end)
-            buf += view[:take]
+        if buf is not None:
+            take = min(size - filled, end)
+            buf[filled:filled + take] = view[:take]
+            filled += take
             pos = take
-            if len(buf) < size:
+            if filled < size:
                 continue
-            yield bytes(buf)
-            buf.clear()
+            yield buf
+            buf, filled = None, 0
         while end - pos >= size:
             yield view[pos:pos + size]
             pos += size
-        buf += view[pos:]
-    if buf:
-        yield bytes(buf)
+        if pos < end:
+            buf = bytearray(size)
+            filled = end - pos
+            buf[:filled] = view[pos:]
+    if buf is not None:
+        del buf[filled:]
+        yield buf
 
 
 @dataclass
@@ -205,7 +212,8 @@ class Repository:
         self._mutex = threading.Lock()
         self._lock_depth = 0
         self._workers = max(1, min(4, os.cpu_count() or 1))
-        self._slots = threading.BoundedSemaphore(2 * self._workers)  # chunks being sealed, all streams
+        self._slots = threading.BoundedSemaphore(self._workers + 2)  # chunks being sealed, all streams
+        self._pool: ThreadPoolExecutor | None = None  # the sealing threads, started on first use
 
     def __repr__(self) -> str:
         return f"Repository({self.location!r}, encrypted={self.encrypted})"
@@ -317,7 +325,7 @@ class Repository:
                     self._known = known
         return self._known
 
-    def _store_chunk(self, data: bytes) -> str:
+    def _store_chunk(self, data: bytes | bytearray) -> str:
         bid = blob_id(data, self._id_key)
         known = self._known_blobs()
         with self._mutex:
@@ -347,9 +355,13 @@ class Repository:
             event.set()
         return bid
 
-    def _submit(self, pool: ThreadPoolExecutor, data: bytes) -> Future[str]:
-        """Hand a chunk to ``pool`` once one of the repository's in-flight slots is free: however
-        many streams are written at once, at most ``2 * workers`` chunks are being sealed."""
+    def _submit(self, data: bytes | bytearray) -> Future[str]:
+        """Hand a chunk to the repository's sealing threads once one of its in-flight slots is
+        free: however many streams are written at once, at most ``workers + 2`` chunks are held."""
+        with self._mutex:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="migrate-guard-blob")
+            pool = self._pool
         self._slots.acquire()
         try:
             future = pool.submit(self._store_chunk, data)
@@ -360,37 +372,26 @@ class Repository:
         return future
 
     def write_stream(self, name: str, chunks: Iterable[bytes]) -> StreamRef:
-        """Store a stream: cut into chunks, each a blob (written only when new, fsynced). Several
-        chunks are compressed and encrypted in parallel; at most a few chunks are in memory, also
-        when several streams are written at once (from several threads)."""
+        """Store a stream: cut into chunks, each a blob (written only when new, fsynced). Chunks
+        are hashed, compressed and encrypted in parallel while the stream goes on; at most a few
+        are in memory, also when several streams are written at once (from several threads)."""
         ids: list[str] = []
         total = 0
-        held: bytes | None = None
-        pool: ThreadPoolExecutor | None = None
         inflight: deque[Future[str]] = deque()
         try:
             for piece in _rechunk(chunks, self.chunk_size):
-                data = bytes(piece)
+                data = bytes(piece) if isinstance(piece, memoryview) else piece
                 total += len(data)
-                if held is None:
-                    held = data
-                    continue
-                if pool is None:
-                    pool = ThreadPoolExecutor(self._workers, thread_name_prefix="migrate-guard-blob")
-                inflight.append(self._submit(pool, held))
-                held = data
+                inflight.append(self._submit(data))
                 while inflight and inflight[0].done():
                     ids.append(inflight.popleft().result())
-            if held is not None:
-                if pool is None:
-                    ids.append(self._store_chunk(held))
-                else:
-                    inflight.append(self._submit(pool, held))
             while inflight:
                 ids.append(inflight.popleft().result())
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            if inflight:  # failed: drop the chunks not started, wait for those being written
+                for future in inflight:
+                    future.cancel()
+                wait(inflight)
         return StreamRef(blobs=ids, bytes=total)
 
     def _read_blob(self, bid: str) -> bytes:

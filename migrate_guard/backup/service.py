@@ -176,10 +176,29 @@ def take_snapshot(
 # --- list -------------------------------------------------------------------------------------------------
 
 
-def list_snapshots(project: Project) -> list[dict[str, Any]]:
-    """The `list --format json` records, oldest first."""
+def _damaged_manifests(repo: Repository) -> list[str]:
+    """Notes about manifests ``repo.manifests()`` had to skip (after it ran)."""
+    return [w.removeprefix("skipped ") for w in repo.warnings if w.startswith("skipped ")]
+
+
+def _verify_state(repo: Repository, warnings: list[str]) -> dict[str, Any]:
+    """Past verify results; a damaged record of them is a warning, not a failure (it holds no data)."""
+    from .crypto import IntegrityError
+
+    try:
+        return repo.read_state("verify") or {}
+    except IntegrityError as exc:
+        warnings.append(f"{exc.message}; past verify results are ignored and will be rewritten")
+        return {}
+
+
+def list_snapshots(project: Project) -> tuple[list[dict[str, Any]], list[str]]:
+    """The `list --format json` records, oldest first, and warnings (damaged manifests or state)."""
     repo = open_repository(project)
-    verified = repo.read_state("verify") or {}
+    warnings: list[str] = []
+    verified = _verify_state(repo, warnings)
+    manifests = repo.manifests()
+    warnings += [f"snapshot not listed: {note}" for note in _damaged_manifests(repo)]
     return [
         {
             "id": m["id"],
@@ -194,8 +213,8 @@ def list_snapshots(project: Project) -> list[dict[str, Any]]:
             "pinned": m.get("pinned", False),
             "verified_at": (verified.get(m["id"]) or {}).get("verified_at") if (verified.get(m["id"]) or {}).get("ok") else None,
         }
-        for m in repo.manifests()
-    ]
+        for m in manifests
+    ], warnings
 
 
 # --- verify -------------------------------------------------------------------------------------------------
@@ -216,9 +235,10 @@ def verify(project: Project, snapshot_ids: Sequence[str] | None, read_data: bool
     database and compare per-table row counts with the manifest. Results are recorded in the repository."""
     repo = open_repository(project)
     manifests = repo.manifests() if snapshot_ids is None else [repo.load_manifest(i) for i in snapshot_ids]
-    if not manifests:
+    damaged = _damaged_manifests(repo) if snapshot_ids is None else []
+    if not manifests and not damaged:
         raise UsageError("the repository has no snapshot to verify")
-    results = []
+    results = [VerifyResult("manifest", False, [note]) for note in damaged]
     progress = progress or Progress()
     checked: dict[str, str | None] = {}
     for manifest in manifests:
@@ -235,8 +255,10 @@ def verify(project: Project, snapshot_ids: Sequence[str] | None, read_data: bool
         result.ok = not result.problems
         result.seconds = round(time.monotonic() - started, 3)
         results.append(result)
-    state = repo.read_state("verify") or {}
+    state = _verify_state(repo, [])
     for r in results:
+        if r.snapshot == "manifest":
+            continue
         state[r.snapshot] = {"verified_at": iso(utcnow()), "ok": r.ok, "read_data": r.read_data,
                              "problems": r.problems[:20], "seconds": r.seconds}
     repo.write_state("verify", state)
@@ -373,7 +395,9 @@ def restore(project: Project, plan: RestorePlan, to_url: str | None = None, prog
     progress.step(f"checking snapshot {plan.snapshot['id']}")
     _check_before_restore(repo, plan)
     pre = None
-    if plan.pre_snapshot:
+    if plan.pre_snapshot and _is_missing_sqlite_file(target):
+        progress.step("the target database does not exist yet: no snapshot of it is needed")
+    elif plan.pre_snapshot:
         progress.step("taking a snapshot of the current state")
         pre = take_snapshot(project, url=target, label=f"before restore of {plan.snapshot['id']}", kind="pre-restore",
                             repo=repo, progress=progress)
@@ -386,6 +410,14 @@ def restore(project: Project, plan: RestorePlan, to_url: str | None = None, prog
         if plan.full:
             stamp(target, plan.snapshot.get("revision") or [])
     return pre
+
+
+def _is_missing_sqlite_file(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and bool(parsed.database) and parsed.database != ":memory:" \
+        and not Path(parsed.database).exists()
 
 
 def _check_before_restore(repo: Repository, plan: RestorePlan) -> None:
@@ -456,6 +488,8 @@ def prune(project: Project, overrides: dict[str, Any], dry_run: bool = False) ->
     if dry_run or not plan.remove:
         return result
     with repo.lock("prune"):
+        if _damaged_manifests(repo):
+            collect_garbage(repo)  # raises, before any snapshot is removed
         for snapshot_id in plan.remove:
             repo.delete_manifest(snapshot_id)
         result.freed_blobs, result.freed_bytes = collect_garbage(repo)
@@ -468,14 +502,25 @@ def forget(project: Project, snapshot_id: str) -> tuple[str, int, int]:
     if manifest.get("pinned"):
         raise UsageError(f"snapshot {manifest['id']} is pinned; unpin it first")
     with repo.lock("forget"):
+        repo.manifests()
+        if _damaged_manifests(repo):
+            collect_garbage(repo)  # raises, before the snapshot is removed
         repo.delete_manifest(manifest["id"])
         blobs, freed = collect_garbage(repo)
     return manifest["id"], blobs, freed
 
 
 def collect_garbage(repo: Repository) -> tuple[int, int]:
-    """Delete blobs no manifest names; returns (blobs, bytes) removed."""
+    """Delete blobs no manifest names; returns (blobs, bytes) removed. Refuses while any manifest
+    cannot be read: its snapshot still owns blobs nobody can see."""
+    from .crypto import IntegrityError
+
     live = {b for m in repo.manifests() for b in _blobs_of(m)}
+    damaged = _damaged_manifests(repo)
+    if damaged:
+        raise IntegrityError(
+            f"blobs not removed: {damaged[0]} (repair that manifest from a copy, or delete it by hand once its snapshot is given up)"
+        )
     removed = freed = 0
     for blob in repo.blob_ids() - live:
         freed += repo.blob_size(blob)

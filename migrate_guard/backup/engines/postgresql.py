@@ -66,7 +66,7 @@ from ...errors import GuardError
 from .base import DumpResult, Engine, StreamReader, StreamRef, StreamWriter, TableDump, ToolMissing, require_tool
 
 PIECE = 1 << 20  # bytes per piece handed to the repository
-COPY_CONNECTIONS = 4  # at most this many connections COPY tables at once (no more than CPUs)
+COPY_CONNECTIONS = 2  # at most this many connections COPY tables at once (no more than CPUs)
 MAGIC = b"MGPG1 "
 FORMAT = "pg_dump-custom-schema+copy-text"
 PACKAGE = "postgresql-client"
@@ -489,12 +489,12 @@ class PostgreSQLEngine(Engine):
         """Write the schema stream and every table's stream; returns their refs and row counts.
 
         The schema stream comes first (pg_dump's archive, quick), then the tables' COPYs run at
-        once over up to ``COPY_CONNECTIONS`` connections (this one and helpers that import its
-        snapshot with ``SET TRANSACTION SNAPSHOT``, as ``pg_dump -j`` does), largest table first,
-        so the server's work on one table overlaps compressing and encrypting another. A helper takes each table's lock with NOWAIT first: were
-        it to queue behind another session's pending ACCESS EXCLUSIVE request, which itself waits
-        for this connection's lock, nobody would ever finish; such a table is left to this
-        connection, which holds every lock already."""
+        once over up to ``COPY_CONNECTIONS`` connections (no more than CPUs): this one, and helpers
+        that import its snapshot with ``SET TRANSACTION SNAPSHOT`` as ``pg_dump -j`` does, largest
+        table first. A helper that cannot connect is simply not used. A helper takes each table's
+        lock with NOWAIT first: were it to queue behind another session's pending ACCESS EXCLUSIVE
+        request, which itself waits for this connection's lock, nobody would ever finish; such a
+        table is left to this connection, which holds every lock already."""
         psycopg = _psycopg()
         from psycopg import sql
 
@@ -557,7 +557,10 @@ class PostgreSQLEngine(Engine):
         threads: list[threading.Thread] = []
         try:
             for _ in range(min(COPY_CONNECTIONS, os.cpu_count() or 1, len(jobs)) - 1):
-                helper = self._snapshot_connection(snapshot)
+                try:
+                    helper = self._snapshot_connection(snapshot)
+                except (GuardError, psycopg.Error):
+                    break  # too many connections, say: this one does the work
                 helpers.append(helper)
                 threads.append(threading.Thread(target=helper_job, args=(helper,), name="migrate-guard-copy",
                                                 daemon=True))
