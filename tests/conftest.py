@@ -11,7 +11,6 @@ import shutil
 import socket
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,35 +146,21 @@ def _require(host: str, port: int, name: str, how: str) -> None:
 @pytest.fixture
 def postgresql_url() -> Iterator[str]:
     """URL of a fresh, empty PostgreSQL database, dropped afterwards."""
-    import sqlalchemy as sa
+    from migrate_guard.backup.service import scratch_database
 
     _require("127.0.0.1", 5432, "PostgreSQL", "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set MIGRATE_GUARD_PG_URL")
-    name = f"mg_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield str(sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("postgresql", PG_URL) as url:
+        yield url
 
 
 @pytest.fixture
 def mariadb_url() -> Iterator[str]:
     """URL of a fresh, empty MariaDB database, dropped afterwards."""
-    import sqlalchemy as sa
+    from migrate_guard.backup.service import scratch_database
 
     _require("127.0.0.1", 3306, "MariaDB", "start it with `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd` or set MIGRATE_GUARD_MARIADB_URL")
-    name = f"mg_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(MARIADB_URL, poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{name}`")
-    try:
-        yield str(sa.engine.make_url(MARIADB_URL).set(database=name).render_as_string(hide_password=False))
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+    with scratch_database("mysql", MARIADB_URL) as url:
+        yield url
 
 
 @pytest.fixture
@@ -187,3 +172,36 @@ def sqlite_url(tmp_path: Path) -> str:
 def db_url(request: pytest.FixtureRequest) -> str:
     """The same test against SQLite, PostgreSQL and MariaDB."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+# --- looking at databases -------------------------------------------------------------------------
+
+
+def execute(url: str, *statements: str) -> None:
+    """Run SQL statements in one transaction."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def everything(url: str) -> dict[str, list[tuple]]:
+    """Every row of every table: the whole observable content of a database."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            names = sa.inspect(conn).get_table_names()
+            return {
+                name: sorted((tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                              for row in conn.execute(sa.text(f"SELECT * FROM {name}"))), key=repr)
+                for name in sorted(names)
+            }
+    finally:
+        engine.dispose()

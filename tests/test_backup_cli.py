@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from conftest import execute
+
 KEY = "q2bvXz1N4m0Jm9m5V7m4o0b6w1kS7x2cB8a3dE5fG0Q="  # 32 bytes, base64
 
 
@@ -37,16 +39,6 @@ def table_rows(url: str, table: str) -> list[tuple]:
     try:
         with engine.connect() as conn:
             return sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {table}")))
-    finally:
-        engine.dispose()
-
-
-def execute(url: str, *statements: str) -> None:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.exec_driver_sql(statement)
     finally:
         engine.dispose()
 

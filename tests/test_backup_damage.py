@@ -11,12 +11,14 @@ import json
 import os
 import re
 import sys
-import uuid
+
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from conftest import everything, execute
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # nothing dialect-specific to test
 KEY = "q2bvXz1N4m0Jm9m5V7m4o0b6w1kS7x2cB8a3dE5fG0Q="  # 32 bytes, base64
@@ -115,47 +117,13 @@ def other_url(db_url: str, tmp_path: Path):
         (tmp_path / "other.db").touch()  # an empty file is an empty SQLite database
         yield f"sqlite:///{tmp_path / 'other.db'}"
         return
-    name = f"mg_other_{uuid.uuid4().hex[:10]}"
-    base = sa.engine.make_url(db_url)
-    quote = '"' if dialect == "postgresql" else "`"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {quote}{name}{quote}")
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if dialect == "postgresql" else ""
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}")
-        admin.dispose()
+    from migrate_guard.backup.service import scratch_database
+
+    with scratch_database(dialect, db_url) as url:
+        yield url
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
-
-
-def everything(url: str) -> dict[str, list[tuple]]:
-    """Every row of every table (the whole observable content of the database)."""
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            names = sa.inspect(conn).get_table_names()
-            return {
-                name: sorted((tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-                              for row in conn.execute(sa.text(f"SELECT * FROM {name}"))), key=repr)
-                for name in sorted(names)
-            }
-    finally:
-        engine.dispose()
-
-
-def execute(url: str, *statements: str) -> None:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
 
 
 CHANGES = ("UPDATE customers SET notes = 'changed after the backup'", "DELETE FROM attachments WHERE id = 1")
