@@ -57,8 +57,8 @@ class SafeResult:
     lines: list[str] = field(default_factory=list)  # the plan (dry run) or what was done
 
 
-class Interrupted(BaseException):
-    """SIGTERM during the upgrade: handled like any failure."""
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM during the upgrade: handled like Ctrl-C (drivers cancel the running statement on it)."""
 
 
 Say = Callable[[str], None]
@@ -93,7 +93,9 @@ def protection(dialect: str, form: str, report: CheckReport) -> tuple[bool, str]
     autocommit = any(o.kind == "transaction" and o.details.get("action") == "commit" for r in report.operations for o in r.operations)
     if dialect not in TRANSACTIONAL_DDL:
         name = "MySQL/MariaDB" if dialect in ("mysql", "mariadb") else dialect
-        return False, f"{name} commits every DDL statement on its own: a failure is undone by restoring the safety snapshot"
+        env = ("env.py uses the connection migrate-safe passes (cookbook form)" if form == "cookbook" else
+               "env.py opens its own connection (stock form)")
+        return False, f"{name} commits every DDL statement on its own: a failure is undone by restoring the safety snapshot; {env}"
     if autocommit:
         return False, "a revision uses autocommit_block(): a failure is undone by restoring the safety snapshot"
     if form != "cookbook":
@@ -160,12 +162,13 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
     url = service.database_url(project)
     dialect = service.database_engine(url).dialect
     repo = None if options.dry_run else service.open_repository(project, create=True)
-    if repo is not None:
-        refuse_if_unfinished(repo)
+    timeouts = _timeout_statements(dialect, options)  # bad values are usage errors, before anything happens
     rules = rules_for(project)
     cli_acks = [parse_cli_allow(spec, frozenset(rules)) for spec in options.allow]
 
     with migration_lock(url, wait=options.lock_wait):
+        if repo is not None:
+            refuse_if_unfinished(repo)  # under the lock: a run still going holds it, a crashed one does not
         script = bridge.open_scripts(project)
         heads, why = bridge.database_heads(project)
         if heads is None:
@@ -216,12 +219,12 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
         for line in plan:
             say(line)
         return _execute(project, options, url, dialect, repo, report, before, direction, target, scope,
-                        transactional, say)
+                        transactional, timeouts, say)
 
 
 def _execute(project: Project, options: SafeOptions, url: str, dialect: str, repo: Any, report: CheckReport,
              before: list[str], direction: str, target: str, scope: list[str] | None, transactional: bool,
-             say: Say) -> SafeResult:
+             timeouts: list[str], say: Say) -> SafeResult:
     engine = service.database_engine(url)
     snapshot = None
     if options.backup_scope != "none":
@@ -247,7 +250,7 @@ def _execute(project: Project, options: SafeOptions, url: str, dialect: str, rep
     journal(record)
     try:
         with _signals_as_failures():
-            _migrate(project, url, dialect, direction, target, transactional, options)
+            _migrate(project, url, dialect, direction, target, timeouts)
     except BaseException as exc:  # noqa: BLE001 - every failure, Ctrl-C and SIGTERM included, takes this path
         reason = _reason(exc)
         say(f"the {direction} failed: {reason}")
@@ -264,15 +267,14 @@ def _execute(project: Project, options: SafeOptions, url: str, dialect: str, rep
                       snapshot_id=snapshot["id"] if snapshot else None)
 
 
-def _migrate(project: Project, url: str, dialect: str, direction: str, target: str, transactional: bool,
-             options: SafeOptions) -> None:
+def _migrate(project: Project, url: str, dialect: str, direction: str, target: str, timeouts: list[str]) -> None:
     """Run Alembic on a connection we own, in one transaction where the database allows it."""
     from alembic import command
 
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     if dialect == "sqlite":
         _sqlite_transactional_ddl(engine)
-    with _timeouts(dialect, options), engine.connect() as conn:
+    with _session_settings(timeouts), engine.connect() as conn:
         transaction = conn.begin()
         project.alembic.attributes["connection"] = conn
         try:
@@ -308,44 +310,55 @@ def _sqlite_transactional_ddl(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-@contextlib.contextmanager
-def _timeouts(dialect: str, options: SafeOptions) -> Iterator[None]:
-    """--lock-timeout / --statement-timeout on every connection opened during the run (ours and env.py's)."""
-    statements = []
+def _timeout_statements(dialect: str, options: SafeOptions) -> list[str]:
+    """SET statements for --lock-timeout / --statement-timeout on this database."""
+    lock = _seconds("--lock-timeout", options.lock_timeout)
+    statement = _seconds("--statement-timeout", options.statement_timeout)
     if dialect == "postgresql":
-        if options.lock_timeout:
-            statements.append(f"SET lock_timeout = '{_seconds(options.lock_timeout)}s'")
-        if options.statement_timeout:
-            statements.append(f"SET statement_timeout = '{_seconds(options.statement_timeout)}s'")
-    elif dialect in ("mysql", "mariadb"):
-        if options.lock_timeout:
-            statements.append(f"SET SESSION lock_wait_timeout = {max(1, int(_seconds(options.lock_timeout)))}")
-        if options.statement_timeout:
-            statements.append(f"SET SESSION max_statement_time = {_seconds(options.statement_timeout)}")
+        return [f"SET {name} = '{int(value * 1000)}ms'" for name, value in (("lock_timeout", lock), ("statement_timeout", statement)) if value]
+    if dialect in ("mysql", "mariadb"):
+        return ([f"SET SESSION lock_wait_timeout = {max(1, round(lock))}"] if lock else []) + (
+            [f"SET SESSION max_statement_time = {statement:g}"] if statement else [])
+    if lock or statement:
+        raise UsageError(f"--lock-timeout/--statement-timeout are not supported on {dialect}")
+    return []
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$", re.IGNORECASE)
+
+
+def _seconds(option: str, text: str | None) -> float:
+    if text is None:
+        return 0.0
+    match = _DURATION.match(text)
+    if not match or float(match[1]) <= 0:
+        raise UsageError(f"{option} {text!r}: expected a duration such as 500ms, 5s, 2m or 1h")
+    factor = {"ms": 0.001, "s": 1, None: 1, "m": 60, "min": 60, "h": 3600}[(match[2] or "").lower() or None]
+    return float(match[1]) * factor
+
+
+@contextlib.contextmanager
+def _session_settings(statements: list[str]) -> Iterator[None]:
+    """Run ``statements`` on every new database connection during the run (ours and env.py's),
+    at the DBAPI level, before SQLAlchemy begins a transaction on it."""
     if not statements:
         yield
         return
 
-    def apply(conn: sa.Connection) -> None:
-        if conn.dialect.name.startswith(dialect[:5]):
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
             for statement in statements:
-                conn.exec_driver_sql(statement)
+                cursor.execute(statement)
+        finally:
+            cursor.close()
+        dbapi_connection.commit()  # end the driver's implicit transaction; session settings stay
 
-    sa.event.listen(sa.Engine, "engine_connect", apply)
+    sa.event.listen(sa.pool.Pool, "connect", apply)
     try:
         yield
     finally:
-        sa.event.remove(sa.Engine, "engine_connect", apply)
-
-
-def _seconds(text: str) -> float:
-    from .backup.retention import parse_duration
-
-    value = text.strip()
-    try:
-        return float(value)
-    except ValueError:
-        return parse_duration(value).total_seconds()
+        sa.event.remove(sa.pool.Pool, "connect", apply)
 
 
 @contextlib.contextmanager
@@ -361,6 +374,8 @@ def _signals_as_failures() -> Iterator[None]:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, Interrupted):
+        return f"interrupted ({exc})"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (SIGINT)"
     text = str(exc).strip().splitlines()
