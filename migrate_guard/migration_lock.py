@@ -60,6 +60,7 @@ def _postgresql(url: str, wait: float) -> Iterator[None]:
                         "SELECT a.pid, a.application_name, a.usename, a.client_addr, a.backend_start "
                         "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
                         "WHERE l.locktype = 'advisory' AND l.granted "
+                        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
                         "AND ((l.classid::int8 << 32) | l.objid::int8) = :k"), {"k": PG_LOCK_KEY}).first()
                     who = (f"backend pid {holder.pid} ({holder.application_name or holder.usename}"
                            f"{' from ' + str(holder.client_addr) if holder.client_addr else ''}), connected since "
