@@ -169,6 +169,33 @@ def migrate_safe(ctx: click.Context, config: str | None, url: str | None, target
 
 @cli.command()
 @_project_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def history(ctx: click.Context, config: str | None, url: str | None, fmt: str) -> None:
+    """The journal of migrate-safe runs: who, when, from -> to, snapshot, outcome."""
+    import json
+
+    from . import safe
+
+    records = safe.history(_project(ctx, config, url))
+    if fmt == "json":
+        click.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        click.echo("no migrate-safe runs")
+        return
+    for r in records:
+        errors = sum(f["severity"] == "error" and not f["allowed"] for f in r.get("findings", []))
+        click.echo(
+            f"{r['started_at'][:19].replace('T', ' ')}  {r['run']}  {r.get('user')}@{r.get('host')}  {r.get('direction', 'upgrade')} "
+            f"{','.join(r.get('from') or []) or 'base'} -> {r['to'] if isinstance(r['to'], str) else ','.join(r['to']) or 'base'}  "
+            f"{r['state']}  snapshot {r.get('snapshot') or '-'}  {r.get('seconds', '?')}s"
+            + (f"  {errors} unreviewed errors" if errors else "") + (f"  ({r['error']})" if r.get("error") else "")
+        )
+
+
+@cli.command()
+@_project_options
 @click.pass_context
 def recover(ctx: click.Context, config: str | None, url: str | None) -> int:
     """Finish an interrupted migrate-safe run: restore its safety snapshot and stamp its starting revision."""

@@ -483,12 +483,21 @@ def _qualified(tables: Sequence[tuple[str | None, str]]) -> list[str]:
 # --- unfinished runs and recovery -------------------------------------------------------------------
 
 
-def unfinished_runs(repo: Any) -> list[dict]:
-    runs: dict[str, dict] = {}
+def runs(repo: Any) -> list[dict]:
+    """Every migrate-safe run in the journal, oldest first, as its latest record says it ended."""
+    latest: dict[str, dict] = {}
     for record in repo.journal():
         if "run" in record:
-            runs[record["run"]] = record
-    return [r for r in runs.values() if r.get("state") == "started"]
+            latest[record["run"]] = record
+    return list(latest.values())
+
+
+def unfinished_runs(repo: Any) -> list[dict]:
+    return [r for r in runs(repo) if r.get("state") == "started"]
+
+
+def history(project: Project) -> list[dict]:
+    return runs(service.open_repository(project))
 
 
 def refuse_if_unfinished(repo: Any) -> None:
