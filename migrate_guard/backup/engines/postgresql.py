@@ -66,7 +66,7 @@ from ...errors import GuardError
 from .base import DumpResult, Engine, StreamReader, StreamRef, StreamWriter, TableDump, ToolMissing, require_tool
 
 PIECE = 1 << 20  # bytes per piece handed to the repository
-COPY_CONNECTIONS = 2  # at most this many connections COPY tables at once (no more than CPUs)
+COPY_CONNECTIONS = 4  # at most this many connections COPY tables at once (no more than CPUs)
 MAGIC = b"MGPG1 "
 FORMAT = "pg_dump-custom-schema+copy-text"
 PACKAGE = "postgresql-client"
@@ -176,7 +176,7 @@ def _copy_pieces(conn, query: bytes, counter: list[int]) -> Iterator[bytes]:
 
     The server sends one message per row; psycopg's ``Copy`` spends a Python generator round trip
     on each, which made reading cost more CPU than the server spent writing. This loop asks libpq
-    for the rows directly (``PQgetCopyData`` non-blocking, waiting in ``select`` without the GIL
+    for the rows directly (``PQgetCopyData`` non-blocking, waiting in ``poll`` without the GIL
     when its buffer is empty). The connection is left idle in its transaction afterwards, as
     psycopg would leave it; an error surfaces as the same psycopg exception."""
     from psycopg import pq
