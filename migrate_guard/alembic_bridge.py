@@ -34,7 +34,7 @@ from .analysis.alembic_ops import from_alembic
 from .analysis.operations import Operation
 from .analysis.sqltext import classify_sql
 from .config import Project
-from .errors import ConfigError, RevisionError, UsageError
+from .errors import ConfigError, RevisionError, UsageError, one_line
 
 
 # --- the script directory and revision selection ----------------------------------------------
@@ -72,7 +72,7 @@ def open_scripts(project: Project) -> ScriptDirectory:
     except Exception as exc:  # a revision module that raises on import
         where = _project_frame(exc.__traceback__, project)
         hint = " (is the project importable? check prepend_sys_path in alembic.ini or PYTHONPATH)" if isinstance(exc, ImportError) else ""
-        raise RevisionError(f"{where or 'cannot load revisions'}: {_one_line(exc)}{hint}") from None
+        raise RevisionError(f"{where or 'cannot load revisions'}: {one_line(exc)}{hint}") from None
     return script
 
 
@@ -191,15 +191,16 @@ def select_pending(project: Project, script: ScriptDirectory) -> Selection:
     return Selection(upgrade_path(script, heads, "heads"), f"pending after {','.join(heads)}")
 
 
-def database_heads(project: Project) -> tuple[tuple[str, ...] | None, str]:
-    """The database's current Alembic heads, or ``None`` and why when it cannot be asked."""
+def database_heads(project: Project, url: Any = None) -> tuple[tuple[str, ...] | None, str]:
+    """The heads of the database at ``url`` (default: the project's), or ``None`` and why when it cannot be asked."""
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
 
-    if not project.url:
+    given = url or project.url
+    if not given:
         return None, "no sqlalchemy.url"
     try:
-        url = make_url(project.url)
+        url = make_url(given)
     except Exception as exc:
         return None, f"bad URL: {exc}"
     if url.get_backend_name() == "sqlite":
@@ -374,7 +375,7 @@ def _wrapped_migrations(recorder: _Recorder, captures: list[RevisionCapture], di
             try:
                 _orig(*args, **kw)
             except Exception as exc:  # the revision's own code failed offline; read it statically
-                _cap.failure, _cap.failure_line = _one_line(exc), _line_in(exc.__traceback__, module_file)
+                _cap.failure, _cap.failure_line = one_line(exc), _line_in(exc.__traceback__, module_file)
             finally:
                 recorder.current, recorder.op_stack[:] = None, []
 
@@ -429,7 +430,7 @@ def capture(
                     script.run_env()
             except Exception as exc:
                 if not all(c.ran for c in captures):
-                    notes.append(f"env.py failed in offline mode ({_one_line(exc)}); rendered without it")
+                    notes.append(f"env.py failed in offline mode ({one_line(exc)}); rendered without it")
             pending = [c for c in captures if not c.ran]
             if pending:
                 _render_without_env(recorder, pending, dialect, direction)
@@ -460,10 +461,6 @@ def _line_in(tb: Any, filename: str) -> int | None:
         tb = tb.tb_next
     return line
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _display(path: str | None) -> str:

@@ -22,6 +22,12 @@ FAIL_ON_CHOICES = ("info", "warning", "error", "never")
 DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
 
 
+def dialect_family(name: str) -> str:
+    """``postgresql+psycopg`` -> ``postgresql``; MariaDB speaks MySQL (DDL, dumps), so both are ``mysql``."""
+    name = name.split("+", 1)[0].strip().lower()
+    return "mysql" if name == "mariadb" else name
+
+
 @dataclass(frozen=True)
 class BackupSettings:
     repository: str = ".migrate-guard/backups"  # relative to the project directory, or an fsspec URL

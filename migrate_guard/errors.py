@@ -33,3 +33,9 @@ class UsageError(GuardError):
 
 class RevisionError(GuardError):
     """A revision file that cannot be read at all (syntax error, unknown revision id)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for reporting an exception in a single line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

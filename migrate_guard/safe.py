@@ -28,7 +28,7 @@ from .analysis.acks import parse_cli_allow
 from .backup import service
 from .check import CheckReport, analyse, rules_for
 from .config import Project
-from .errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_NOT_RESTORED, EXIT_OK, GuardError, UsageError
+from .errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_NOT_RESTORED, EXIT_OK, GuardError, UsageError, one_line
 from .migration_lock import migration_lock
 
 SCOPES = ("affected", "full", "none")
@@ -67,10 +67,9 @@ Say = Callable[[str], None]
 # --- reading the project --------------------------------------------------------------------------
 
 
-def env_form(project: Project) -> str:
+def env_form(project: Project, script: Any) -> str:
     """``cookbook`` when env.py uses a connection handed in through ``config.attributes``, else ``stock``."""
-    script_location = project.alembic.get_alembic_option("script_location") or ""
-    path = os.path.join(project.root, script_location.replace("%(here)s", str(project.root)), "env.py")
+    path = os.path.join(project.root, script.env_py_location)
     try:
         tree = ast.parse(open(path, encoding="utf-8").read())
     except (OSError, SyntaxError):
@@ -188,7 +187,7 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
         report = analyse(project, script, selection, dialect, rules=rules, cli_acks=cli_acks, fail_on="error",
                          direction=direction)
         from_to = f"{','.join(before) or 'base'} -> {target}"
-        form = env_form(project)
+        form = env_form(project, script)
         transactional, how = protection(dialect, form, report)
 
         blocked = [f for f in report.findings if f.severity == "error" and not f.allowed]
@@ -378,8 +377,7 @@ def _reason(exc: BaseException) -> str:
         return f"interrupted ({exc})"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (SIGINT)"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return one_line(exc)
 
 
 # --- undo -----------------------------------------------------------------------------------------
@@ -444,12 +442,7 @@ def state_problems(project: Project, url: str, engine: Any, snapshot: dict | Non
     """How the database differs from its state before the run: revision, tables, columns, and (given
     the snapshot) row counts."""
     problems = []
-    original = project.url
-    project.url = url
-    try:
-        heads, why = bridge.database_heads(project)
-    finally:
-        project.url = original
+    heads, why = bridge.database_heads(project, url)
     if heads is None:
         return [f"cannot read the revision ({why})"]
     if sorted(heads) != sorted(before):

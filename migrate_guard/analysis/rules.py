@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from migrate_guard.config import dialect_family
 from migrate_guard.errors import ConfigError
 
 from .operations import KINDS, Operation
@@ -73,8 +74,8 @@ class Rule:
         """True if the rule is checked for ``dialect`` (a SQLAlchemy dialect name; None = unknown)."""
         if dialect is None or "*" in self.dialects:
             return True
-        name = _norm_dialect(dialect)
-        return any(_norm_dialect(d) == name for d in self.dialects)
+        name = dialect_family(dialect)
+        return any(dialect_family(d) == name for d in self.dialects)
 
     def matches(self, op: Operation) -> bool:
         """True if every key of ``[match]`` matches ``op``."""
@@ -106,12 +107,6 @@ class _Values(dict):
         if isinstance(value, (list, tuple, set, frozenset)):
             return ", ".join(str(v) for v in value) or "?"
         return str(value)
-
-
-def _norm_dialect(name: str) -> str:
-    # "postgresql+psycopg" -> "postgresql"; MariaDB speaks MySQL's DDL, so they share rules.
-    name = name.split("+", 1)[0].strip().lower()
-    return "mysql" if name == "mariadb" else name
 
 
 def _match_key(key: str, want: Any, op: Operation) -> bool:

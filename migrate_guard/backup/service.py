@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..config import Project
+from ..config import Project, dialect_family
 from ..progress import Progress
 from ..errors import ConfigError, GuardError, UsageError
 from .engines.base import DumpResult, Engine, StreamRef, TableDump, engine_for
@@ -79,12 +79,7 @@ def database_engine(url: str) -> Engine:
 def current_revision(project: Project, url: str) -> list[str]:
     from ..alembic_bridge import database_heads
 
-    original = project.url
-    project.url = url
-    try:
-        heads, _ = database_heads(project)
-    finally:
-        project.url = original
+    heads, _ = database_heads(project, url)
     return sorted(heads or ())
 
 
@@ -303,9 +298,7 @@ def scratch_database(dialect: str, server_url: str | None) -> Iterator[str]:
     if not server_url:
         raise ConfigError(f"verify --read-data of a {dialect} snapshot needs a {dialect} server: pass --url")
     base = make_url(server_url)
-    if base.get_backend_name() != ("mysql" if dialect in ("mysql", "mariadb") else dialect) and not (
-        dialect in ("mysql", "mariadb") and base.get_backend_name() in ("mysql", "mariadb")
-    ):
+    if dialect_family(base.get_backend_name()) != dialect_family(dialect):
         raise ConfigError(f"verify --read-data of a {dialect} snapshot needs a {dialect} server, not {base.get_backend_name()}")
     name = f"mg_verify_{uuid.uuid4().hex[:12]}"
     quote = '"' if dialect == "postgresql" else "`"
@@ -388,7 +381,7 @@ def restore(project: Project, plan: RestorePlan, to_url: str | None = None, prog
     target = database_url(project, to_url)
     engine = database_engine(target)
     snapshot_dialect = plan.snapshot.get("dialect")
-    if engine.dialect != snapshot_dialect and {engine.dialect, snapshot_dialect} != {"mysql", "mariadb"}:
+    if dialect_family(engine.dialect) != dialect_family(snapshot_dialect or ""):
         raise UsageError(f"snapshot {plan.snapshot['id']} is a {snapshot_dialect} snapshot; the target is {engine.dialect}")
     repo = open_repository(project)
     progress = progress or Progress()
