@@ -123,6 +123,45 @@ def run_cli():
     return run
 
 
+# --- the example project, migrated and seeded -----------------------------------------------------
+
+KEY = "q2bvXz1N4m0Jm9m5V7m4o0b6w1kS7x2cB8a3dE5fG0Q="  # 32 bytes, base64: MIGRATE_GUARD_KEY for test repositories
+
+
+def migrate_example(example: Path, url: str, revision: str = "heads", customers: int | None = 20) -> None:
+    """Upgrade the example project at ``url`` to ``revision`` and, unless ``customers`` is None, run its
+    seed.py in this process (faster than a subprocess)."""
+    import gc
+    import importlib.util
+
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(example / "alembic.ini"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, revision)
+    if customers is None:
+        return
+    sys.path.insert(0, str(example))
+    try:
+        spec = importlib.util.spec_from_file_location("mg_example_seed", example / "seed.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.main(["--url", url, "--customers", str(customers)]) == 0
+    finally:
+        sys.path.remove(str(example))
+        sys.modules.pop("models", None)
+        gc.collect()  # seed.py leaves its engine to be collected: close its pooled connection now
+
+
+def use_repository(example: Path, location: str | Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the example's backups at ``location``, encrypted with the test key."""
+    settings = example / "migrate-guard.toml"
+    settings.write_text(settings.read_text() + f'\n[backup]\nrepository = "{location}"\n')
+    monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
+    monkeypatch.delenv("MIGRATE_GUARD_PASSPHRASE", raising=False)
+
+
 # --- real database servers ----------------------------------------------------------------------
 
 

@@ -10,27 +10,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import execute
+from conftest import KEY, execute, migrate_example, use_repository
 
-KEY = "q2bvXz1N4m0Jm9m5V7m4o0b6w1kS7x2cB8a3dE5fG0Q="  # 32 bytes, base64
 
 
 @pytest.fixture
 def seeded(example: Path, db_url: str, monkeypatch: pytest.MonkeyPatch):
     """The example project migrated to heads and seeded on each database, with an encrypted repository."""
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config(str(example / "alembic.ini"))
-    cfg.set_main_option("sqlalchemy.url", db_url)
-    command.upgrade(cfg, "heads")
-    done = subprocess.run([sys.executable, "seed.py", "--url", db_url, "--customers", "30"], cwd=example,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    (example / "migrate-guard.toml").write_text(
-        (example / "migrate-guard.toml").read_text() + f'\n[backup]\nrepository = "{example / "repo"}"\n'
-    )
-    monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
+    migrate_example(example, db_url, customers=30)
+    use_repository(example, example / "repo", monkeypatch)
     return example, db_url
 
 

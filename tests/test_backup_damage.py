@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import everything, execute
+from conftest import KEY, everything, execute, migrate_example, use_repository
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # nothing dialect-specific to test
-KEY = "q2bvXz1N4m0Jm9m5V7m4o0b6w1kS7x2cB8a3dE5fG0Q="  # 32 bytes, base64
 OTHER_KEY = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="  # 32 bytes, base64, not KEY
 HEADER_SIZE = 28  # "MGE1", flags, salt, nonce prefix
 SEGMENT = 65536 + 16  # a full sealed segment: ciphertext and tag
@@ -63,34 +61,11 @@ def _dialect(url: str) -> str:
     return sa.engine.make_url(url).get_backend_name()
 
 
-def seed(example: Path, url: str) -> None:
-    """The example's seed.py (20 customers), run in this process (faster than a subprocess)."""
-    import gc
-    import importlib.util
-
-    sys.path.insert(0, str(example))
-    try:
-        spec = importlib.util.spec_from_file_location("mg_example_seed", example / "seed.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        assert module.main(["--url", url, "--customers", "20"]) == 0
-    finally:
-        sys.path.remove(str(example))
-        sys.modules.pop("models", None)
-        gc.collect()  # seed.py leaves its engine to be collected: close its pooled connection now
-
-
 @pytest.fixture
 def seeded(example: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Seeded:
     """The example project migrated to heads and seeded (20 customers) plus a table of binary
     attachments; its repository at <project>/repo, encrypted with MIGRATE_GUARD_KEY."""
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config(str(example / "alembic.ini"))
-    cfg.set_main_option("sqlalchemy.url", db_url)
-    command.upgrade(cfg, "heads")
-    seed(example, db_url)
+    migrate_example(example, db_url)
     engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
@@ -100,13 +75,8 @@ def seeded(example: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Seede
                              {"i": i, "c": i, "d": os.urandom(ATTACHMENT_BYTES)})
     finally:
         engine.dispose()
-    repo = example / "repo"
-    (example / "migrate-guard.toml").write_text(
-        (example / "migrate-guard.toml").read_text() + f'\n[backup]\nrepository = "{repo}"\n'
-    )
-    monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
-    monkeypatch.delenv("MIGRATE_GUARD_PASSPHRASE", raising=False)
-    return Seeded(example, db_url, repo)
+    use_repository(example, example / "repo", monkeypatch)
+    return Seeded(example, db_url, example / "repo")
 
 
 @pytest.fixture
@@ -405,13 +375,7 @@ def test_restore_to_another_database_leaves_the_source_alone(run_cli, seeded, ot
     pytest.param(False, id="no-pre-snapshot"),
 ])
 def test_restore_to_a_new_sqlite_file(run_cli, example, sqlite_url, tmp_path, monkeypatch, pre_snapshot):
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config(str(example / "alembic.ini"))
-    cfg.set_main_option("sqlalchemy.url", sqlite_url)
-    command.upgrade(cfg, "heads")
-    seed(example, sqlite_url)
+    migrate_example(example, sqlite_url)
     (example / "migrate-guard.toml").write_text(f'[backup]\nrepository = "{example / "repo"}"\n')
     monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
     seeded = Seeded(example, sqlite_url, example / "repo")

@@ -24,13 +24,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import execute
+from conftest import execute, migrate_example, use_repository
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[test]')")
 boto3 = pytest.importorskip("boto3", reason="boto3 is not installed (pip install -e '.[test]')")
 pytest.importorskip("s3fs", reason="s3fs is not installed (pip install -e '.[test]')")
 
-KEY = "q2bvXz1N4m0Jm9m5V7m4o0b6w1kS7x2cB8a3dE5fG0Q="  # 32 bytes, base64
 TABLES = ("customers", "customer_services", "family_members", "service_categories", "alembic_version")
 
 
@@ -76,22 +75,10 @@ def s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def on_s3(example: Path, tmp_path: Path, s3, monkeypatch: pytest.MonkeyPatch):
     """The example project on SQLite, seeded, its encrypted repository at s3://<bucket>/backups/app."""
-    from alembic import command
-    from alembic.config import Config
-
     client, bucket = s3
     url = f"sqlite:///{tmp_path / 'app.db'}"
-    cfg = Config(str(example / "alembic.ini"))
-    cfg.set_main_option("sqlalchemy.url", url)
-    command.upgrade(cfg, "heads")
-    done = subprocess.run([sys.executable, "seed.py", "--url", url, "--customers", "20"], cwd=example,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    location = f"s3://{bucket}/backups/app"
-    (example / "migrate-guard.toml").write_text(
-        (example / "migrate-guard.toml").read_text() + f'\n[backup]\nrepository = "{location}"\n'
-    )
-    monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
+    migrate_example(example, url)
+    use_repository(example, f"s3://{bucket}/backups/app", monkeypatch)
     return example, url, client, bucket
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-KEY = "q2bvXz1N4m0Jm9m5V7m4o0b6w1kS7x2cB8a3dE5fG0Q="  # 32 bytes, base64
+from conftest import KEY, migrate_example, use_repository
+
 BIN = Path(sys.executable).parent
 
 
@@ -86,16 +87,8 @@ class Guarded:
         return self.repository().journal()
 
 
-def _prepare(example: Path, url: str, revision: str) -> Guarded:
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config(str(example / "alembic.ini"))
-    cfg.set_main_option("sqlalchemy.url", url)
-    command.upgrade(cfg, revision)
-    done = subprocess.run([sys.executable, "seed.py", "--url", url, "--customers", "10"], cwd=example,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+def _prepare(example: Path, url: str, revision: str, monkeypatch: pytest.MonkeyPatch) -> Guarded:
+    migrate_example(example, url, revision, customers=10)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
@@ -109,31 +102,26 @@ def _prepare(example: Path, url: str, revision: str) -> Guarded:
                     conn.execute(sa.text("INSERT INTO import_staging (payload) VALUES (:p)"), {"p": f"row {n} ünïcødé"})
     finally:
         engine.dispose()
-    (example / "migrate-guard.toml").write_text(
-        (example / "migrate-guard.toml").read_text() + f'\n[backup]\nrepository = "{example / "repo"}"\n'
-    )
+    use_repository(example, example / "repo", monkeypatch)
     return Guarded(example, url)
 
 
 @pytest.fixture
 def guarded(example: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Guarded:
     """The example migrated to 0004 and seeded (10 customers, legacy codes, staging rows)."""
-    monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
-    return _prepare(example, db_url, "0004")
+    return _prepare(example, db_url, "0004", monkeypatch)
 
 
 @pytest.fixture
 def guarded_pg(example: Path, postgresql_url: str, monkeypatch: pytest.MonkeyPatch) -> Guarded:
     """The example migrated to 0004 and seeded, on PostgreSQL only."""
-    monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
-    return _prepare(example, postgresql_url, "0004")
+    return _prepare(example, postgresql_url, "0004", monkeypatch)
 
 
 @pytest.fixture
 def guarded_0006(example: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Guarded:
     """The example migrated to 0006 (heads) and seeded."""
-    monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
-    return _prepare(example, db_url, "0006")
+    return _prepare(example, db_url, "0006", monkeypatch)
 
 
 # --- comparing the database with its state before ------------------------------------------------------
