@@ -124,41 +124,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-_MALLOC_TUNED = False
-
-
-def _keep_freed_memory() -> None:
-    """Have glibc keep freed chunk-sized buffers for reuse instead of handing them back to the kernel.
-
-    By default glibc unmaps a freed block above its mmap threshold at once and trims each heap's
-    free top beyond a few MiB, so every chunk (4 MiB), compressed file and decompressed blob was
-    mapped afresh and page-faulted in again: some 2,500 page faults per blob, about 40% of the CPU
-    time of checking one. Blocks up to 16 MiB now come from the heaps, which keep up to 16 MiB free
-    at their top, and there are at most two heaps (CPython's small objects do not use them). Peak
-    memory is still bounded by the chunks held at once. Only on glibc, once per process, and not
-    when the MALLOC_*_ environment variables already say otherwise."""
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return
-    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX")):
-        return
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
-    mallopt(m_mmap_threshold, 16 << 20)
-    mallopt(m_trim_threshold, 16 << 20)
-    mallopt(m_arena_max, 2)
-
-
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -255,7 +220,6 @@ class Repository:
         self._sealers = 2 * self._workers
         self._slots = threading.BoundedSemaphore(self._workers + 2)
         self._pool: ThreadPoolExecutor | None = None  # the sealing threads, started on first use
-        _keep_freed_memory()
 
     def __repr__(self) -> str:
         return f"Repository({self.location!r}, encrypted={self.encrypted})"
@@ -359,7 +323,8 @@ class Repository:
     def _blob_path(bid: str) -> str:
         return f"blobs/{bid[:2]}/{bid}"
 
-    def _known_blobs(self) -> set[str]:
+    def known_blobs(self) -> set[str]:
+        """The blob ids in the repository, listed once per session (and added to as blobs are written)."""
         if self._known is None:
             known = self.blob_ids()
             with self._mutex:
@@ -369,7 +334,7 @@ class Repository:
 
     def _store_chunk(self, data: bytes | bytearray) -> str:
         bid = blob_id(data, self._id_key)
-        known = self._known_blobs()
+        known = self.known_blobs()
         with self._mutex:
             if bid in known:
                 return bid
@@ -537,6 +502,28 @@ class Repository:
         except IntegrityError as exc:
             return exc.message
         return None
+
+    def check_blobs(self, blob_ids: Iterable[str]) -> Iterator[tuple[str, str | None]]:
+        """``check_blob(id, read_data=True)`` for each id, several at once, in the given order;
+        at most a few blobs are in memory whatever their number."""
+        ids = list(dict.fromkeys(blob_ids))
+        if len(ids) <= 1:
+            for bid in ids:
+                yield bid, self.check_blob(bid)
+            return
+        pool = ThreadPoolExecutor(self._workers, thread_name_prefix="migrate-guard-check")
+        try:
+            inflight: deque[tuple[str, Future[str | None]]] = deque()
+            for bid in ids:
+                inflight.append((bid, pool.submit(self.check_blob, bid)))
+                if len(inflight) > self._workers:
+                    done, future = inflight.popleft()
+                    yield done, future.result()
+            while inflight:
+                done, future = inflight.popleft()
+                yield done, future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def delete_blob(self, blob_id: str) -> None:
         if not _BLOB_ID.fullmatch(blob_id):

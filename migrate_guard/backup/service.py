@@ -92,7 +92,7 @@ def _ref(data: dict[str, Any]) -> StreamRef:
 
 def dump_from_manifest(manifest: dict[str, Any]) -> DumpResult:
     tables = [
-        TableDump(t["name"], t.get("schema"), int(t["rows"]), _ref(t), list(t.get("depends_on", [])))
+        TableDump(t["name"], t.get("schema"), int(t["rows"]), _ref(t), list(t.get("depends_on", [])), t.get("marker"))
         for t in manifest["tables"]
     ]
     return DumpResult(manifest.get("engine", {}), _ref(manifest["schema"]), tables)
@@ -102,7 +102,7 @@ def _manifest(snapshot_id: str, dump: DumpResult, *, dialect: str, database: str
               label: str | None, pinned: bool, encrypted: bool, stored_bytes: int, kind: str) -> dict[str, Any]:
     tables = [
         {"name": t.name, "schema": t.schema, "rows": t.rows, "bytes": t.stream.bytes, "blobs": t.stream.blobs,
-         "depends_on": t.depends_on}
+         "depends_on": t.depends_on, **({"marker": t.marker} if t.marker else {})}
         for t in dump.tables
     ]
     return {
@@ -159,13 +159,29 @@ def take_snapshot(
             progress.stream(name)
             return repo.write_stream(name, progress.counted(chunks))
 
-        dump = engine.dump(write, tables=tables, exclude=exclude)
+        dump = engine.dump(write, tables=tables, exclude=exclude, previous=_previous_dumps(repo, engine.dialect))
         manifest = _manifest(
             snapshot_id, dump, dialect=engine.dialect, database=make_url(url).database, revision=revision,
             label=label, pinned=pin, encrypted=repo.encrypted, stored_bytes=repo.added_bytes - before, kind=kind,
         )
         repo.save_manifest(manifest)
     return manifest
+
+
+def _previous_dumps(repo: Repository, dialect: str) -> dict[str, TableDump]:
+    """Each table's newest earlier dump that carries a marker and whose blobs are all present:
+    what the engine may reuse when the table has not changed since."""
+    found: dict[str, TableDump] = {}
+    known: set[str] | None = None
+    for manifest in reversed(repo.manifests()):  # newest first
+        if manifest.get("dialect") != dialect:
+            continue
+        for table in dump_from_manifest(manifest).tables:
+            if table.marker and table.qualified not in found:
+                known = repo.known_blobs() if known is None else known
+                if all(b in known for b in table.stream.blobs):
+                    found[table.qualified] = table
+    return found
 
 
 # --- list -------------------------------------------------------------------------------------------------
@@ -240,9 +256,8 @@ def verify(project: Project, snapshot_ids: Sequence[str] | None, read_data: bool
         started = time.monotonic()
         result = VerifyResult(manifest["id"], True, read_data=read_data)
         progress.step(f"verifying {manifest['id']}")
+        checked.update(repo.check_blobs(b for b in _blobs_of(manifest) if b not in checked))
         for blob in _blobs_of(manifest):
-            if blob not in checked:
-                checked[blob] = repo.check_blob(blob, read_data=True)
             if checked[blob]:
                 result.problems.append(checked[blob])  # type: ignore[arg-type]
         if read_data and not result.problems:
@@ -419,8 +434,7 @@ def _check_before_restore(repo: Repository, plan: RestorePlan) -> None:
     from .crypto import IntegrityError
 
     needed = list(plan.snapshot["schema"]["blobs"]) + [b for t in plan.tables for b in t["blobs"]]
-    for blob in dict.fromkeys(needed):
-        problem = repo.check_blob(blob, read_data=True)
+    for _blob, problem in repo.check_blobs(needed):
         if problem:
             raise IntegrityError(f"snapshot {plan.snapshot['id']} is damaged, nothing was restored: {problem}")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -38,6 +38,9 @@ class TableDump:
     rows: int
     stream: StreamRef
     depends_on: list[str] = field(default_factory=list)  # tables its foreign keys point at
+    # A fingerprint of the table's rows as dumped, where the engine can take one without reading
+    # them (PostgreSQL): an equal marker in a later dump means the stream may be reused as it is.
+    marker: str | None = None
 
     @property
     def qualified(self) -> str:
@@ -81,8 +84,12 @@ class Engine(ABC):
         """(schema, name) of every user table, ``alembic_version`` included."""
 
     @abstractmethod
-    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> DumpResult:
-        """One consistent snapshot of ``tables`` (all when None, minus ``exclude``)."""
+    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = (),
+             previous: Mapping[str, TableDump] | None = None) -> DumpResult:
+        """One consistent snapshot of ``tables`` (all when None, minus ``exclude``).
+
+        ``previous`` maps qualified table names to their newest earlier dump whose blobs are all in
+        the repository: an engine that takes markers reuses such a stream when the marker is equal."""
 
     @abstractmethod
     def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None) -> None:

@@ -41,7 +41,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -365,7 +365,8 @@ class MySQLEngine(Engine):
             raise GuardError(f"cannot back up a table whose name holds a line break: {bad[0]!r}")
         return chosen
 
-    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> DumpResult:
+    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = (),
+             previous: Mapping[str, TableDump] | None = None) -> DumpResult:
         tool = require_tool(DUMP_TOOLS, PACKAGE)
         names = self._select(tables, exclude)
         deps = self._foreign_keys()

@@ -10,6 +10,20 @@ Dump
     extra_float_digits, bytea_output, client_encoding) are pinned so the bytes do not depend on
     server configuration.
 
+    Unchanged tables are not read again. Each table gets a marker in the snapshot: a SHA-256 over
+    what decides its COPY bytes besides its rows (server, timeline, database, server and extension
+    versions, enum labels, composite and domain types, the table's oid and every attribute,
+    dropped ones and their missing values included, the COPY's columns and order) and over its
+    rows' transaction ids: their count and two 64-bit hash sums over the multiset of ``xmin``s
+    (grouped per xmin, so a table written by few transactions is hashed in a few steps). Every
+    insert or update leaves a tuple whose xmin was not committed at the earlier snapshot, a delete
+    removes one that was: the multiset changes with any change to the rows, and the sums miss it
+    with a chance of about 2^-128. Frozen tuples keep their raw xmin. Because xids are 32-bit, a
+    marker also records the snapshot's 64-bit xid horizon and is compared only when fewer than 2^31
+    transactions separate the two. An equal marker lets the dump reuse the earlier stream (its
+    blobs still in the repository): the second backup of an unchanged database reads the catalog
+    and scans each table's tuple headers, nothing more.
+
     The schema stream is a small JSON header (magic ``MGPG1 <length>\\n``) followed by the archive.
     The header holds what the archive cannot tell a restore: each table's catalog oid (to find its
     TOC entry), the columns COPY wrote (generated columns excluded), which table owns each foreign
@@ -48,6 +62,7 @@ Restore
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -56,7 +71,7 @@ import subprocess
 import tempfile
 import threading
 from collections import defaultdict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,6 +260,84 @@ class _Plan:
     strict: set[int]  # must be created
     tolerant: set[int]  # created unless it already exists
     entries: dict[int, _Entry]
+
+
+MARKER_PREFIX = "pg1"
+XID_SPAN = 1 << 31  # markers further apart than this many transactions are never compared
+
+# What besides a table's own rows decides its COPY bytes: checked as one fingerprint per snapshot.
+_BASIS_QUERIES = (
+    "SELECT system_identifier::text FROM pg_catalog.pg_control_system()",
+    "SELECT timeline_id::text FROM pg_catalog.pg_control_checkpoint()",
+    "SELECT oid::text FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()",
+    "SELECT pg_catalog.current_setting('server_version_num')",
+    "SELECT pg_catalog.string_agg(extname || '=' || extversion, ',' ORDER BY extname) FROM pg_catalog.pg_extension",
+    "SELECT pg_catalog.string_agg(enumtypid || ':' || enumsortorder || ':' || enumlabel, ',' ORDER BY enumtypid, enumsortorder)"
+    " FROM pg_catalog.pg_enum",
+    "SELECT pg_catalog.string_agg(concat_ws(':', a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attisdropped), ','"
+    " ORDER BY a.attrelid, a.attnum) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+    " WHERE c.relkind = 'c' AND a.attnum > 0",
+    "SELECT pg_catalog.string_agg(concat_ws(':', oid, typbasetype, typtypmod, typnotnull), ',' ORDER BY oid)"
+    " FROM pg_catalog.pg_type WHERE typtype = 'd'",
+)
+
+
+@dataclass
+class _MarkerBasis:
+    """The per-snapshot part of every table marker, and each table's attributes (see the module doc)."""
+
+    horizon: int  # the snapshot's 64-bit xid horizon (xmax)
+    server: str  # fingerprint of _BASIS_QUERIES' answers and of how we COPY
+    attributes: dict[int, str]  # table oid -> its pg_attribute rows, dropped ones included
+
+    def marker(self, conn, schema: str, name: str, info: dict[str, Any]) -> str:
+        from psycopg import sql
+
+        query = sql.SQL(
+            "SELECT coalesce(sum(c), 0)::text, coalesce(sum(c * pg_catalog.hashint8extended(x::text::int8, 1)), 0)::text,"
+            " coalesce(sum(c * pg_catalog.hashint8extended(x::text::int8, 2)), 0)::text"
+            " FROM (SELECT xmin AS x, count(*)::numeric AS c FROM ONLY {} GROUP BY xmin) AS per_xmin"
+        ).format(_qualified(schema, name))
+        count, sum1, sum2 = conn.execute(query).fetchone()
+        body = json.dumps([self.server, info["oid"], self.attributes.get(info["oid"], ""), info["columns"],
+                           info["order_by"], count, sum1, sum2], separators=(",", ":"))
+        return f"{MARKER_PREFIX}:{self.horizon}:{hashlib.sha256(body.encode()).hexdigest()}"
+
+    def same(self, marker: str, earlier: str | None) -> bool:
+        """True when ``earlier`` (from a previous snapshot) says the rows are those ``marker`` describes."""
+        if not earlier:
+            return False
+        try:
+            prefix, horizon, digest = earlier.split(":")
+            then = int(horizon)
+        except ValueError:
+            return False
+        return prefix == MARKER_PREFIX and 0 <= self.horizon - then < XID_SPAN and digest == marker.rsplit(":", 1)[1]
+
+
+def _marker_basis(conn, tables: Sequence[dict[str, Any]], num: int) -> _MarkerBasis | None:
+    """The snapshot's marker basis, or None (no markers, every table is read) where the server
+    does not let us see all of it."""
+    psycopg = _psycopg()
+    if num < 120000:  # attgenerated and the pg_control functions for everyone: PostgreSQL 12
+        return None
+    try:
+        with conn.transaction():  # a savepoint: a refused catalog read leaves the dump going
+            answers = [conn.execute(q).fetchone() for q in _BASIS_QUERIES]
+            horizon = int(conn.execute("SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot())").fetchone()[0])
+            attributes = dict(conn.execute(
+                "SELECT a.attrelid::int8, pg_catalog.string_agg(concat_ws(':', a.attnum, a.attname, a.atttypid, a.atttypmod,"
+                " a.attisdropped, a.atthasmissing, a.attmissingval::text, a.attgenerated, a.attcollation), ','"
+                " ORDER BY a.attnum) FROM pg_catalog.pg_attribute a WHERE a.attrelid = ANY(%s::oid[]) AND a.attnum > 0"
+                " GROUP BY a.attrelid",
+                ([t["oid"] for t in tables],),
+            ).fetchall())
+    except psycopg.Error:
+        return None
+    if any(a is None for a in answers[:3]):
+        return None
+    server = hashlib.sha256(json.dumps([FORMAT, SESSION, [a[0] if a else None for a in answers]]).encode()).hexdigest()
+    return _MarkerBasis(horizon, server, attributes)
 
 
 class PostgreSQLEngine(Engine):
@@ -443,7 +536,8 @@ class PostgreSQLEngine(Engine):
 
     # --- dump ---------------------------------------------------------------------------------------
 
-    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> DumpResult:
+    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = (),
+             previous: Mapping[str, TableDump] | None = None) -> DumpResult:
         from psycopg import IsolationLevel
 
         pg_dump, _pg_restore, version, _restore_version = self._checked_tools()
@@ -463,12 +557,14 @@ class PostgreSQLEngine(Engine):
             wanted -= set(self._resolve(exclude, known, strict=False))
             chosen = [t for t in known if t in wanted]  # catalog order, whatever order was asked
             self._lock(conn, chosen)
+            basis = _marker_basis(conn, [meta["tables"][f"{s}.{n}"] for s, n in chosen], num)
 
             with self._tool_env() as env:
-                refs, rows = self._dump_streams(conn, write, snapshot, meta, chosen, pg_dump, env)
+                refs, rows, markers = self._dump_streams(conn, write, snapshot, meta, chosen, pg_dump, env,
+                                                         basis, previous or {})
             dumps = [
                 TableDump(name, schema, rows.get(f"{schema}.{name}", 0), refs[f"{schema}.{name}"],
-                          depends_on=depends.get(f"{schema}.{name}", []))
+                          depends_on=depends.get(f"{schema}.{name}", []), marker=markers.get(f"{schema}.{name}"))
                 for schema, name in chosen
             ]
             conn.rollback()
@@ -484,9 +580,10 @@ class PostgreSQLEngine(Engine):
 
     def _dump_streams(
         self, conn, write: StreamWriter, snapshot: str, meta: dict[str, Any], chosen: Sequence[tuple[str, str]],
-        pg_dump: str, env: dict[str, str],
-    ) -> tuple[dict[str, StreamRef], dict[str, int]]:
-        """Write the schema stream and every table's stream; returns their refs and row counts.
+        pg_dump: str, env: dict[str, str], basis: _MarkerBasis | None, previous: Mapping[str, TableDump],
+    ) -> tuple[dict[str, StreamRef], dict[str, int], dict[str, str]]:
+        """Write the schema stream and every table's stream; returns their refs, row counts and
+        markers. A table whose marker equals its previous dump's reuses that stream unread.
 
         The schema stream comes first (pg_dump's archive, quick), then the tables' COPYs run at
         once over up to ``COPY_CONNECTIONS`` connections (no more than CPUs): this one, and helpers
@@ -500,6 +597,7 @@ class PostgreSQLEngine(Engine):
 
         refs: dict[str, StreamRef] = {"schema": write("schema", self._schema_stream(pg_dump, env, snapshot, meta))}
         rows: dict[str, int] = {}
+        markers: dict[str, str] = {}
         jobs: deque[tuple[str, str]] = deque()
         for schema, name in chosen:
             if meta["tables"][f"{schema}.{name}"]["partitioned"]:  # no rows of its own: an empty stream
@@ -524,11 +622,19 @@ class PostgreSQLEngine(Engine):
         def copy_table(c, schema: str, name: str) -> None:
             qualified = f"{schema}.{name}"
             info = meta["tables"][qualified]
+            marker = basis.marker(c, schema, name, info) if basis is not None else None
+            earlier = previous.get(qualified)
+            if marker is not None and earlier is not None and basis.same(marker, earlier.marker):
+                with mutex:
+                    refs[qualified], rows[qualified], markers[qualified] = earlier.stream, earlier.rows, marker
+                return
             counter = [0]
             ref = write(qualified, self._copy_out(c, schema, name, info["columns"], info["order_by"], counter))
             with mutex:
                 refs[qualified] = ref
                 rows[qualified] = counter[0]
+                if marker is not None:
+                    markers[qualified] = marker
 
         def next_job() -> tuple[str, str] | None:
             with mutex:
@@ -586,7 +692,7 @@ class PostgreSQLEngine(Engine):
                 thread.join()
             for helper in helpers:
                 helper.close()
-        return refs, rows
+        return refs, rows, markers
 
     def _snapshot_connection(self, snapshot: str):
         """A connection in a read-only REPEATABLE READ transaction on ``snapshot`` (exported by the

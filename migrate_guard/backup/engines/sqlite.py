@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
@@ -118,7 +118,8 @@ class SQLiteEngine(Engine):
             finally:
                 conn.execute(f"PRAGMA foreign_keys = {int(previous)}")
 
-    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> DumpResult:
+    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = (),
+             previous: Mapping[str, TableDump] | None = None) -> DumpResult:
         with tempfile.TemporaryDirectory(prefix="migrate-guard-") as tmp:
             copy = Path(tmp) / "image.db"
             with closing(self._connect()) as source, closing(sqlite3.connect(copy)) as dest:
