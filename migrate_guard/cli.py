@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .config import DIALECTS, FAIL_ON_CHOICES, Project, load_project
 from .errors import EXIT_USAGE, GuardError
 from .progress import for_output, human_bytes
@@ -21,6 +22,7 @@ class GuardGroup(click.Group):
     """Turns every user-caused error into one line on stderr and its documented exit code."""
 
     def main(self, args: Any = None, prog_name: str | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        keep_freed_memory()
         try:
             rv = super().main(args=args, prog_name=prog_name, standalone_mode=False, **kwargs)
         except GuardError as exc:
@@ -76,7 +78,7 @@ def cli(config: str | None, url: str | None) -> None:
 @click.option("--revision", "revisions", multiple=True, metavar="REV", help="Only this revision (id or file path); repeatable.")
 @click.option("--since", metavar="GIT_REF", help="Only revisions whose files changed since GIT_REF (the PR gate).")
 @click.option("--dialect", type=click.Choice(DIALECTS), help="SQL dialect to render in (default: from the URL, else sqlite).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "github"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "github", "gitlab"]), default="text", show_default=True)
 @click.option("--fail-on", type=click.Choice(FAIL_ON_CHOICES), default=None, help="Lowest severity that fails the run [default: error].")
 @click.option("--allow", multiple=True, metavar="RULE[:TABLE[.COLUMN]]", help="Acknowledge findings of RULE (on TABLE); repeatable.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to a file instead of stdout.")
@@ -164,19 +166,32 @@ def migrate_safe(ctx: click.Context, config: str | None, url: str | None, target
         click.echo(line)
     colour = {0: "green", 3: "yellow"}.get(result.exit_code, "red")
     click.echo(click.style(result.message, fg=colour, bold=result.exit_code != 0), err=result.exit_code != 0)
+    if result.exit_code in (1, 4):
+        from .monitor import alerts
+
+        alerts.migrate_safe_failed(project, result.exit_code, result.message, result.snapshot_id, warn=_warn)
     return result.exit_code
 
 
 @cli.command()
 @_project_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--all", "all_", is_flag=True, help="Also the snapshots taken and the verify results, as one timeline.")
 @click.pass_context
-def history(ctx: click.Context, config: str | None, url: str | None, fmt: str) -> None:
+def history(ctx: click.Context, config: str | None, url: str | None, fmt: str, all_: bool) -> None:
     """The journal of migrate-safe runs: who, when, from -> to, snapshot, outcome."""
     import json
 
     from . import safe
 
+    if all_:
+        from .monitor.timeline import events
+
+        timeline = events(_project(ctx, config, url))
+        click.echo(json.dumps(timeline, indent=2) if fmt == "json" else "\n".join(
+            f"{e['time'][:19].replace('T', ' ')}  {e['type']:12}  {e['id']:16}  {e['outcome']:12}  {e['detail']}" for e in timeline
+        ) or "nothing yet")
+        return
     records = safe.history(_project(ctx, config, url))
     if fmt == "json":
         click.echo(json.dumps(records, indent=2))
@@ -219,15 +234,16 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--exclude-tables", metavar="T,..", help="All tables but these.")
 @click.option("--label", metavar="TEXT", help="A label shown by `list`.")
 @click.option("--pin", is_flag=True, help="Never remove this snapshot by retention.")
+@click.option("--if-older-than", metavar="DURATION", help="Only when the newest snapshot (with this --label) is older (1h, 1d): for cron.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
 def backup(ctx: click.Context, config: str | None, url: str | None, tables: str | None, exclude_tables: str | None,
-           label: str | None, pin: bool, fmt: str) -> None:
+           label: str | None, pin: bool, if_older_than: str | None, fmt: str) -> None:
     """Take a snapshot of the database into the backup repository (compressed, encrypted when a key
     is configured, deduplicated against earlier snapshots)."""
     import json
 
-    from .backup import service
+    from .monitor import schedule
 
     project = _project(ctx, config, url)
     if tables and exclude_tables:
@@ -235,10 +251,11 @@ def backup(ctx: click.Context, config: str | None, url: str | None, tables: str 
 
         raise UsageError("--tables and --exclude-tables cannot be combined")
     with for_output(fmt == "json") as progress:
-        manifest = service.take_snapshot(
-            project, url=url, tables=_csv(tables), exclude=_csv(exclude_tables) or (), label=label, pin=pin,
-            progress=progress,
-        )
+        manifest = schedule.backup(project, if_older_than=if_older_than, warn=_warn, url=url, tables=_csv(tables),
+                                   exclude=_csv(exclude_tables) or (), label=label, pin=pin, progress=progress)
+    if isinstance(manifest, schedule.Skipped):
+        click.echo(json.dumps({"skipped": True, "reason": manifest.reason}) if fmt == "json" else manifest.reason)
+        return
     if fmt == "json":
         click.echo(json.dumps({k: manifest[k] for k in ("id", "created_at", "label", "revision", "dialect", "rows", "bytes", "stored_bytes", "encrypted", "pinned")}))
         return
@@ -396,6 +413,229 @@ def key_generate() -> None:
     from .backup.crypto import generate_key
 
     click.echo(generate_key())
+
+
+# --- integrations -------------------------------------------------------------------------------
+
+
+@cli.command("check-files")
+@_project_options
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--dialect", type=click.Choice(DIALECTS), help="SQL dialect to render in (default: from the URL, else sqlite).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "github", "gitlab"]), default="text", show_default=True)
+@click.option("--fail-on", type=click.Choice(FAIL_ON_CHOICES), default=None, help="Lowest severity that fails the run [default: error].")
+@click.option("--allow", multiple=True, metavar="RULE[:TABLE[.COLUMN]]", help="Acknowledge findings of RULE (on TABLE); repeatable.")
+@click.pass_context
+def check_files(ctx: click.Context, config: str | None, url: str | None, files: tuple[str, ...], dialect: str | None,
+                fmt: str, fail_on: str | None, allow: tuple[str, ...]) -> int:
+    """`check --revision FILE` for each revision FILE, against the Alembic project it lies in (the nearest
+    alembic.ini above it, unless -c or $ALEMBIC_CONFIG says). Other files are skipped. For pre-commit
+    and Alembic's post_write_hooks; exits 3 on findings at or above --fail-on."""
+    from .check import CheckOptions
+    from .errors import UsageError
+    from .hooks import check_files as run_files
+    from .report import render
+
+    root = ctx.find_root().params
+    result = run_files(files, CheckOptions(dialect=dialect, allow=allow, fail_on=fail_on),
+                       config=config or root.get("config"), url=url or root.get("url"))
+    if len(result.reports) > 1 and fmt in ("json", "sarif", "gitlab"):
+        raise UsageError(f"--format {fmt} takes the files of one project; these span {len(result.reports)} (run once per project with -c)")
+    if not result.reports:
+        click.echo(f"note: none of {len(files)} files is an Alembic revision; nothing to check", err=True)
+    for project, report in result.reports:
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
+        click.echo(render(report, fmt, config_path=project.config_path))
+    return result.exit_code
+
+
+# --- operations: status, alerts, the HTML page ----------------------------------------------------
+
+
+def _warn(problem: str) -> None:
+    """An alert that could not be sent is a warning: it never changes the command's own outcome."""
+    click.echo(f"{PROG}: warning: {problem}", err=True)
+
+
+@cli.command("status")
+@_project_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file atomically (for the node-exporter textfile collector).")
+@click.option("--alert", is_flag=True, help="Alert through [alerts] when unhealthy (once per window), and when healthy again.")
+@click.pass_context
+def status_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str, output: str | None, alert: bool) -> int:
+    """Is the guard healthy? Snapshot age, repository size, free space, verify results, migrate-safe
+    outcomes, unfinished runs, the database, pending revisions. Exit 0 healthy, 1 unhealthy."""
+    import json
+
+    from .monitor import alerts
+    from .monitor import status as monitor
+
+    project = _project(ctx, config, url)
+    result = monitor.evaluate(project)
+    if fmt == "json":
+        text = json.dumps(result.to_dict(), indent=2)
+    elif fmt == "prometheus":
+        text = monitor.render_prometheus(result).rstrip("\n")
+    else:
+        text = monitor.render_text(result)
+    if output:
+        monitor.write_atomically(output, text + "\n")
+    else:
+        click.echo(text)
+    if alert:
+        alerts.status_alert(project, result, warn=_warn)
+    return result.exit_code
+
+
+@cli.group("alert")
+def alert_group() -> None:
+    """Alerts by webhook and e-mail ([alerts] in migrate-guard.toml)."""
+
+
+@alert_group.command("test")
+@_project_options
+@click.pass_context
+def alert_test(ctx: click.Context, config: str | None, url: str | None) -> int:
+    """Send a test alert to every configured channel; exit 1 when one cannot be reached."""
+    from .monitor import alerts
+
+    outcome = alerts.send_test(_project(ctx, config, url))
+    for channel in outcome.sent:
+        click.echo(f"sent to {channel}")
+    for problem in outcome.problems:
+        click.echo(f"{PROG}: error: {problem}", err=True)
+    return 1 if outcome.problems else 0
+
+
+@cli.command("report")
+@_project_options
+@click.option("--html", "html_file", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write a self-contained HTML status page here.")
+@click.pass_context
+def report_cmd(ctx: click.Context, config: str | None, url: str | None, html_file: str) -> None:
+    """A single self-contained HTML page: status, snapshots over time, verify results, guarded runs, findings."""
+    from .monitor import page
+    from .monitor.status import write_atomically
+
+    built = page.build(_project(ctx, config, url))
+    write_atomically(html_file, built.html)
+    click.echo(f"wrote {html_file}: {'healthy' if built.status.healthy else 'UNHEALTHY'}, "
+               f"{built.status.figures['snapshots'] or 0} snapshots, {len(built.runs)} migrate-safe runs")
+
+
+# --- schema guard: constraints, protect, integrity ------------------------------------------------------
+
+
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+
+
+@cli.group("constraints")
+def constraints_group() -> None:
+    """CHECK constraints from the definitions beside the migrations (constraints.toml)."""
+
+
+@constraints_group.command("check")
+@_project_options
+@_FORMAT
+@click.pass_context
+def constraints_check(ctx: click.Context, config: str | None, url: str | None, fmt: str) -> int:
+    """Count the rows violating each constraint and show a few; change nothing. Exit 3 when an
+    error-level constraint is violated."""
+    import json
+
+    from .schema import guard
+
+    report = guard.check_constraints(_project(ctx, config, url))
+    click.echo(json.dumps(report.to_dict(), indent=2) if fmt == "json" else "\n".join(report.text_lines()))
+    return report.exit_code
+
+
+@constraints_group.command("apply")
+@_project_options
+@_FORMAT
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="SECONDS",
+              help="Give up on a table another session holds locked after this long (PostgreSQL, MariaDB); 0 waits forever.")
+@click.pass_context
+def constraints_apply(ctx: click.Context, config: str | None, url: str | None, fmt: str, lock_timeout: float) -> int:
+    """Validate, then enforce the constraints in the database (idempotent). Exit 3, changing nothing,
+    when rows violate one: the report shows them."""
+    import json
+
+    from .schema import guard
+    from .schema.constraints import ConstraintsBlocked
+
+    try:
+        plan = guard.apply_constraints(_project(ctx, config, url), lock_timeout or None)
+    except ConstraintsBlocked as exc:
+        click.echo(json.dumps(exc.report.to_dict(), indent=2) if fmt == "json" else "\n".join(exc.report.text_lines()))
+        raise GuardError(f"blocked: {exc.message}; nothing was changed", exc.exit_code) from None
+    if fmt == "json":
+        click.echo(json.dumps({**plan.report.to_dict(), "actions": [a.to_dict() for a in plan.actions]}, indent=2))
+    else:
+        click.echo("\n".join([a.line() for a in plan.actions] + [plan.summary()]))
+    return 0
+
+
+@cli.group("protect")
+def protect_group() -> None:
+    """Protection of protected tables inside the database (event triggers on PostgreSQL,
+    delete guards on MariaDB/MySQL and SQLite)."""
+
+
+@protect_group.command("install")
+@_project_options
+@click.pass_context
+def protect_install(ctx: click.Context, config: str | None, url: str | None) -> None:
+    """Install or refresh the protection for the settings' protected_tables (idempotent)."""
+    from .schema import guard
+
+    project = _project(ctx, config, url)
+    tables = guard.protect_install(project)
+    click.echo(f"protection installed: {', '.join(tables) or 'no protected table exists yet'}")
+
+
+@protect_group.command("uninstall")
+@_project_options
+@click.pass_context
+def protect_uninstall(ctx: click.Context, config: str | None, url: str | None) -> None:
+    """Remove the protection from the database."""
+    from .schema import guard
+
+    guard.protect_uninstall(_project(ctx, config, url))
+    click.echo("protection removed")
+
+
+@protect_group.command("status")
+@_project_options
+@_FORMAT
+@click.pass_context
+def protect_status(ctx: click.Context, config: str | None, url: str | None, fmt: str) -> int:
+    """What is protected in this database, what is not, and what differs from the settings (exit 3)."""
+    import json
+
+    from .schema import guard
+
+    status = guard.protect_status(_project(ctx, config, url))
+    click.echo(json.dumps(status.to_dict(), indent=2) if fmt == "json" else "\n".join(status.text_lines()))
+    return 3 if status.problems else 0
+
+
+@cli.command("integrity")
+@_project_options
+@_FORMAT
+@click.pass_context
+def integrity_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str) -> int:
+    """Orphaned rows along every foreign key, duplicates where values must be unique, and the rules'
+    checks. Read-only. Exit 3 when an error-level check fails."""
+    import json
+
+    from .schema import guard
+
+    report = guard.check_integrity(_project(ctx, config, url))
+    click.echo(json.dumps(report.to_dict(), indent=2) if fmt == "json" else "\n".join(report.text_lines()))
+    return report.exit_code
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import fnmatch
 import os
 import tomllib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,9 @@ class GuardSettings:
     dialect: str | None = None
     fail_on: str = "error"
     backup: BackupSettings = field(default_factory=BackupSettings)
+    status: StatusSettings = field(default_factory=lambda: StatusSettings())
+    alerts: AlertSettings = field(default_factory=lambda: AlertSettings())
+    constraints: tuple[Path, ...] | None = None  # constraint definition files; None: constraints.toml beside alembic.ini
     source: Path | None = None  # the file these came from, for messages
 
     def is_protected(self, table: str | None, schema: str | None = None) -> bool:
@@ -140,7 +144,7 @@ def load_project(config_path: str | os.PathLike[str] | None = None, url: str | N
 
 # --- guard settings -------------------------------------------------------------------------
 
-_KNOWN_KEYS = {"protected_tables", "severity", "rule_dirs", "dialect", "fail_on", "backup"}
+_KNOWN_KEYS = {"protected_tables", "severity", "rule_dirs", "dialect", "fail_on", "backup", "status", "alerts", "constraints"}
 _BACKUP_KEYS = {"repository", "key_file", "compression_level", "retention"}
 RETENTION_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "max_size")
 
@@ -195,6 +199,9 @@ def parse_settings(data: dict[str, Any], source: Path, prefix: str = "") -> Guar
 
     return GuardSettings(
         backup=_parse_backup(data.get("backup", {}), source, fail),
+        status=_parse_status(data.get("status", {}), fail),
+        alerts=_parse_alerts(data.get("alerts", {}), source, fail),
+        constraints=_parse_constraints(data.get("constraints"), source, fail),
         protected_tables=tuple(p.strip().lower() for p in protected),
         severity=dict(severity),
         rule_dirs=dirs,
@@ -202,6 +209,19 @@ def parse_settings(data: dict[str, Any], source: Path, prefix: str = "") -> Guar
         fail_on=fail_on,
         source=source,
     )
+
+
+def _parse_constraints(data: Any, source: Path, fail: Any) -> tuple[Path, ...] | None:
+    """``constraints = ["constraints.toml", ...]``: definition files, relative to the settings file."""
+    if data is None:
+        return None
+    if not isinstance(data, list) or not all(isinstance(p, str) and p.strip() for p in data):
+        raise fail("constraints", "must be a list of TOML file paths")
+    files = tuple((source.parent / p).resolve() for p in data)
+    for path in files:
+        if not path.is_file():
+            raise fail("constraints", f"not a file: {path}")
+    return files
 
 
 def _parse_backup(data: Any, source: Path, fail: Any) -> BackupSettings:
@@ -235,6 +255,185 @@ def _parse_backup(data: Any, source: Path, fail: Any) -> BackupSettings:
         key_file=(source.parent / key_file).resolve() if key_file else None,
         compression_level=level,
         retention=dict(retention),
+    )
+
+
+# --- [status] and [alerts] (the monitor) ---------------------------------------------------------
+
+_STATUS_KEYS = {"max_age", "max_size", "verify_max_age", "disk_warning", "disk_critical", "max_pending"}
+_ALERT_KEYS = {"window", "state_file", "webhook", "email"}
+_WEBHOOK_KEYS = {"url", "url_env", "format", "timeout"}
+_EMAIL_KEYS = {"host", "port", "security", "from", "to", "username_env", "password_env", "timeout", "ca_file"}
+EMAIL_SECURITY = {"starttls": 587, "ssl": 465, "none": 25}  # and each one's usual port
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """Thresholds of `migrate-guard status`; a None duration or size is not checked."""
+
+    max_age: timedelta | None = timedelta(hours=26)  # newest backup snapshot older: unhealthy
+    max_size: int | None = None  # repository bigger (bytes): unhealthy
+    verify_max_age: timedelta | None = timedelta(days=8)  # no verify this recent: unhealthy
+    disk_warning: float = 80.0  # percent of the repository's filesystem used
+    disk_critical: float = 90.0
+    max_pending: int | None = None  # more pending revisions: unhealthy (None: only reported)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str | None = None
+    url_env: str | None = None  # the URL from this environment variable (Slack URLs are secrets)
+    format: str = "json"  # json | slack
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    host: str
+    to: tuple[str, ...]
+    sender: str
+    port: int = 587
+    security: str = "starttls"  # starttls | ssl | none
+    username_env: str | None = None
+    password_env: str | None = None
+    timeout: float = 10.0
+    ca_file: Path | None = None  # trust this CA instead of the system's (a private mail relay)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    window: timedelta = timedelta(hours=1)  # the same condition is not alerted again within this
+    state_file: Path | None = None  # where sent alerts are remembered; default .migrate-guard/alerts.json
+    webhook: WebhookSettings | None = None
+    email: EmailSettings | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.webhook is not None or self.email is not None
+
+
+def _table(data: Any, name: str, known: set[str], fail: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise fail(name, "must be a table")
+    for key in data:
+        if key not in known:
+            raise fail(f"{name}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+    return data
+
+
+def _duration_setting(data: dict[str, Any], name: str, key: str, default: timedelta | None, fail: Any) -> timedelta | None:
+    from .backup.retention import parse_duration
+    from .errors import GuardError
+
+    value = data.get(key)
+    if value is None:
+        return default
+    if value == "off":
+        return None
+    if not isinstance(value, str):
+        raise fail(f"{name}.{key}", 'must be a duration string such as "26h" or "8d", or "off"')
+    try:
+        return parse_duration(value)
+    except GuardError as exc:
+        raise fail(f"{name}.{key}", exc.message) from None
+
+
+def _number(data: dict[str, Any], name: str, key: str, default: float, low: float, high: float, fail: Any) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise fail(f"{name}.{key}", f"must be a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def _env_name(data: dict[str, Any], name: str, key: str, fail: Any) -> str | None:
+    value = data.get(key)
+    if value is not None and (not isinstance(value, str) or not value.strip() or "=" in value):
+        raise fail(f"{name}.{key}", "must be the name of an environment variable")
+    return value.strip() if value else None
+
+
+def _parse_status(data: Any, fail: Any) -> StatusSettings:
+    from .backup.retention import parse_size
+    from .errors import GuardError
+
+    data = _table(data, "status", _STATUS_KEYS, fail)
+    max_size = data.get("max_size")
+    if max_size is not None:
+        if not isinstance(max_size, str):
+            raise fail("status.max_size", 'must be a size string such as "50GB"')
+        try:
+            max_size = parse_size(max_size)
+        except GuardError as exc:
+            raise fail("status.max_size", exc.message) from None
+    warning = _number(data, "status", "disk_warning", 80, 0, 100, fail)
+    critical = _number(data, "status", "disk_critical", 90, 0, 100, fail)
+    if warning > critical:
+        raise fail("status.disk_warning", f"must not be above status.disk_critical ({critical:g})")
+    pending = data.get("max_pending")
+    if pending is not None and (isinstance(pending, bool) or not isinstance(pending, int) or pending < 0):
+        raise fail("status.max_pending", "must be a non-negative integer")
+    return StatusSettings(
+        max_age=_duration_setting(data, "status", "max_age", StatusSettings.max_age, fail),
+        max_size=max_size,
+        verify_max_age=_duration_setting(data, "status", "verify_max_age", StatusSettings.verify_max_age, fail),
+        disk_warning=warning,
+        disk_critical=critical,
+        max_pending=pending,
+    )
+
+
+def _parse_alerts(data: Any, source: Path, fail: Any) -> AlertSettings:
+    data = _table(data, "alerts", _ALERT_KEYS, fail)
+    state_file = data.get("state_file")
+    if state_file is not None and (not isinstance(state_file, str) or not state_file.strip()):
+        raise fail("alerts.state_file", "must be a file path")
+    webhook = email = None
+    if "webhook" in data:
+        hook = _table(data["webhook"], "alerts.webhook", _WEBHOOK_KEYS, fail)
+        url, url_env = hook.get("url"), _env_name(hook, "alerts.webhook", "url_env", fail)
+        if (url is None) == (url_env is None):
+            raise fail("alerts.webhook", "set exactly one of url and url_env")
+        if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+            raise fail("alerts.webhook.url", "must be an http:// or https:// URL")
+        fmt = hook.get("format", "json")
+        if fmt not in ("json", "slack"):
+            raise fail("alerts.webhook.format", f"bad value {fmt!r} (choose json, slack)")
+        webhook = WebhookSettings(url, url_env, fmt, _number(hook, "alerts.webhook", "timeout", 10, 0.1, 600, fail))
+    if "email" in data:
+        mail = _table(data["email"], "alerts.email", _EMAIL_KEYS, fail)
+        for key in ("host", "from"):
+            if not isinstance(mail.get(key), str) or not mail[key].strip():
+                raise fail(f"alerts.email.{key}", "is required" if key not in mail else "must be a non-empty string")
+        to = mail.get("to")
+        if isinstance(to, str):
+            to = [to]
+        if not isinstance(to, list) or not to or not all(isinstance(a, str) and "@" in a for a in to):
+            raise fail("alerts.email.to", "must be a list of e-mail addresses")
+        security = mail.get("security", "starttls")
+        if security not in EMAIL_SECURITY:
+            raise fail("alerts.email.security", f"bad value {security!r} (choose {', '.join(EMAIL_SECURITY)})")
+        port = mail.get("port", EMAIL_SECURITY[security])
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise fail("alerts.email.port", "must be a port number from 1 to 65535")
+        username_env = _env_name(mail, "alerts.email", "username_env", fail)
+        password_env = _env_name(mail, "alerts.email", "password_env", fail)
+        if (username_env is None) != (password_env is None):
+            raise fail("alerts.email", "set both username_env and password_env, or neither")
+        ca_file = mail.get("ca_file")
+        if ca_file is not None:
+            if not isinstance(ca_file, str) or not (source.parent / ca_file).is_file():
+                raise fail("alerts.email.ca_file", f"not a file: {ca_file}")
+            ca_file = (source.parent / ca_file).resolve()
+        email = EmailSettings(
+            host=mail["host"].strip(), to=tuple(to), sender=mail["from"].strip(), port=port, security=security,
+            username_env=username_env, password_env=password_env,
+            timeout=_number(mail, "alerts.email", "timeout", 10, 0.1, 600, fail), ca_file=ca_file,
+        )
+    return AlertSettings(
+        window=_duration_setting(data, "alerts", "window", AlertSettings.window, fail) or timedelta(0),
+        state_file=(source.parent / state_file.strip()) if state_file else None,
+        webhook=webhook,
+        email=email,
     )
 
 

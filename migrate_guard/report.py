@@ -1,5 +1,5 @@
 """Render a check report: text for people, JSON for programs, SARIF for code scanning,
-GitHub workflow commands for pull-request annotations."""
+GitHub workflow commands for pull-request annotations, GitLab Code Quality (Code Climate JSON)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +16,7 @@ from . import __version__
 from .check import CheckReport
 from .analysis.engine import Finding
 
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = ("text", "json", "sarif", "github", "gitlab")
 _SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
 _COLOUR = {"error": "red", "warning": "yellow", "info": "cyan"}
 
@@ -44,6 +44,7 @@ def render(report: CheckReport, fmt: str, *, config_path: Path | None = None) ->
         "json": _json,
         "sarif": _sarif,
         "github": _github,
+        "gitlab": _gitlab,
     }
     return renderers[fmt](report, config_path)
 
@@ -177,3 +178,32 @@ def _github(report: CheckReport, config: Path | None) -> str:
         f"{s['infos']} info, {s['allowed']} allowed"
     )
     return "\n".join(lines)
+
+
+# GitLab shows these five levels; an allowed (reviewed) finding stays visible as info
+_CODE_CLIMATE_SEVERITY = {"error": "critical", "warning": "major", "info": "minor"}
+
+
+def _gitlab(report: CheckReport, config: Path | None) -> str:
+    """The Code Climate JSON subset GitLab reads as a Code Quality report (``artifacts:reports:codequality``)."""
+    issues = []
+    seen: dict[str, int] = {}
+    for f in report.findings:
+        path, line = _location_of(f, config)
+        # no line or message in the identity: the same finding keeps its fingerprint when code above it moves
+        identity = f"{f.rule}|{path}|{f.schema or ''}|{f.table or ''}|{f.column or ''}"
+        occurrence = seen.get(identity, 0)
+        seen[identity] = occurrence + 1
+        description = f"{f.message} -- reviewed: {f.allowed_reason}" if f.allowed else (
+            f"{f.message}. Instead: {first_sentence(f.suggestion)}" if f.category != "hygiene" else f.message
+        )
+        issues.append(
+            {
+                "description": description,
+                "check_name": f.rule,
+                "fingerprint": hashlib.sha256(f"{identity}|{occurrence}".encode()).hexdigest(),
+                "severity": "info" if f.allowed else _CODE_CLIMATE_SEVERITY[f.severity],
+                "location": {"path": path, "lines": {"begin": line}},
+            }
+        )
+    return json.dumps(issues, indent=2)

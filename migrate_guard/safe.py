@@ -30,6 +30,7 @@ from .check import CheckReport, analyse, rules_for
 from .config import Project
 from .errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_NOT_RESTORED, EXIT_OK, GuardError, UsageError, one_line
 from .migration_lock import migration_lock
+from .schema import guard as schema_guard
 
 SCOPES = ("affected", "full", "none")
 TRANSACTIONAL_DDL = ("postgresql", "sqlite")
@@ -164,6 +165,7 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
     timeouts = _timeout_statements(dialect, options)  # bad values are usage errors, before anything happens
     rules = rules_for(project)
     cli_acks = [parse_cli_allow(spec, frozenset(rules)) for spec in options.allow]
+    schema_guard.load(project)  # a broken constraints file is a configuration error (exit 2) before anything happens
 
     with migration_lock(url, wait=options.lock_wait):
         if repo is not None:
@@ -249,11 +251,12 @@ def _execute(project: Project, options: SafeOptions, url: str, dialect: str, rep
     journal(record)
     try:
         with _signals_as_failures():
-            _migrate(project, url, dialect, direction, target, timeouts)
+            _migrate(project, url, dialect, direction, target, timeouts, say)
     except BaseException as exc:  # noqa: BLE001 - every failure, Ctrl-C and SIGTERM included, takes this path
         reason = _reason(exc)
         say(f"the {direction} failed: {reason}")
-        outcome = _undo(project, url, engine, snapshot, before, tables_before, shape_before, transactional, say)
+        with schema_guard.reviewed_environment(dialect):  # a restore drops protected tables: the run was reviewed
+            outcome = _undo(project, url, engine, snapshot, before, tables_before, shape_before, transactional, say)
         journal({**record, "state": outcome.state, "finished_at": service.iso(service.utcnow()), "error": reason,
                  "seconds": round(time.monotonic() - started, 3)})
         return SafeResult(outcome.code, f"failed ({reason}); {outcome.message}", report=report,
@@ -266,14 +269,18 @@ def _execute(project: Project, options: SafeOptions, url: str, dialect: str, rep
                       snapshot_id=snapshot["id"] if snapshot else None)
 
 
-def _migrate(project: Project, url: str, dialect: str, direction: str, target: str, timeouts: list[str]) -> None:
+def _migrate(project: Project, url: str, dialect: str, direction: str, target: str, timeouts: list[str],
+             say: Say | None = None) -> None:
     """Run Alembic on a connection we own, in one transaction where the database allows it."""
     from alembic import command
 
+    definitions = schema_guard.load(project)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     if dialect == "sqlite":
         _sqlite_transactional_ddl(engine)
-    with _session_settings(timeouts), engine.connect() as conn:
+    # The review passed: every connection of this run may touch protected tables (see schema/protect.py).
+    session = timeouts + schema_guard.session_statements(dialect)
+    with schema_guard.reviewed_environment(dialect), _session_settings(session), engine.connect() as conn:
         transaction = conn.begin()
         project.alembic.attributes["connection"] = conn
         try:
@@ -282,7 +289,7 @@ def _migrate(project: Project, url: str, dialect: str, direction: str, target: s
                     command.upgrade(project.alembic, target)
                 else:
                     command.downgrade(project.alembic, target)
-            constraints_hook(conn)
+            constraints_hook(conn, project, direction, definitions, say)
             transaction.commit()
         except BaseException:
             if transaction.is_active:
@@ -293,8 +300,12 @@ def _migrate(project: Project, url: str, dialect: str, direction: str, target: s
     engine.dispose()
 
 
-def constraints_hook(connection: sa.Connection) -> None:
-    """Where the schema guard applies CHECK constraints and integrity checks inside the run (next issue)."""
+def constraints_hook(connection: sa.Connection, project: Project, direction: str, definitions: Any = None,
+                     say: Say | None = None) -> None:
+    """After an upgrade, inside the run: integrity checks and CHECK constraints (schema/guard.py). A violation
+    raises a GuardError, and the run is rolled back or restored like any other failure."""
+    if direction == "upgrade":
+        schema_guard.after_upgrade(connection, project, definitions, say)
 
 
 def _sqlite_transactional_ddl(engine: sa.Engine) -> None:
@@ -470,7 +481,7 @@ def state_problems(project: Project, url: str, engine: Any, snapshot: dict | Non
 
 
 def _qualified(tables: Sequence[tuple[str | None, str]]) -> list[str]:
-    return sorted(f"{s}.{n}" if s and s != "public" else n for s, n in tables)
+    return sorted(service.display_name(s, n) for s, n in tables)
 
 
 # --- unfinished runs and recovery -------------------------------------------------------------------

@@ -124,8 +124,13 @@ def _manifest(snapshot_id: str, dump: DumpResult, *, dialect: str, database: str
     }
 
 
+def display_name(schema: str | None, name: str) -> str:
+    """How a table is shown and asked for: ``name`` in the default schema, else ``schema.name``."""
+    return f"{schema}.{name}" if schema and schema != "public" else name
+
+
 def table_names(manifest: dict[str, Any]) -> list[str]:
-    return [f"{t['schema']}.{t['name']}" if t.get("schema") and t["schema"] != "public" else t["name"] for t in manifest["tables"]]
+    return [display_name(t.get("schema"), t["name"]) for t in manifest["tables"]]
 
 
 # --- backup -----------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Operations: `status` (health), alerts, scheduled backups and the HTML status page."""

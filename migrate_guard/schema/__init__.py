@@ -1,0 +1,1 @@
+"""The schema guard: CHECK constraints from definitions, protection inside the database, integrity checks."""
