@@ -246,6 +246,22 @@ def test_damage_is_found_by_verify_and_restore_touches_nothing(run_cli, seeded, 
     assert not (seeded.repo / "locks" / "exclusive.json").exists()
 
 
+@pytest.mark.parametrize("kind", ["flipped-byte", "truncated-last-segment", "missing", "schema-blob-flipped", "other-blob"])
+def test_damage_without_a_pre_snapshot_is_found_before_commit(run_cli, seeded, kind):
+    """Without a pre-snapshot the blobs are checked beside the restore: nothing may be committed."""
+    snapshot = backup(run_cli, seeded)
+    named = damage(run_cli, seeded, snapshot, kind)
+    execute(seeded.url, *CHANGES)
+    before = everything(seeded.url)
+
+    result = run_cli(*seeded.args, "restore", snapshot, "--yes", "--no-pre-snapshot")
+    assert result.exit_code == 1, result.output
+    message = error_line(result)
+    assert f"snapshot {snapshot} is damaged, nothing was restored: blob {named}" in message, message
+    assert re.search(ENCRYPTED_KINDS[kind], message), message
+    assert everything(seeded.url) == before
+
+
 def test_wrong_key_is_refused_before_anything(run_cli, seeded, monkeypatch):
     snapshot = backup(run_cli, seeded)
     execute(seeded.url, *CHANGES)

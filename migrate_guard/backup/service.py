@@ -397,7 +397,13 @@ def plan_restore(project: Project, snapshot: dict[str, Any], tables: Sequence[st
 
 
 def restore(project: Project, plan: RestorePlan, to_url: str | None = None, progress: Progress | None = None) -> dict[str, Any] | None:
-    """Carry out a plan: pre-snapshot, restore, stamp. Returns the pre-snapshot's manifest, if one was taken."""
+    """Carry out a plan: pre-snapshot, restore, stamp. Returns the pre-snapshot's manifest, if one was taken.
+
+    Every blob is checked before anything is committed. With a pre-snapshot the check comes first (a
+    damaged snapshot takes no pre-snapshot); without one it runs beside the restore, which the
+    engine commits only once the check passed (engines that cannot roll back wait for it first)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     target = database_url(project, to_url)
     engine = database_engine(target)
     snapshot_dialect = plan.snapshot.get("dialect")
@@ -405,21 +411,28 @@ def restore(project: Project, plan: RestorePlan, to_url: str | None = None, prog
         raise UsageError(f"snapshot {plan.snapshot['id']} is a {snapshot_dialect} snapshot; the target is {engine.dialect}")
     repo = open_repository(project)
     progress = progress or Progress()
-    progress.step(f"checking snapshot {plan.snapshot['id']}")
-    _check_before_restore(repo, plan)
     pre = None
-    if plan.pre_snapshot and _is_missing_sqlite_file(target):
+    taking_pre_snapshot = plan.pre_snapshot and not _is_missing_sqlite_file(target)
+    if plan.pre_snapshot and not taking_pre_snapshot:
         progress.step("the target database does not exist yet: no snapshot of it is needed")
-    elif plan.pre_snapshot:
+    if taking_pre_snapshot:
+        progress.step(f"checking snapshot {plan.snapshot['id']}")
+        _raise_if_damaged(plan, _damage(repo, plan))
         progress.step("taking a snapshot of the current state")
         pre = take_snapshot(project, url=target, label=f"before restore of {plan.snapshot['id']}", kind="pre-restore",
                             repo=repo, progress=progress)
     dump = dump_from_manifest(plan.snapshot)
-    with repo.lock(f"restore {plan.snapshot['id']}"):
+    with repo.lock(f"restore {plan.snapshot['id']}"), ThreadPoolExecutor(1, thread_name_prefix="migrate-guard-check") as pool:
+        checking = pool.submit(lambda: None if taking_pre_snapshot else _damage(repo, plan))
         progress.step(f"restoring snapshot {plan.snapshot['id']}")
         progress.set_total(plan.snapshot["schema"]["bytes"] + sum(t["bytes"] for t in plan.tables))
         names = [f"{t['schema']}.{t['name']}" if t.get("schema") else t["name"] for t in plan.tables]
-        engine.restore(dump, lambda ref: progress.counted(repo.read_stream(ref)), tables=None if plan.full else names)
+        try:
+            engine.restore(dump, lambda ref: progress.counted(repo.read_stream(ref)), tables=None if plan.full else names,
+                           before_commit=lambda: _raise_if_damaged(plan, checking.result()))
+        except GuardError:
+            _raise_if_damaged(plan, checking.result())  # the check names the blob better than a failed read does
+            raise
         if plan.full:
             stamp(target, plan.snapshot.get("revision") or [])
     return pre
@@ -433,15 +446,17 @@ def _is_missing_sqlite_file(url: str) -> bool:
         and not Path(parsed.database).exists()
 
 
-def _check_before_restore(repo: Repository, plan: RestorePlan) -> None:
-    """Every blob the restore needs is whole and authentic before the database is touched: on
-    MariaDB a restore that failed half-way could not be rolled back."""
+def _damage(repo: Repository, plan: RestorePlan) -> str | None:
+    """The first problem among the blobs the restore needs (each whole and authentic), or None."""
+    needed = list(plan.snapshot["schema"]["blobs"]) + [b for t in plan.tables for b in t["blobs"]]
+    return next((problem for _blob, problem in repo.check_blobs(needed) if problem), None)
+
+
+def _raise_if_damaged(plan: RestorePlan, problem: str | None) -> None:
     from .crypto import IntegrityError
 
-    needed = list(plan.snapshot["schema"]["blobs"]) + [b for t in plan.tables for b in t["blobs"]]
-    for _blob, problem in repo.check_blobs(needed):
-        if problem:
-            raise IntegrityError(f"snapshot {plan.snapshot['id']} is damaged, nothing was restored: {problem}")
+    if problem:
+        raise IntegrityError(f"snapshot {plan.snapshot['id']} is damaged, nothing was restored: {problem}")
 
 
 def stamp(url: str, revision: Sequence[str]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -92,9 +92,14 @@ class Engine(ABC):
         the repository: an engine that takes markers reuses such a stream when the marker is equal."""
 
     @abstractmethod
-    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None) -> None:
+    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None,
+                before_commit: Callable[[], None] | None = None) -> None:
         """Make ``tables`` (all in the dump when None) equal to the dump: schema and rows.
-        Other tables are left alone; foreign keys between them survive."""
+        Other tables are left alone; foreign keys between them survive.
+
+        ``before_commit`` is called at the last moment the engine can still undo everything (an
+        exception from it must leave the database as it was): before committing where the restore
+        is one transaction, before touching anything where it is not."""
 
     @abstractmethod
     def row_counts(self, tables: Sequence[str] | None = None) -> dict[str, int]:

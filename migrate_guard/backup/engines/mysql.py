@@ -41,7 +41,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -448,7 +448,10 @@ class MySQLEngine(Engine):
             yield chunk
         done.append(True)
 
-    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None) -> None:
+    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None,
+                before_commit: Callable[[], None] | None = None) -> None:
+        if before_commit is not None:  # what is written here cannot be rolled back: check first
+            before_commit()
         tool = require_tool(CLIENT_TOOLS, PACKAGE)
         by_name = {t.name: t for t in dump.tables}
         if tables is None:

@@ -71,7 +71,7 @@ import subprocess
 import tempfile
 import threading
 from collections import defaultdict, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -821,7 +821,8 @@ class PostgreSQLEngine(Engine):
 
     # --- restore ------------------------------------------------------------------------------------
 
-    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None) -> None:
+    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None,
+                before_commit: Callable[[], None] | None = None) -> None:
         fmt = dump.engine.get("format")
         if fmt != FORMAT:
             raise GuardError(f"this PostgreSQL snapshot has format {fmt!r}; this version restores {FORMAT!r}")
@@ -844,7 +845,7 @@ class PostgreSQLEngine(Engine):
             plan = self._plan(self._toc(pg_restore, env, read, dump.schema), meta, chosen, full)
             listing = Path(tmp) / "restore.list"
             listing.write_text("".join(f"{i};\n" for i in plan.order))
-            self._apply(pg_restore, env, read, dump, meta, chosen, plan, listing, full)
+            self._apply(pg_restore, env, read, dump, meta, chosen, plan, listing, full, before_commit)
 
     @staticmethod
     def _open_schema(read: StreamReader, ref: StreamRef) -> tuple[bytes, Iterator[bytes]]:
@@ -1017,7 +1018,8 @@ class PostgreSQLEngine(Engine):
         order = [e.id for e in toc if e.id in strict or e.id in tolerant]
         return _Plan(order=order, strict=strict, tolerant=tolerant, entries=entries)
 
-    def _apply(self, pg_restore, env, read, dump, meta, chosen, plan: _Plan, listing: Path, full: bool) -> None:
+    def _apply(self, pg_restore, env, read, dump, meta, chosen, plan: _Plan, listing: Path, full: bool,
+               before_commit: Callable[[], None] | None) -> None:
         from psycopg import sql
 
         psycopg = _psycopg()
@@ -1041,12 +1043,15 @@ class PostgreSQLEngine(Engine):
                 self._execute(conn, self._pg_restore(pg_restore, env, pre, read, dump.schema), plan, created)
 
                 conn.execute("SET client_encoding = 'UTF8'")  # what the COPY streams were written in
+                # Tables this transaction itself created (not in a savepoint) take their rows frozen:
+                # later reads (the index builds just below, and every reader after) set no hint bits.
+                ours = {plan.entries[i].objid for i in created if plan.entries[i].desc == "TABLE" and i not in plan.tolerant}
                 for t in chosen:
                     stage = f"loading the rows of {t.qualified}"
                     info = meta["tables"][t.qualified]
                     if info.get("partitioned"):
                         continue  # its rows are in its partitions
-                    loaded = self._copy_in(conn, t, info["columns"], read)
+                    loaded = self._copy_in(conn, t, info["columns"], read, freeze=info["oid"] in ours)
                     if loaded != t.rows:
                         raise GuardError(f"{t.qualified}: loaded {loaded} rows but the snapshot lists {t.rows}")
 
@@ -1075,6 +1080,9 @@ class PostgreSQLEngine(Engine):
                         )
                         + sql.SQL(definition)
                     )
+                if before_commit is not None:
+                    stage = "checking the snapshot before committing"
+                    before_commit()
         except (psycopg.Error, GuardError) as exc:
             reason = exc.message if isinstance(exc, GuardError) else _message(exc)
             raise GuardError(f"PostgreSQL restore failed while {stage} (nothing was changed): {reason}") from None
@@ -1109,14 +1117,12 @@ class PostgreSQLEngine(Engine):
         ]
 
     @staticmethod
-    def _copy_in(conn, t: TableDump, columns: list[str], read: StreamReader) -> int:
+    def _copy_in(conn, t: TableDump, columns: list[str], read: StreamReader, freeze: bool = False) -> int:
         from psycopg import sql
 
         target = _qualified(t.schema or "public", t.name)
-        if columns:
-            query = sql.SQL("COPY {} ({}) FROM STDIN").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)))
-        else:
-            query = sql.SQL("COPY {} FROM STDIN").format(target)
+        cols = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns))) if columns else sql.SQL("")
+        query = sql.SQL("COPY {}{} FROM STDIN{}").format(target, cols, sql.SQL(" WITH (FREEZE)" if freeze else ""))
         with conn.cursor() as cur:
             with cur.copy(query) as copy:
                 for piece in read(t.stream):

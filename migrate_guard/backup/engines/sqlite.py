@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
@@ -158,7 +158,10 @@ class SQLiteEngine(Engine):
                 out.append(TableDump(name=name, schema=None, rows=rows, stream=empty, depends_on=depends))
             return out
 
-    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None) -> None:
+    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None,
+                before_commit: Callable[[], None] | None = None) -> None:
+        if before_commit is not None:  # what is written here cannot be rolled back: check first
+            before_commit()
         with tempfile.TemporaryDirectory(prefix="migrate-guard-") as tmp:
             copy = Path(tmp) / "image.db"
             fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
