@@ -27,6 +27,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from ..times import parse_iso
 from ..errors import EXIT_FAILED, EXIT_USAGE, GuardError
 from .crypto import (
     HEADER_SIZE,
@@ -95,14 +96,6 @@ def _now() -> datetime:
 
 def _iso(dt: datetime, micro: bool = False) -> str:
     return dt.astimezone(timezone.utc).isoformat(timespec="microseconds" if micro else "seconds").replace("+00:00", "Z")
-
-
-def _parse_iso(text: Any) -> datetime | None:
-    try:
-        dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def _user() -> str:
@@ -631,7 +624,7 @@ class Repository:
                 if note not in self.warnings:
                     self.warnings.append(note)
         epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-        found.sort(key=lambda m: (_parse_iso(m.get("created_at")) or epoch, m["id"]))
+        found.sort(key=lambda m: (parse_iso(m.get("created_at")) or epoch, m["id"]))
         return found
 
     def delete_manifest(self, snapshot_id: str) -> None:
@@ -730,7 +723,7 @@ class Repository:
             if not _pid_alive(pid):
                 return f"the lock of pid {pid}, which no longer runs"
             return None  # a live process here: however old, it is held
-        created = _parse_iso(holder.get("created_at"))
+        created = parse_iso(holder.get("created_at"))
         if created is not None and (_now() - created).total_seconds() > STALE_LOCK_SECONDS:
             return f"a lock of host {holder.get('host')} older than 12 hours (since {holder.get('created_at')})"
         return None

@@ -9,34 +9,25 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..config import Project, dialect_family
+from ..times import iso, parse_iso, utcnow  # noqa: F401 - iso/utcnow are this module's API too
 from ..progress import Progress
 from ..errors import ConfigError, GuardError, UsageError
 from .engines.base import DumpResult, Engine, StreamRef, TableDump, engine_for
 from .repository import KeySource, Repository
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
 
 def parse_time(text: str) -> datetime:
     """ISO 8601 (``2026-11-25T10:00``, ``2026-11-25``; UTC unless an offset is given) or a duration ago (``2h``)."""
     from .retention import parse_duration
 
     value = text.strip()
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-    except ValueError:
-        pass
+    parsed = parse_iso(value)
+    if parsed is not None:
+        return parsed
     try:
         return utcnow() - parse_duration(value)
     except GuardError:
@@ -368,7 +359,7 @@ def select_snapshot(repo: Repository, snapshot_id: str | None, before: str | Non
     manifests = repo.manifests()
     if before:
         limit = parse_time(before)
-        chosen = [m for m in manifests if datetime.fromisoformat(m["created_at"].replace("Z", "+00:00")) < limit]
+        chosen = [m for m in manifests if (parse_iso(m["created_at"]) or limit) < limit]
         if not chosen:
             raise UsageError(f"no snapshot taken before {iso(limit)}")
         return chosen[-1]
@@ -506,7 +497,7 @@ def prune(project: Project, overrides: dict[str, Any], dry_run: bool = False) ->
     current = tuple(current_revision(project, url)) if url else ()
     manifests = repo.manifests()
     infos = [
-        SnapshotInfo(m["id"], datetime.fromisoformat(m["created_at"].replace("Z", "+00:00")), int(m.get("stored_bytes", 0)),
+        SnapshotInfo(m["id"], parse_iso(m["created_at"]), int(m.get("stored_bytes", 0)),
                      bool(m.get("pinned")), tuple(m.get("revision") or ()))
         for m in manifests
     ]

@@ -27,6 +27,7 @@ from .. import __version__
 from ..backup import service
 from ..config import AlertSettings, EmailSettings, Project, WebhookSettings
 from ..errors import ConfigError
+from ..times import parse_iso
 
 DEFAULT_STATE_FILE = ".migrate-guard/alerts.json"
 _ICON = {"critical": ":rotating_light:", "warning": ":warning:", "ok": ":white_check_mark:"}
@@ -83,14 +84,14 @@ def send(project: Project, alert: Alert, *, force: bool = False) -> Outcome:
     state = _load_state(path)
     now = service.utcnow()
     previous = state.get(alert.key, {})
-    sent_at = _when(previous.get("sent_at"))
+    sent_at = parse_iso(previous.get("sent_at"))
     if not force and sent_at is not None and (now - sent_at) < settings.window:
         outcome.held_back = True
         return outcome
     outcome = deliver(project, alert)
     if outcome.sent and not force:
         keep = max(settings.window, timedelta(days=7))  # old conditions are forgotten: the file stays small
-        state = {k: v for k, v in state.items() if (_when(v.get("sent_at")) or now) > now - keep}
+        state = {k: v for k, v in state.items() if (parse_iso(v.get("sent_at")) or now) > now - keep}
         state[alert.key] = {"sent_at": service.iso(now), "event": alert.event, "title": alert.title}
         problem = _save_state(path, state)
         if problem:
@@ -108,18 +109,6 @@ def resolve(project: Project, prefix: str) -> list[dict[str, Any]]:
     if gone:
         _save_state(path, {k: v for k, v in state.items() if k not in gone})
     return list(gone.values())
-
-
-def _when(text: Any) -> Any:
-    from datetime import datetime, timezone
-
-    if not text:
-        return None
-    try:
-        dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def deliver(project: Project, alert: Alert) -> Outcome:

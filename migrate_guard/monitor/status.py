@@ -22,6 +22,7 @@ from ..backup.retention import format_duration
 from ..config import Project
 from ..errors import GuardError
 from ..progress import human_bytes
+from ..times import parse_iso
 
 OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
 LEVEL_VALUE = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}  # the Nagios convention
@@ -70,16 +71,8 @@ class Status:
         }
 
 
-def _parse(text: Any) -> datetime | None:
-    try:
-        dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
 def _age(text: Any, now: datetime) -> int | None:
-    dt = _parse(text)
+    dt = parse_iso(text)
     return None if dt is None else max(0, int((now - dt).total_seconds()))
 
 
@@ -168,7 +161,7 @@ def _check_verify(status: Status, repo: Any, manifests: list[dict[str, Any]], cf
     records = {m["id"]: state[m["id"]] for m in manifests if isinstance(state.get(m["id"]), dict)}
     failed = sorted((sid for sid, r in records.items() if not r.get("ok")), key=lambda s: records[s].get("verified_at", ""))
     times = [r["verified_at"] for r in records.values() if r.get("verified_at")]
-    last = max(times, key=lambda t: _parse(t) or datetime.min.replace(tzinfo=timezone.utc)) if times else None
+    last = max(times, key=lambda t: parse_iso(t) or datetime.min.replace(tzinfo=timezone.utc)) if times else None
     age = _age(last, now) if last else None
     status.figures.update(last_verify_at=last, last_verify_age_seconds=age, verify_failed_snapshots=failed,
                           last_verify_ok=(not failed) if records else None)
@@ -346,7 +339,7 @@ _METRICS = (  # name, type, help, figure (or a function of the status)
 
 
 def _epoch(text: Any) -> float | None:
-    dt = _parse(text) if text else None
+    dt = parse_iso(text) if text else None
     return None if dt is None else dt.timestamp()
 
 
