@@ -16,13 +16,18 @@ Dump
     dropped ones and their missing values included, the COPY's columns and order) and over its
     rows' transaction ids: their count and two 64-bit hash sums over the multiset of ``xmin``s
     (grouped per xmin, so a table written by few transactions is hashed in a few steps). Every
-    insert or update leaves a tuple whose xmin was not committed at the earlier snapshot, a delete
-    removes one that was: the multiset changes with any change to the rows, and the sums miss it
-    with a chance of about 2^-128. Frozen tuples keep their raw xmin. Because xids are 32-bit, a
-    marker also records the snapshot's 64-bit xid horizon and is compared only when fewer than 2^31
-    transactions separate the two. An equal marker lets the dump reuse the earlier stream (its
-    blobs still in the repository): the second backup of an unchanged database reads the catalog
-    and scans each table's tuple headers, nothing more.
+    insert or update leaves a tuple whose xmin was not committed at the earlier snapshot (it lies in
+    [that snapshot's xmin, now)), a delete removes one that was: the multiset changes with any
+    change to the rows, and the sums miss it with a chance of about 2^-128 -- provided no xid of
+    that range has the same 32 bits as the xmin of a tuple that was there before (xids wrap around,
+    and frozen tuples keep their raw xmin from any earlier epoch). So a marker also records its
+    snapshot's 64-bit xmin s and the smallest forward distance d from s (mod 2^32) to any of the
+    table's xmins, and a later snapshot with horizon h may use it only when h - s <= d: then every
+    xid that could have written a tuple since lies strictly before every earlier xmin, and the two
+    cannot be confused. (A table written while some transaction was running at the earlier snapshot
+    has a small d and is read again once.) An equal marker lets the dump reuse the earlier stream
+    (its blobs still in the repository): the second backup of an unchanged database reads the
+    catalog and scans each table's tuple headers, nothing more.
 
     The schema stream is a small JSON header (magic ``MGPG1 <length>\\n``) followed by the archive.
     The header holds what the archive cannot tell a restore: each table's catalog oid (to find its
@@ -262,8 +267,8 @@ class _Plan:
     entries: dict[int, _Entry]
 
 
-MARKER_PREFIX = "pg1"
-XID_SPAN = 1 << 31  # markers further apart than this many transactions are never compared
+MARKER_PREFIX = "pg2"
+XID_WRAP = 1 << 32
 
 # What besides a table's own rows decides its COPY bytes: checked as one fingerprint per snapshot.
 _BASIS_QUERIES = (
@@ -286,7 +291,8 @@ _BASIS_QUERIES = (
 class _MarkerBasis:
     """The per-snapshot part of every table marker, and each table's attributes (see the module doc)."""
 
-    horizon: int  # the snapshot's 64-bit xid horizon (xmax)
+    xmin: int  # the snapshot's 64-bit xmin: every xid before it had finished
+    horizon: int  # the snapshot's 64-bit xid horizon (xmax): every xid from it on had not started
     server: str  # fingerprint of _BASIS_QUERIES' answers and of how we COPY
     attributes: dict[int, str]  # table oid -> its pg_attribute rows, dropped ones included
 
@@ -294,25 +300,26 @@ class _MarkerBasis:
         from psycopg import sql
 
         query = sql.SQL(
-            "SELECT coalesce(sum(c), 0)::text, coalesce(sum(c * pg_catalog.hashint8extended(x::text::int8, 1)), 0)::text,"
-            " coalesce(sum(c * pg_catalog.hashint8extended(x::text::int8, 2)), 0)::text"
-            " FROM (SELECT xmin AS x, count(*)::numeric AS c FROM ONLY {} GROUP BY xmin) AS per_xmin"
+            "SELECT coalesce(sum(c), 0)::text, coalesce(sum(c * pg_catalog.hashint8extended(v, 1)), 0)::text,"
+            " coalesce(sum(c * pg_catalog.hashint8extended(v, 2)), 0)::text,"
+            " coalesce(min(((v - %(s)s) %% %(wrap)s + %(wrap)s) %% %(wrap)s), %(wrap)s)::text"
+            " FROM (SELECT xmin::text::int8 AS v, count(*)::numeric AS c FROM ONLY {} GROUP BY xmin) AS per_xmin"
         ).format(_qualified(schema, name))
-        count, sum1, sum2 = conn.execute(query).fetchone()
+        count, sum1, sum2, distance = conn.execute(query, {"s": self.xmin % XID_WRAP, "wrap": XID_WRAP}).fetchone()
         body = json.dumps([self.server, info["oid"], self.attributes.get(info["oid"], ""), info["columns"],
                            info["order_by"], count, sum1, sum2], separators=(",", ":"))
-        return f"{MARKER_PREFIX}:{self.horizon}:{hashlib.sha256(body.encode()).hexdigest()}"
+        return f"{MARKER_PREFIX}:{self.xmin}:{distance}:{hashlib.sha256(body.encode()).hexdigest()}"
 
     def same(self, marker: str, earlier: str | None) -> bool:
         """True when ``earlier`` (from a previous snapshot) says the rows are those ``marker`` describes."""
         if not earlier:
             return False
         try:
-            prefix, horizon, digest = earlier.split(":")
-            then = int(horizon)
+            prefix, xmin, distance, digest = earlier.split(":")
+            then, room = int(xmin), int(distance)
         except ValueError:
             return False
-        return prefix == MARKER_PREFIX and 0 <= self.horizon - then < XID_SPAN and digest == marker.rsplit(":", 1)[1]
+        return prefix == MARKER_PREFIX and 0 <= self.horizon - then <= room and digest == marker.rsplit(":", 1)[1]
 
 
 def _marker_basis(conn, tables: Sequence[dict[str, Any]], num: int) -> _MarkerBasis | None:
@@ -324,7 +331,9 @@ def _marker_basis(conn, tables: Sequence[dict[str, Any]], num: int) -> _MarkerBa
     try:
         with conn.transaction():  # a savepoint: a refused catalog read leaves the dump going
             answers = [conn.execute(q).fetchone() for q in _BASIS_QUERIES]
-            horizon = int(conn.execute("SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot())").fetchone()[0])
+            xmin, horizon = (int(x) for x in conn.execute(
+                "SELECT pg_catalog.txid_snapshot_xmin(s), pg_catalog.txid_snapshot_xmax(s)"
+                " FROM pg_catalog.txid_current_snapshot() AS s").fetchone())
             attributes = dict(conn.execute(
                 "SELECT a.attrelid::int8, pg_catalog.string_agg(concat_ws(':', a.attnum, a.attname, a.atttypid, a.atttypmod,"
                 " a.attisdropped, a.atthasmissing, a.attmissingval::text, a.attgenerated, a.attcollation), ','"
@@ -337,7 +346,7 @@ def _marker_basis(conn, tables: Sequence[dict[str, Any]], num: int) -> _MarkerBa
     if any(a is None for a in answers[:3]):
         return None
     server = hashlib.sha256(json.dumps([FORMAT, SESSION, [a[0] if a else None for a in answers]]).encode()).hexdigest()
-    return _MarkerBasis(horizon, server, attributes)
+    return _MarkerBasis(xmin, horizon, server, attributes)
 
 
 class PostgreSQLEngine(Engine):
