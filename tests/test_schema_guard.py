@@ -312,3 +312,32 @@ def test_apply_gives_up_on_a_busy_postgresql_table_instead_of_queueing_behind_it
     engine.dispose()
     done = run_cli(*args(example, url), "constraints", "apply")
     assert done.exit_code == 0 and "constraints: 4 added, 2 unchanged" in done.stdout, done.output
+
+
+def test_a_confirmed_restore_passes_the_protection_and_keeps_it(run_cli, example, db_url, monkeypatch):
+    """`restore --yes` is a reviewed operation (confirmed, with a pre-snapshot): protection does not
+    stand in its way, and is in place again afterwards."""
+    from conftest import everything
+
+    migrate_example(example, db_url, "heads", customers=10)
+    use_repository(example, example / "repo", monkeypatch)
+    assert run_cli(*args(example, db_url), "protect", "install").exit_code == 0
+    taken = run_cli(*args(example, db_url), "backup", "--format", "json")
+    assert taken.exit_code == 0, taken.output
+    snapshot = json.loads(taken.stdout)["id"]
+    before = everything(db_url)
+    execute(db_url, "UPDATE customers SET notes = 'changed'", "DELETE FROM family_members WHERE id > 1")
+
+    partial = run_cli(*args(example, db_url), "restore", snapshot, "--tables", "customers,family_members", "--yes")
+    assert partial.exit_code == 0, partial.output
+    execute(db_url, "UPDATE customers SET notes = 'changed again'")
+    full = run_cli(*args(example, db_url), "restore", snapshot, "--yes")
+    assert full.exit_code == 0, full.output
+    assert everything(db_url) == before
+    status = run_cli(*args(example, db_url), "protect", "status")
+    assert status.exit_code == 0, status.output
+    if dialect(db_url) == "postgresql":
+        assert "TRUNCATE refused" in refused(db_url, "TRUNCATE family_members")
+        assert "is protected" in refused(db_url, "DROP TABLE family_members")
+    else:
+        assert "protected table family_members" in refused(db_url, "DELETE FROM family_members")
