@@ -311,9 +311,9 @@ def verify(ctx: click.Context, config: str | None, url: str | None, snapshot_id:
 
     if bool(snapshot_id) == all_:
         raise UsageError("name a snapshot ID or pass --all")
+    project = _project(ctx, config, url)
     with for_output(fmt == "json") as progress:
-        results = service.verify(_project(ctx, config, url), None if all_ else [snapshot_id], read_data=read_data,
-                                 progress=progress)
+        results = service.verify(project, None if all_ else [snapshot_id], read_data=read_data, progress=progress)
     if fmt == "json":
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
     else:
@@ -321,7 +321,12 @@ def verify(ctx: click.Context, config: str | None, url: str | None, snapshot_id:
             click.echo(f"snapshot {r.snapshot}: {'ok' if r.ok else 'DAMAGED'}" + (" (data restored and counted)" if r.read_data and r.ok else ""))
             for problem in r.problems:
                 click.echo(f"  {problem}")
-    return 0 if all(r.ok for r in results) else 1
+    damaged = {r.snapshot: r.problems for r in results if not r.ok}
+    if damaged:
+        from .monitor import alerts
+
+        alerts.verify_failed(project, damaged, warn=_warn)
+    return 1 if damaged else 0
 
 
 @cli.command()

@@ -363,6 +363,20 @@ def test_failed_backup_alerts_by_webhook_and_email(run_cli, guarded, webhook, sm
     assert len(webhook.received) == 2 and len(smtp.messages) == 2
 
 
+def test_damage_found_by_verify_alerts(run_cli, guarded, webhook):
+    guarded.settings(f'[alerts.webhook]\nurl = "{webhook.url}"\n')
+    blob = max((guarded.root / "repo" / "blobs").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else -1)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    result = run_cli(*guarded.args, "verify", "--all")
+    assert result.exit_code == 1 and "DAMAGED" in result.stdout and "warning" not in result.stderr, result.output
+    [post] = webhook.received
+    body = post["body"]
+    assert body["event"] == "verify-failed" and body["severity"] == "critical"
+    assert blob.name in body["message"]  # the damaged blob, named as verify named it
+
+
 def test_unhealthy_status_alerts_once_then_when_healthy_again_slack_format(run_cli, guarded, webhook, monkeypatch):
     guarded.settings(f'[status]\nmax_size = "1KB"\n\n[alerts]\nwindow = "1h"\n\n[alerts.webhook]\nurl = "{webhook.url}"\nformat = "slack"')
     assert run_cli(*guarded.args, "status").exit_code == 1

@@ -36,7 +36,7 @@ _ICON = {"critical": ":rotating_light:", "warning": ":warning:", "ok": ":white_c
 @dataclass
 class Alert:
     key: str  # the condition: repeated alerts with the same key are held back within the window
-    event: str  # backup-failed | unhealthy | resolved | migrate-safe-failed | migrate-safe-not-restored | test
+    event: str  # backup-failed | verify-failed | unhealthy | resolved | migrate-safe-failed | migrate-safe-not-restored | test
     severity: str  # critical | warning | ok
     title: str
     message: str
@@ -282,6 +282,15 @@ def backup_failed(project: Project, error: str, warn: Warn | None = None) -> Out
 
 def backup_succeeded(project: Project) -> None:
     resolve(project, "backup-failed")
+
+
+def verify_failed(project: Project, damaged: dict[str, list[str]], warn: Warn | None = None) -> Outcome:
+    """``damaged``: snapshot id -> its problems (one line each)."""
+    message = "\n".join(f"snapshot {sid}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                        for sid, problems in damaged.items())
+    return _told(send(project, Alert("verify-failed:" + ",".join(sorted(damaged)), "verify-failed", "critical",
+                                     f"verify found {len(damaged)} damaged snapshot{'s' if len(damaged) != 1 else ''}",
+                                     message, {"snapshots": damaged})), warn)
 
 
 def migrate_safe_failed(project: Project, exit_code: int, message: str, snapshot: str | None,
