@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import io
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -203,11 +204,30 @@ def upgrade_base_to_heads(db: MigrationDatabase) -> None:
             raise MigrationTestFailure(f"upgrade to {revision} failed: {one_line(exc)}") from None
 
 
+IRREVERSIBLE = re.compile(r"^\s*#\s*migrate-guard:\s*irreversible\b", re.MULTILINE)
+
+
+def irreversible(script: Any) -> bool:
+    """A revision whose file says ``# migrate-guard: irreversible -- why``: its downgrade is not tested."""
+    try:
+        with open(script.path, encoding="utf-8") as fh:
+            return bool(IRREVERSIBLE.search(fh.read()))
+    except OSError:
+        return False
+
+
 def up_down_consistency(db: MigrationDatabase) -> None:
-    """For each revision: upgrade to it, downgrade one step, upgrade again; the schema must match each time."""
+    """For each revision: upgrade to it, downgrade one step, upgrade again; the schema must match each time.
+    A revision marked irreversible is only upgraded."""
     db.reset()
     for script in bridge.all_in_order(bridge.open_scripts(db.project)):
         revision, parents = script.revision, script.down_revision
+        if irreversible(script):
+            try:
+                db.upgrade(revision)
+            except Exception as exc:
+                raise MigrationTestFailure(f"{revision}: upgrade failed: {one_line(exc)}") from None
+            continue
         # "rev@-1" undoes this revision only, whatever other branches hold; Alembic calls that ambiguous
         # at a merge point, where downgrading to one parent undoes the merge (and nothing of the other parent)
         below = parents[0] if isinstance(parents, (tuple, list)) and len(parents) > 1 else f"{revision}@-1"

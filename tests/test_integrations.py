@@ -304,6 +304,34 @@ def test_plugin_on_a_branched_history(suite):
     suite.runpytest_subprocess(*selected).assert_outcomes(passed=2, deselected=5)  # each branch undone on its own
 
 
+IRREVERSIBLE = '''from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("UPDATE customers SET notes = NULL")
+
+
+def downgrade():
+    raise NotImplementedError("the old notes are gone")
+'''
+
+
+def test_plugin_skips_the_downgrade_of_a_revision_marked_irreversible(suite):
+    path = suite.path / VERSIONS / "0007_clear_notes.py"
+    path.write_text(IRREVERSIBLE)
+    selected = ("--migrate-guard", "-k", "up_down")
+    result = suite.runpytest_subprocess(*selected)
+    result.assert_outcomes(failed=1, deselected=2 + len(GENERATED) - 1)
+    result.stdout.fnmatch_lines(["*0007: downgrade failed: NotImplementedError: the old notes are gone*"])
+    path.write_text(IRREVERSIBLE.replace("def upgrade():", "# migrate-guard: irreversible -- the old notes cannot come back\ndef upgrade():"))
+    suite.runpytest_subprocess(*selected).assert_outcomes(passed=1, deselected=2 + len(GENERATED) - 1)
+
+
 @pytest.mark.postgresql
 def test_plugin_on_postgresql_configured_in_pyproject(suite, postgresql_url, monkeypatch):
     monkeypatch.setenv("MG_TEST_DATABASE_URL", postgresql_url)
