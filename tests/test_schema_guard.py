@@ -336,6 +336,8 @@ def test_a_confirmed_restore_passes_the_protection_and_keeps_it(run_cli, example
     assert everything(db_url) == before
     status = run_cli(*args(example, db_url), "protect", "status")
     assert status.exit_code == 0, status.output
+    verified = run_cli(*args(example, db_url), "verify", snapshot, "--read-data")  # a scratch database
+    assert verified.exit_code == 0, verified.output
     if dialect(db_url) == "postgresql":
         assert "TRUNCATE refused" in refused(db_url, "TRUNCATE family_members")
         assert "is protected" in refused(db_url, "DROP TABLE family_members")

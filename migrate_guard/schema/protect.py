@@ -28,6 +28,7 @@ from ..errors import GuardError, one_line
 from . import sqlutil as q
 
 GUC = "migrate_guard.reviewed"
+PG_SCHEMA = "migrate_guard"  # the protection's functions on PostgreSQL
 MYSQL_VARIABLE = "@migrate_guard_reviewed"
 SQLITE_MARKER = "migrate_guard_reviewed"  # the name of an attached in-memory database
 TRUNCATE_TRIGGER = "migrate_guard_no_truncate"

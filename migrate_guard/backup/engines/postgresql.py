@@ -111,30 +111,25 @@ USER_RELATION = """
                       AND d.objid = c.oid AND d.deptype = 'e')
 """
 
-DUPLICATE_OBJECT = "42710"
-DUPLICATE = {DUPLICATE_OBJECT, "42P07", "42723", "42P06"}  # duplicate object/table/function/schema
+DUPLICATE = {"42710", "42P07", "42723", "42P06"}  # duplicate object/table/function/schema
 IN_USE = "2BP01"  # dependent_objects_still_exist
 NOT_OWNER = "42501"  # insufficient_privilege: e.g. COMMENT ON EXTENSION as a non-superuser
 DECORATION = {"COMMENT", "ACL", "SECURITY LABEL"}  # skipped when not ours to change (as pg_restore would)
-NEVER_DROP = (
-    b"DROP SCHEMA ", b"DROP EXTENSION ", b"DROP PUBLICATION ",
-    # migrate-guard's protection (schema/protect.py): its event triggers call these functions by name,
-    # a dependency PostgreSQL cannot see, so dropping one would make every later DDL statement fail.
-    b"DROP FUNCTION IF EXISTS migrate_guard.", b"DROP EVENT TRIGGER IF EXISTS migrate_guard_",
-)
+NEVER_DROP = (b"DROP SCHEMA ", b"DROP EXTENSION ", b"DROP PUBLICATION ")
 
 TOC_LINE = re.compile(rb"^-- TOC entry (\d+) \(class (\d+) OID (\d+)\)")
 
 
-def _same_trigger_exists(conn, statement: bytes) -> bool:
-    """True when a trigger with exactly the definition ``statement`` creates (pg_dump writes
-    ``pg_get_triggerdef``'s text) already exists."""
-    lines = statement.decode("utf-8", "replace").splitlines()
-    definition = " ".join(" ".join(line for line in lines if not line.startswith("--")).split()).rstrip(";").strip()
-    return conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE NOT tgisinternal"
-        " AND pg_catalog.pg_get_triggerdef(oid) = %s)", (definition,)
-    ).fetchone()[0]
+def _is_protection(entry: _Entry) -> bool:
+    """An object of migrate-guard's protection (schema/protect.py). It belongs to a database, not to
+    its data: a restore neither drops nor recreates it, so the target keeps the protection it has
+    (a protected table recreated there gets its TRUNCATE trigger from the protection's event trigger)
+    and a restore into another database needs no superuser for event triggers."""
+    from ...schema.protect import EVENT_TRIGGERS, PG_SCHEMA, TRUNCATE_TRIGGER
+
+    return ((entry.desc == "SCHEMA" and entry.name == PG_SCHEMA) or entry.schema == PG_SCHEMA
+            or (entry.desc == "EVENT TRIGGER" and entry.name in EVENT_TRIGGERS)
+            or (entry.desc == "TRIGGER" and entry.name.rsplit(" ", 1)[-1] == TRUNCATE_TRIGGER))
 
 
 def _psycopg():
@@ -1015,7 +1010,10 @@ class PostgreSQLEngine(Engine):
         fk_owner = meta.get("fk_owner", {})
         strict: set[int] = set()
         tolerant: set[int] = set()
+        guard = closure({e.id for e in toc if _is_protection(e)})  # with their comments, grants, triggers
         for e in toc:
+            if e.id in guard:
+                continue
             if e.desc == "FK CONSTRAINT":
                 if fk_owner.get(str(e.objid)) in want:  # a restored table's own foreign key
                     strict.add(e.id)
@@ -1038,7 +1036,8 @@ class PostgreSQLEngine(Engine):
             todo = deque(d for i in strict for d in entries[i].deps)
             while todo:
                 d = todo.popleft()
-                if d in entries and d not in strict and d not in tolerant and d not in c_set and d not in c_other:
+                if d in entries and d not in strict and d not in tolerant and d not in c_set and d not in c_other \
+                        and d not in guard:
                     tolerant.add(d)
                     todo.extend(entries[d].deps)
         order = [e.id for e in toc if e.id in strict or e.id in tolerant]
@@ -1203,21 +1202,10 @@ class PostgreSQLEngine(Engine):
                     if exc.sqlstate not in DUPLICATE and not not_ours:
                         raise GuardError(f"{plan.entries[entry_id].label}: {_message(exc)}") from None
                 return
-            label = plan.entries[entry_id].label if entry_id in plan.entries else f"TOC entry {entry_id}"
-            if entry_id in plan.entries and plan.entries[entry_id].desc == "TRIGGER":
-                # An event trigger in the target (migrate-guard's own protection, say) may already have
-                # given the new table this very trigger: the same definition is not an error.
-                try:
-                    with conn.transaction():
-                        conn.execute(text)
-                except psycopg.Error as exc:
-                    if exc.sqlstate != DUPLICATE_OBJECT or not _same_trigger_exists(conn, text):
-                        raise GuardError(f"{label}: {_message(exc)}") from None
-                created.add(entry_id)
-                return
             try:
                 conn.execute(text)
             except psycopg.Error as exc:
+                label = plan.entries[entry_id].label if entry_id in plan.entries else f"TOC entry {entry_id}"
                 raise GuardError(f"{label}: {_message(exc)}") from None
             created.add(entry_id)
 
