@@ -12,7 +12,7 @@ import click
 from . import __version__
 from .allocator import keep_freed_memory
 from .config import DIALECTS, FAIL_ON_CHOICES, Project, load_project
-from .errors import EXIT_USAGE, GuardError
+from .errors import EXIT_USAGE, GuardError, one_line
 from .progress import for_output, human_bytes
 
 PROG = "migrate-guard"
@@ -37,7 +37,11 @@ class GuardGroup(click.Group):
         except Exception as exc:  # a bug: still one line, with the way to see more
             if os.environ.get("MIGRATE_GUARD_DEBUG"):
                 raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (set MIGRATE_GUARD_DEBUG=1 for the traceback)", EXIT_USAGE)
+            from sqlalchemy.exc import DBAPIError
+
+            if isinstance(exc, DBAPIError):  # the database refused: unreachable, unknown database, no rights
+                _fail(f"database error: {one_line(exc.orig).split(': ', 1)[-1]}", EXIT_USAGE)
+            _fail(f"internal error: {one_line(exc)} (set MIGRATE_GUARD_DEBUG=1 for the traceback)", EXIT_USAGE)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -103,6 +103,8 @@ def _sqlite(url: str, wait: float) -> Iterator[None]:
         yield  # an in-memory database belongs to this process alone
         return
     path = Path(f"{database}.migrate-guard.lock")
+    if not path.parent.is_dir():
+        raise GuardError(f"database error: unable to open database file (no directory {path.parent})")
     record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "who": _who(),
                          "since": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     deadline = time.monotonic() + wait

@@ -343,3 +343,12 @@ def test_a_confirmed_restore_passes_the_protection_and_keeps_it(run_cli, example
         assert "is protected" in refused(db_url, "DROP TABLE family_members")
     else:
         assert "protected table family_members" in refused(db_url, "DELETE FROM family_members")
+
+
+@pytest.mark.parametrize("command", [("constraints", "check"), ("constraints", "apply"), ("integrity",),
+                                     ("protect", "install"), ("protect", "status"), ("migrate-safe", "--dry-run")])
+def test_a_database_that_cannot_be_opened_is_one_line(run_cli, example, tmp_path, command):
+    result = run_cli(*args(example, f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"), *command)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("migrate-guard: error: ") and "unable to open database file" in line, line
