@@ -616,6 +616,24 @@ def test_postgresql_reuses_exactly_the_unchanged_tables(postgresql_url, change, 
     assert fresh == {t.qualified: (t.rows, reference.data(t.stream)) for t in full.tables}
 
 
+def test_postgresql_a_transaction_running_during_a_backup_is_seen_by_the_next(postgresql_url):
+    """Rows a transaction writes while a backup runs, committed after it, make the next backup read
+    that table again, although their xid is older than that backup's snapshot horizon."""
+    pg_seed(postgresql_url)
+    engine = engine_for(postgresql_url)
+    with pg(postgresql_url) as writer:
+        writer.autocommit = False
+        writer.execute("UPDATE customers SET notes = 'written during the backup' WHERE id = 2")
+        repo = WriteLog()
+        first = engine.dump(repo.write)  # the update is not in it
+        writer.commit()
+    repo.written.clear()
+    second = engine.dump(repo.write, previous={t.qualified: t for t in first.tables})
+    assert set(repo.written) == {"schema", "public.customers"}
+    customers = next(t for t in second.tables if t.qualified == "public.customers")
+    assert b"written during the backup" in repo.data(customers.stream)
+
+
 def test_postgresql_markers_are_compared_only_while_xids_cannot_be_confused(postgresql_url):
     """A marker says how far the xid counter may move before one of its table's xmins (32 bits,
     frozen ones from any earlier epoch) could be handed out again; beyond that the table is read."""
