@@ -22,12 +22,13 @@ import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
 from ..errors import EXIT_BLOCKED, GuardError, one_line
 from . import sqlutil as q
+from .sqlutil import GuardReport
 from .definitions import Constraint, Definitions
 
 
@@ -60,6 +61,10 @@ class CheckResult:
     def blocks(self) -> bool:
         return self.constraint.severity == "error" and self.status in ("violated", "error")
 
+    @property
+    def rows(self) -> int:  # the rows ``sample`` shows a few of
+        return self.violations
+
     def to_dict(self) -> dict[str, Any]:
         c = self.constraint
         return {"name": c.name, "table": c.table, "schema": c.schema, "severity": c.severity, "expression": self.expression,
@@ -76,17 +81,8 @@ class CheckResult:
 
 
 @dataclass
-class CheckReport:
-    dialect: str
-    results: list[CheckResult]
-
-    @property
-    def blocking(self) -> list[CheckResult]:
-        return [r for r in self.results if r.blocks]
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_BLOCKED if self.blocking else 0
+class CheckReport(GuardReport):
+    indent: ClassVar[str] = " " * 10
 
     def summary(self) -> str:
         violated = [r for r in self.results if r.status == "violated"]
@@ -94,17 +90,6 @@ class CheckReport:
         return (f"checked {len(self.results)} constraint{'s' if len(self.results) != 1 else ''} ({self.dialect}): "
                 f"{len(violated)} violated ({rows} row{'s' if rows != 1 else ''}), "
                 f"{sum(r.status == 'skipped' for r in self.results)} skipped, {sum(r.status == 'error' for r in self.results)} failed to run")
-
-    def text_lines(self) -> list[str]:
-        lines = []
-        for r in self.results:
-            lines.append(r.line())
-            for row in r.sample:
-                lines.append("          " + ", ".join(f"{k}={v!r}" for k, v in row.items()))
-            if r.violations > len(r.sample) and r.sample:
-                lines.append(f"          ... and {r.violations - len(r.sample)} more")
-        lines.append(self.summary())
-        return lines
 
     def to_dict(self) -> dict[str, Any]:
         return {"dialect": self.dialect, "constraints": [r.to_dict() for r in self.results],

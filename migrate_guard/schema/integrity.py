@@ -9,12 +9,13 @@ definitions (``[[foreign_key]]``) and checked the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
 from ..errors import EXIT_BLOCKED, GuardError, one_line
 from . import sqlutil as q
+from .sqlutil import GuardReport
 from .definitions import Definitions
 
 
@@ -40,6 +41,10 @@ class Result:
     def blocks(self) -> bool:
         return self.severity == "error" and self.status in ("failed", "error")
 
+    @property
+    def rows(self) -> int:  # the rows ``sample`` shows a few of
+        return self.count if self.status == "failed" else 0
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "table": self.table, "severity": self.severity, "status": self.status,
                 "detail": self.detail, "count": self.count, "sample": self.sample, "note": self.note or None}
@@ -55,34 +60,14 @@ class Result:
 
 
 @dataclass
-class Report:
-    dialect: str
-    results: list[Result]
-
-    @property
-    def blocking(self) -> list[Result]:
-        return [r for r in self.results if r.blocks]
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_BLOCKED if self.blocking else 0
+class Report(GuardReport):
+    indent: ClassVar[str] = " " * 9
 
     def summary(self) -> str:
         failed = [r for r in self.results if r.status in ("failed", "error")]
         return (f"integrity ({self.dialect}): {len(self.results)} checks, "
                 f"{sum(r.severity == 'error' for r in failed)} errors, {sum(r.severity == 'warning' for r in failed)} warnings, "
                 f"{sum(r.status == 'skipped' for r in self.results)} skipped")
-
-    def text_lines(self) -> list[str]:
-        lines = []
-        for r in self.results:
-            lines.append(r.line())
-            for row in r.sample:
-                lines.append("         " + ", ".join(f"{k}={v!r}" for k, v in row.items()))
-            if r.status == "failed" and r.count > len(r.sample) and r.sample:
-                lines.append(f"         ... and {r.count - len(r.sample)} more")
-        lines.append(self.summary())
-        return lines
 
     def to_dict(self) -> dict[str, Any]:
         return {"dialect": self.dialect, "checks": [r.to_dict() for r in self.results],

@@ -1,16 +1,49 @@
-"""Small SQL helpers the schema guard shares: quoting, reflection, JSON-safe values."""
+"""Small helpers the schema guard shares: quoting, reflection, JSON-safe values, the report shape."""
 from __future__ import annotations
 
 import datetime as _dt
 import decimal
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
 from ..config import dialect_family
+from ..errors import EXIT_BLOCKED
 
 SAMPLE_ROWS = 5
+
+
+@dataclass
+class GuardReport:
+    """Results that each may block (``blocks``), with a few offending rows each (``sample``) out of
+    ``rows`` found; subclasses say ``summary()`` and how far sample rows are indented."""
+
+    dialect: str
+    results: list[Any]
+    indent: ClassVar[str] = "  "
+
+    @property
+    def blocking(self) -> list[Any]:
+        return [r for r in self.results if r.blocks]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_BLOCKED if self.blocking else 0
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+    def text_lines(self) -> list[str]:
+        lines = []
+        for r in self.results:
+            lines.append(r.line())
+            lines.extend(self.indent + ", ".join(f"{k}={v!r}" for k, v in row.items()) for row in r.sample)
+            if r.sample and r.rows > len(r.sample):
+                lines.append(f"{self.indent}... and {r.rows - len(r.sample)} more")
+        lines.append(self.summary())
+        return lines
 
 
 def family(conn: sa.Connection) -> str:
