@@ -45,6 +45,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from units import human  # benchmarks/units.py: the directory of a script run as a file is on sys.path
+
 BIN = Path(sys.executable).parent
 DB = "mg_bench"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -256,14 +258,6 @@ def row_counts(base: str, dbname: str) -> dict[str, int]:
 
 def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 @dataclass

@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from units import human  # benchmarks/units.py: the directory of a script run as a file is on sys.path
+
 BIN = Path(sys.executable).parent
 DB = "mg_safe_bench"
 
@@ -441,14 +443,6 @@ class SQLite(Target):
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:

@@ -162,6 +162,15 @@ def use_repository(example: Path, location: str | Path, monkeypatch: pytest.Monk
     monkeypatch.delenv("MIGRATE_GUARD_PASSPHRASE", raising=False)
 
 
+def error_line(result) -> str:
+    """The one error line on stderr (progress lines, indented or not, may come before it), and no traceback."""
+    assert "Traceback" not in result.output and "internal error" not in result.stderr, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("migrate-guard")]
+    assert len(errors) == 1, result.stderr
+    assert result.stderr.rstrip("\n").splitlines()[-1] == errors[0], result.stderr
+    return errors[0]
+
+
 # --- real database servers ----------------------------------------------------------------------
 
 

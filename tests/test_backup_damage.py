@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import KEY, everything, execute, migrate_example, use_repository
+from conftest import KEY, error_line, everything, execute, migrate_example, use_repository
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # nothing dialect-specific to test
 OTHER_KEY = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="  # 32 bytes, base64, not KEY
@@ -97,15 +97,6 @@ def other_url(db_url: str, tmp_path: Path):
 
 
 CHANGES = ("UPDATE customers SET notes = 'changed after the backup'", "DELETE FROM attachments WHERE id = 1")
-
-
-def error_line(result) -> str:
-    """The one error line on stderr (progress lines may come before it), and no traceback."""
-    assert "Traceback" not in result.output and "internal error" not in result.stderr, result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("migrate-guard")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip("\n").splitlines()[-1] == errors[0], result.stderr
-    return errors[0]
 
 
 def backup(run_cli, seeded: Seeded, *extra: str) -> str:

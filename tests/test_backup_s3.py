@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import execute, migrate_example, use_repository
+from conftest import error_line, execute, migrate_example, use_repository
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[test]')")
 boto3 = pytest.importorskip("boto3", reason="boto3 is not installed (pip install -e '.[test]')")
@@ -80,15 +80,6 @@ def on_s3(example: Path, tmp_path: Path, s3, monkeypatch: pytest.MonkeyPatch):
     migrate_example(example, url)
     use_repository(example, f"s3://{bucket}/backups/app", monkeypatch)
     return example, url, client, bucket
-
-
-def error_line(result) -> str:
-    """The one error line on stderr (progress lines, indented or not, may come before it)."""
-    assert "Traceback" not in result.output and "internal error" not in result.stderr, result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("migrate-guard")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip("\n").splitlines()[-1] == errors[0], result.stderr
-    return errors[0]
 
 
 def keys(client, bucket: str, prefix: str = "backups/app/") -> list[str]:

@@ -14,6 +14,7 @@ from ..backup import service
 from ..config import Project
 from ..errors import GuardError
 from ..progress import human_bytes
+from ..times import parse_iso
 from .status import CRITICAL, WARNING, Status, evaluate
 
 
@@ -128,11 +129,10 @@ def _plot(manifests: list[dict[str, Any]]) -> str:
     """Data size and bytes added per snapshot over time, as inline SVG (drawn here: no script needed)."""
     points = []
     for m in manifests:
-        try:
-            when = datetime.fromisoformat(m["created_at"].replace("Z", "+00:00")).timestamp()
-        except (KeyError, ValueError):
+        when = parse_iso(m.get("created_at"))
+        if when is None:
             continue
-        points.append((when, int(m.get("bytes", 0)), int(m.get("stored_bytes", 0)), m))
+        points.append((when.timestamp(), int(m.get("bytes", 0)), int(m.get("stored_bytes", 0)), m))
     if not points:
         return ""
     width, height, left, right, top, bottom = 760, 260, 90, 20, 20, 40
