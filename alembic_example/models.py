@@ -3,6 +3,7 @@
 Types are portable across SQLite, PostgreSQL and MariaDB: every string has a length and
 timestamps are naive UTC ``DateTime`` columns.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -29,6 +30,7 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -75,9 +77,7 @@ class ServicePackage(Base):
 
 class CustomerService(Base):
     __tablename__ = "customer_services"
-    __table_args__ = (
-        CheckConstraint("status IN ('pending', 'active', 'expired', 'cancelled')", name="status"),
-    )
+    __table_args__ = (CheckConstraint("status IN ('pending', 'active', 'expired', 'cancelled')", name="status"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
@@ -93,9 +93,7 @@ class CustomerService(Base):
 
 class FamilyAccount(Base):
     __tablename__ = "family_accounts"
-    __table_args__ = (
-        CheckConstraint("current_members <= max_members", name="members_within_limit"),
-    )
+    __table_args__ = (CheckConstraint("current_members <= max_members", name="members_within_limit"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     owner_customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))

@@ -5,6 +5,7 @@
 Run the migrations first (``alembic upgrade heads``). The URL defaults to the one in alembic.ini;
 a database whose customers table already has rows is left alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from alembic.config import Config
+from models import Customer, CustomerService, FamilyAccount, FamilyMember, ServiceCategory, ServicePackage
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
-
-from models import Customer, CustomerService, FamilyAccount, FamilyMember, ServiceCategory, ServicePackage
 
 HERE = Path(__file__).resolve().parent
 NOW = datetime(2024, 7, 1, 9, 0)  # a fixed "today" keeps every run identical
@@ -27,8 +27,12 @@ NOW = datetime(2024, 7, 1, 9, 0)  # a fixed "today" keeps every run identical
 CATALOGUE = {
     "Mobilfunk": (
         "Handyverträge und Prepaid-Tarife / Hợp đồng điện thoại di động",
-        [("Prepaid Smart S", "9.99", 1, True), ("Allnet Flat M", "19.99", 24, True),
-         ("Allnet Flat L", "29.99", 24, True), ("Allnet Flat 2019", "24.99", 24, False)],
+        [
+            ("Prepaid Smart S", "9.99", 1, True),
+            ("Allnet Flat M", "19.99", 24, True),
+            ("Allnet Flat L", "29.99", 24, True),
+            ("Allnet Flat 2019", "24.99", 24, False),
+        ],
     ),
     "Internet & Festnetz": (
         "DSL, Glasfaser und Festnetz / Internet và điện thoại cố định",
@@ -40,8 +44,11 @@ CATALOGUE = {
     ),
     "Versicherungen": (
         "Haftpflicht, Hausrat und Kfz / Bảo hiểm",
-        [("Haftpflicht Single", "4.50", 12, True), ("Hausrat Familie", "8.90", 12, True),
-         ("Kfz-Haftpflicht", "39.00", 12, True)],
+        [
+            ("Haftpflicht Single", "4.50", 12, True),
+            ("Hausrat Familie", "8.90", 12, True),
+            ("Kfz-Haftpflicht", "39.00", 12, True),
+        ],
     ),
     "Reisen & Visa": (
         "Visumanträge und Flugbuchungen / Thị thực và vé máy bay",

@@ -29,6 +29,7 @@ counted twice) and RSS, and as the largest single process (``/usr/bin/time -f %M
 checked on the larger of the PSS sum and the largest process. ``BENCH_DEBUG=1`` prints which
 processes made each peak.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -116,24 +117,34 @@ CREATE TABLE events (
 );
 """
 
-WORDS = ("'{alpha,amber,arctic,atlas,basic,bold,bright,classic,compact,cotton,crystal,deluxe,eco,"
-         "electric,elegant,essential,fresh,golden,grand,heavy,indigo,lunar,matte,metro,modern,nordic,"
-         "organic,pocket,premium,pro,rapid,royal,silver,smart,solar,sport,steel,studio,ultra,urban,"
-         "velvet,vintage,wild,wooden,zen}'::text[]")
-NOUNS = ("'{backpack,blender,bottle,cable,camera,chair,charger,clock,desk,drill,headphones,jacket,kettle,"
-         "keyboard,lamp,monitor,mouse,mug,notebook,pan,pen,pillow,router,scarf,shoes,speaker,table,"
-         "tent,towel,umbrella,wallet,watch}'::text[]")
-FIRST = ("'{Ada,Alan,Alice,Amir,Ana,Ben,Carla,Chen,David,Elena,Emma,Farid,Grace,Hana,Ivan,Jonas,Julia,"
-         "Kenji,Laura,Lena,Liam,Lucas,Maria,Marta,Mateo,Mia,Noah,Nora,Olga,Omar,Paul,Priya,Rosa,Sam,"
-         "Sara,Sofia,Tom,Yara,Yusuf,Zoe}'::text[]")
-LAST = ("'{Andersen,Becker,Costa,Dubois,Evans,Fischer,Garcia,Hansen,Ivanova,Jensen,Kowalski,Larsen,"
-        "Meyer,Moreau,Nakamura,Novak,Olsen,Petrov,Quinn,Rossi,Schmidt,Silva,Smith,Tanaka,Horvat,"
-        "Wagner,Weber,Wong,Yilmaz,Zimmermann}'::text[]")
+WORDS = (
+    "'{alpha,amber,arctic,atlas,basic,bold,bright,classic,compact,cotton,crystal,deluxe,eco,"
+    "electric,elegant,essential,fresh,golden,grand,heavy,indigo,lunar,matte,metro,modern,nordic,"
+    "organic,pocket,premium,pro,rapid,royal,silver,smart,solar,sport,steel,studio,ultra,urban,"
+    "velvet,vintage,wild,wooden,zen}'::text[]"
+)
+NOUNS = (
+    "'{backpack,blender,bottle,cable,camera,chair,charger,clock,desk,drill,headphones,jacket,kettle,"
+    "keyboard,lamp,monitor,mouse,mug,notebook,pan,pen,pillow,router,scarf,shoes,speaker,table,"
+    "tent,towel,umbrella,wallet,watch}'::text[]"
+)
+FIRST = (
+    "'{Ada,Alan,Alice,Amir,Ana,Ben,Carla,Chen,David,Elena,Emma,Farid,Grace,Hana,Ivan,Jonas,Julia,"
+    "Kenji,Laura,Lena,Liam,Lucas,Maria,Marta,Mateo,Mia,Noah,Nora,Olga,Omar,Paul,Priya,Rosa,Sam,"
+    "Sara,Sofia,Tom,Yara,Yusuf,Zoe}'::text[]"
+)
+LAST = (
+    "'{Andersen,Becker,Costa,Dubois,Evans,Fischer,Garcia,Hansen,Ivanova,Jensen,Kowalski,Larsen,"
+    "Meyer,Moreau,Nakamura,Novak,Olsen,Petrov,Quinn,Rossi,Schmidt,Silva,Smith,Tanaka,Horvat,"
+    "Wagner,Weber,Wong,Yilmaz,Zimmermann}'::text[]"
+)
 DOMAINS = "'{example.com,mail.test,corp.example,shop.test,inbox.example}'::text[]"
 STATUS = "'{pending,paid,packed,shipped,delivered,cancelled,refunded}'::text[]"
 KINDS = "'{page_view,search,add_to_cart,checkout,login,logout,review,wishlist}'::text[]"
-AGENTS = ("'{Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0,Mozilla/5.0 (Macintosh) Safari/605.1.15,"
-          "Mozilla/5.0 (Windows NT 10.0) Chrome/126.0,Mozilla/5.0 (iPhone) Mobile/15E148,okhttp/4.12}'::text[]")
+AGENTS = (
+    "'{Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0,Mozilla/5.0 (Macintosh) Safari/605.1.15,"
+    "Mozilla/5.0 (Windows NT 10.0) Chrome/126.0,Mozilla/5.0 (iPhone) Mobile/15E148,okhttp/4.12}'::text[]"
+)
 
 
 def pick(array: str, n: str = "random()") -> str:
@@ -157,7 +168,7 @@ def fill_statements(scale: float) -> dict[str, str]:
                                       'tags', jsonb_build_array({pick(WORDS)}, {pick(NOUNS)}),
                                       'rating', round((1 + random() * 4)::numeric, 1)),
                    timestamptz '2024-01-01 00:00+00' + random() * interval '600 days'
-            FROM generate_series(1, {n['products']}) i""",
+            FROM generate_series(1, {n["products"]}) i""",
         "customers": f"""
             INSERT INTO customers
             SELECT i, lower({pick(FIRST)}) || '.' || substr(md5(i::text), 1, 6) || i || '@' || {pick(DOMAINS)},
@@ -172,33 +183,33 @@ def fill_statements(scale: float) -> dict[str, str]:
                        'phone', '+' || (1000000000 + (random() * 8999999999)::bigint)::text,
                        'address', jsonb_build_object('street', (1 + i % 300) || ' ' || {pick(LAST)} || ' Street',
                                                      'zip', lpad((i % 99999)::text, 5, '0')))
-            FROM generate_series(1, {n['customers']}) i""",
+            FROM generate_series(1, {n["customers"]}) i""",
         "orders": f"""
             INSERT INTO orders
-            SELECT i, 1 + floor(random() * {n['customers']})::bigint, {pick(STATUS)}, p,
+            SELECT i, 1 + floor(random() * {n["customers"]})::bigint, {pick(STATUS)}, p,
                    CASE WHEN random() < 0.7 THEN p + random() * interval '10 days' END,
                    round((5 + random() * 900)::numeric, 2), (ARRAY['EUR','USD','GBP'])[1 + i % 3],
                    CASE WHEN random() < 0.15 THEN 'Please deliver ' || {pick(WORDS)} || ' ' || md5(i::text) END
             FROM (SELECT i, timestamptz '2021-01-01 00:00+00' + random() * interval '1300 days' AS p
-                  FROM generate_series(1, {n['orders']}) i) s""",
+                  FROM generate_series(1, {n["orders"]}) i) s""",
         "order_items": f"""
             INSERT INTO order_items
-            SELECT o, l, 1 + floor(random() * {n['products']})::int, 1 + floor(random() * 5)::int,
+            SELECT o, l, 1 + floor(random() * {n["products"]})::int, 1 + floor(random() * 5)::int,
                    round((1 + random() * 499)::numeric, 2), (ARRAY[0, 0, 0, 5, 10, 15])[1 + floor(random() * 6)::int]
-            FROM generate_series(1, {n['orders']}) o
+            FROM generate_series(1, {n["orders"]}) o
             CROSS JOIN LATERAL generate_series(1, 1 + (o * 7 + 3) % 3 + (o % 2)) l
-            LIMIT {n['order_items']}""",
+            LIMIT {n["order_items"]}""",
         "events": f"""
             INSERT INTO events (customer_id, occurred_at, kind, payload)
-            SELECT 1 + floor(random() * {n['customers']})::bigint,
+            SELECT 1 + floor(random() * {n["customers"]})::bigint,
                    timestamptz '2024-01-01 00:00+00' + i * interval '17 seconds',
                    {pick(KINDS)},
                    jsonb_build_object('session', md5(random()::text), 'agent', {pick(AGENTS)},
-                                      'path', '/products/' || (1 + floor(random() * {n['products']})::int),
+                                      'path', '/products/' || (1 + floor(random() * {n["products"]})::int),
                                       'ip', '10.' || (i % 256) || '.' || ((i / 256) % 256) || '.' || (i % 97),
                                       'ms', round((random() * 900)::numeric, 1),
                                       'query', CASE WHEN random() < 0.3 THEN {pick(WORDS)} || ' ' || {pick(NOUNS)} END)
-            FROM generate_series(1, {n['events']}) i""",
+            FROM generate_series(1, {n["events"]}) i""",
     }
 
 
@@ -251,8 +262,12 @@ def db_size(base: str, dbname: str) -> int:
 
 def row_counts(base: str, dbname: str) -> dict[str, int]:
     with connect(base, dbname) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace ORDER BY 1")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace ORDER BY 1"
+            )
+        ]
         return {t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
 
 
@@ -280,7 +295,7 @@ def _children() -> dict[int, list[int]]:
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
         kids.setdefault(ppid, []).append(int(entry))
     return kids
 
@@ -322,11 +337,15 @@ def _tree_memory(root: int) -> tuple[int, int, str]:
 
 def run(cmd: list[str], env: dict[str, str] | None = None, label: str = "") -> Run:
     """Run ``cmd`` under /usr/bin/time, polling the RSS of its process tree every 20 ms."""
-    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf, tempfile.TemporaryFile() as out, \
-            tempfile.TemporaryFile() as err:
+    with (
+        tempfile.NamedTemporaryFile("r", suffix=".time") as tf,
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+    ):
         started = time.perf_counter()
-        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", tf.name, *cmd], stdout=out, stderr=err,
-                                env=env)
+        proc = subprocess.Popen(
+            ["/usr/bin/time", "-f", "%M %U %S", "-o", tf.name, *cmd], stdout=out, stderr=err, env=env
+        )
         peak_rss = peak_pss = 0
         at_peak = ""
         done = threading.Event()
@@ -365,8 +384,14 @@ def best(runs: list[Run]) -> Run:
     """The fastest of repeated runs (the least disturbed by whatever else the machine does), with
     the highest memory seen in any of them."""
     fastest = min(runs, key=lambda r: r.seconds)
-    return Run(fastest.seconds, fastest.cpu, max(r.tree_pss for r in runs), max(r.tree_rss for r in runs),
-               max(r.max_rss for r in runs), fastest.stdout)
+    return Run(
+        fastest.seconds,
+        fastest.cpu,
+        max(r.tree_pss for r in runs),
+        max(r.tree_rss for r in runs),
+        max(r.max_rss for r in runs),
+        fastest.stdout,
+    )
 
 
 # --- the benchmark ------------------------------------------------------------------------------------
@@ -412,15 +437,32 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=900, help="approximate database size on disk (default 900)")
     parser.add_argument("--keep", action="store_true", help=f"keep the {DB} database afterwards")
     parser.add_argument("--reuse", action="store_true", help=f"use an existing {DB} as it is (from --keep)")
-    parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="time each step N times and keep the fastest (default 1; use 3 on a busy machine)")
-    parser.add_argument("--level", type=int, metavar="L",
-                        help="set [backup] compression_level = L (default: not set, the repository default)")
-    parser.add_argument("--migrate-guard", dest="mg", metavar="CMD", default=str(BIN / "migrate-guard"),
-                        help="the command to run (default: %(default)s); e.g. to time another checkout: "
-                             "PYTHONPATH=../other ... --migrate-guard '.venv/bin/python -m migrate_guard'")
-    parser.add_argument("--server", default="host=127.0.0.1 port=5432 user=postgres",
-                        help="libpq connection string of the server (default: %(default)s)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="time each step N times and keep the fastest (default 1; use 3 on a busy machine)",
+    )
+    parser.add_argument(
+        "--level",
+        type=int,
+        metavar="L",
+        help="set [backup] compression_level = L (default: not set, the repository default)",
+    )
+    parser.add_argument(
+        "--migrate-guard",
+        dest="mg",
+        metavar="CMD",
+        default=str(BIN / "migrate-guard"),
+        help="the command to run (default: %(default)s); e.g. to time another checkout: "
+        "PYTHONPATH=../other ... --migrate-guard '.venv/bin/python -m migrate_guard'",
+    )
+    parser.add_argument(
+        "--server",
+        default="host=127.0.0.1 port=5432 user=postgres",
+        help="libpq connection string of the server (default: %(default)s)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args()
     base = args.server
@@ -445,22 +487,34 @@ def main() -> None:
                 build_s = build(base, args.size_mb)
             size = db_size(base, DB)
             counts = row_counts(base, DB)
-            print(f"database {DB}: {human(size)} on disk, {sum(counts.values()):,} rows in {len(counts)} tables"
-                  + (f", built in {build_s:.0f}s" if build_s else ""), flush=True)
+            print(
+                f"database {DB}: {human(size)} on disk, {sum(counts.values()):,} rows in {len(counts)} tables"
+                + (f", built in {build_s:.0f}s" if build_s else ""),
+                flush=True,
+            )
 
             # a project: alembic.ini + migrate-guard.toml naming a temporary repository
             project = tmp / "project"
             (project / "migrations").mkdir(parents=True)
-            (project / "alembic.ini").write_text(f"[alembic]\nscript_location = %(here)s/migrations\n"
-                                                 f"sqlalchemy.url = {url_for(base, DB)}\n")
+            (project / "alembic.ini").write_text(
+                f"[alembic]\nscript_location = %(here)s/migrations\nsqlalchemy.url = {url_for(base, DB)}\n"
+            )
             repo = tmp / "repo"
             level = f"compression_level = {args.level}\n" if args.level else ""
             (project / "migrate-guard.toml").write_text(f'[backup]\nrepository = "{repo}"\n{level}')
             env = dict(os.environ)
             env["MIGRATE_GUARD_KEY"] = base64.b64encode(os.urandom(32)).decode()
             env.pop("MIGRATE_GUARD_PASSPHRASE", None)
-            backup_cmd = [*mg, "-c", str(project / "alembic.ini"), "--url", url_for(base, DB), "backup", "--format",
-                          "json"]
+            backup_cmd = [
+                *mg,
+                "-c",
+                str(project / "alembic.ini"),
+                "--url",
+                url_for(base, DB),
+                "backup",
+                "--format",
+                "json",
+            ]
 
             # 2. pg_dump -Fc (the baseline)
             dump_file = tmp / "bench.dump"
@@ -469,8 +523,9 @@ def main() -> None:
                 print(f"pg_dump -Fc ({i + 1}/{repeat}) ...", end=" ", flush=True)
                 dump_file.unlink(missing_ok=True)
                 settle(base)
-                runs.append(run(["pg_dump", "-Fc", "-f", str(dump_file), "--dbname", f"{base} dbname={DB}"],
-                                label="pg_dump"))
+                runs.append(
+                    run(["pg_dump", "-Fc", "-f", str(dump_file), "--dbname", f"{base} dbname={DB}"], label="pg_dump")
+                )
                 print(f"{runs[-1].seconds:.1f}s", flush=True)
             r_dump = best(runs)
             dump_bytes = dump_file.stat().st_size
@@ -506,14 +561,33 @@ def main() -> None:
                 print(f"pg_restore ({i + 1}/{repeat}) ...", end=" ", flush=True)
                 recreate(base, restored[0])
                 settle(base)
-                runs_pg.append(run(["pg_restore", "--dbname", f"{base} dbname={restored[0]}", "--exit-on-error",
-                                    str(dump_file)], label="pg_restore"))
+                runs_pg.append(
+                    run(
+                        ["pg_restore", "--dbname", f"{base} dbname={restored[0]}", "--exit-on-error", str(dump_file)],
+                        label="pg_restore",
+                    )
+                )
                 print(f"{runs_pg[-1].seconds:.1f}s", flush=True)
                 print(f"migrate-guard restore ({i + 1}/{repeat}) ...", end=" ", flush=True)
                 recreate(base, restored[1])
                 settle(base)
-                runs_mg.append(run([*mg, "-c", str(project / "alembic.ini"), "restore", manifest["id"], "--to-url",
-                                    url_for(base, restored[1]), "--yes", "--no-pre-snapshot"], env, "restore"))
+                runs_mg.append(
+                    run(
+                        [
+                            *mg,
+                            "-c",
+                            str(project / "alembic.ini"),
+                            "restore",
+                            manifest["id"],
+                            "--to-url",
+                            url_for(base, restored[1]),
+                            "--yes",
+                            "--no-pre-snapshot",
+                        ],
+                        env,
+                        "restore",
+                    )
+                )
                 print(f"{runs_mg[-1].seconds:.1f}s", flush=True)
             r_pr, r_mr = best(runs_pg), best(runs_mg)
             got_pg, got_mg = row_counts(base, restored[0]), row_counts(base, restored[1])
@@ -535,33 +609,63 @@ def main() -> None:
         ("peak memory, MB (process tree)", peak / 1e6, 200),
     ]
     print()
-    print(f"database: {human(size)} on disk, {sum(counts.values()):,} rows; snapshot: {human(manifest['bytes'])} "
-          f"of schema and COPY text; {os.cpu_count()} CPUs, load average at the end {load()}"
-          + (f"; fastest of {repeat}" if repeat > 1 else ""))
+    print(
+        f"database: {human(size)} on disk, {sum(counts.values()):,} rows; snapshot: {human(manifest['bytes'])} "
+        f"of schema and COPY text; {os.cpu_count()} CPUs, load average at the end {load()}"
+        + (f"; fastest of {repeat}" if repeat > 1 else "")
+    )
     print(f"{'':32} {'seconds':>8} {'CPU s':>7} {'bytes':>10}   {'peak memory: tree PSS / tree RSS / largest RSS'}")
-    for name, r, b in (("pg_dump -Fc", r_dump, dump_bytes), ("migrate-guard backup (first)", r_b1, b1_bytes),
-                       ("migrate-guard backup (second)", r_b2, b2_bytes), ("pg_restore", r_pr, None),
-                       ("migrate-guard restore", r_mr, None)):
-        print(f"{name:32} {r.seconds:8.1f} {r.cpu:7.1f} {human(b) if b is not None else '':>10}   "
-              f"{human(r.tree_pss):>16} / {human(r.tree_rss):>8} / {human(r.max_rss):>8}")
-    print("(CPU s: user + system time of the command's processes, not the server's. Memory: the process tree"
-          " summed every 20 ms as PSS (shared pages split between sharers) and as RSS (counted in each), and"
-          " the largest single process. The goal is checked on the larger of tree PSS and largest RSS.)")
+    for name, r, b in (
+        ("pg_dump -Fc", r_dump, dump_bytes),
+        ("migrate-guard backup (first)", r_b1, b1_bytes),
+        ("migrate-guard backup (second)", r_b2, b2_bytes),
+        ("pg_restore", r_pr, None),
+        ("migrate-guard restore", r_mr, None),
+    ):
+        print(
+            f"{name:32} {r.seconds:8.1f} {r.cpu:7.1f} {human(b) if b is not None else '':>10}   "
+            f"{human(r.tree_pss):>16} / {human(r.tree_rss):>8} / {human(r.max_rss):>8}"
+        )
+    print(
+        "(CPU s: user + system time of the command's processes, not the server's. Memory: the process tree"
+        " summed every 20 ms as PSS (shared pages split between sharers) and as RSS (counted in each), and"
+        " the largest single process. The goal is checked on the larger of tree PSS and largest RSS.)"
+    )
     print()
     for name, value, goal in rows:
         print(f"{name:40} {value:8.3f}   goal <= {goal:<6}  {'ok' if value <= goal else 'ABOVE GOAL'}")
     if args.json:
-        def fig(r: Run, b: int | None = None) -> dict:
-            return {"seconds": round(r.seconds, 3), "cpu_seconds": round(r.cpu, 2), "bytes": b,
-                    "peak_pss_tree": r.tree_pss, "peak_rss_tree": r.tree_rss, "peak_rss_largest": r.max_rss}
 
-        Path(args.json).write_text(json.dumps({
-            "db_bytes": size, "rows": sum(counts.values()), "snapshot_plain_bytes": manifest["bytes"],
-            "cpus": os.cpu_count(), "repeat": repeat, "level": args.level,
-            "pg_dump": fig(r_dump, dump_bytes), "backup_first": fig(r_b1, b1_bytes),
-            "backup_second": fig(r_b2, b2_bytes), "pg_restore": fig(r_pr), "restore": fig(r_mr),
-            "ratios": {name: round(value, 4) for name, value, _goal in rows},
-        }, indent=2) + "\n")
+        def fig(r: Run, b: int | None = None) -> dict:
+            return {
+                "seconds": round(r.seconds, 3),
+                "cpu_seconds": round(r.cpu, 2),
+                "bytes": b,
+                "peak_pss_tree": r.tree_pss,
+                "peak_rss_tree": r.tree_rss,
+                "peak_rss_largest": r.max_rss,
+            }
+
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "db_bytes": size,
+                    "rows": sum(counts.values()),
+                    "snapshot_plain_bytes": manifest["bytes"],
+                    "cpus": os.cpu_count(),
+                    "repeat": repeat,
+                    "level": args.level,
+                    "pg_dump": fig(r_dump, dump_bytes),
+                    "backup_first": fig(r_b1, b1_bytes),
+                    "backup_second": fig(r_b2, b2_bytes),
+                    "pg_restore": fig(r_pr),
+                    "restore": fig(r_mr),
+                    "ratios": {name: round(value, 4) for name, value, _goal in rows},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ and prints the ratio of the medians. Goal (issue 3): <= 1.3.
 
     python benchmarks/check_bench.py [-n 1000] [--repeat 3] [--dialect postgresql]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,13 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 
-ENV_PY = '''
+ENV_PY = """
 from alembic import context
 config = context.config
 context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
 with context.begin_transaction():
     context.run_migrations()
-'''
+"""
 
 BODIES = [
     'op.create_table("t{i}", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(80), nullable=False))',
@@ -40,7 +41,7 @@ BODIES = [
     'op.alter_column("t{p}", "name", existing_type=sa.String(80), type_=sa.String(120))',
     'with op.batch_alter_table("t{p}") as batch_op:\n        batch_op.add_column(sa.Column("flag_{i}", sa.Boolean(), nullable=True))',
     'op.create_unique_constraint("uq_t{p}_{i}", "t{p}", ["name"])',
-    'op.execute("INSERT INTO t{p} (name) VALUES (\'seed {i}; DROP TABLE x\')")',
+    "op.execute(\"INSERT INTO t{p} (name) VALUES ('seed {i}; DROP TABLE x')\")",
     'op.drop_column("t{p}", "note_{i}")',
     'op.execute("DELETE FROM t{p}")',
 ]

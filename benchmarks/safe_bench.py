@@ -31,6 +31,7 @@ In one run:
 
 The database and the temporary directory are always removed at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,7 +93,7 @@ datefmt = %H:%M:%S
 
 # Alembic's cookbook form ("Sharing a Connection across one or more programmatic migration commands"),
 # as alembic_example/migrations/env.py: migrate-safe hands its connection in through config.attributes.
-ENV_PY = '''\
+ENV_PY = """\
 from logging.config import fileConfig
 
 from alembic import context
@@ -134,7 +135,7 @@ if context.is_offline_mode():
     run_migrations_offline()
 else:
     run_migrations_online()
-'''
+"""
 
 REVISION_A = '''\
 """A: the big events table and the small accounts table"""
@@ -298,8 +299,10 @@ class PostgreSQL(Target):
 
     def sizes(self) -> dict[str, int]:
         with self.connect(DB) as conn:
-            return {t: int(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (t,)).fetchone()[0])
-                    for t in ("events", "accounts")}
+            return {
+                t: int(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (t,)).fetchone()[0])
+                for t in ("events", "accounts")
+            }
 
     def size_note(self) -> str:
         return "pg_total_relation_size: heap + indexes + TOAST"
@@ -312,8 +315,12 @@ class MariaDB(Target):
         from sqlalchemy.engine import make_url
 
         base = make_url(server)
-        self.params = {"host": base.host or "127.0.0.1", "port": base.port or 3306, "user": base.username or "root",
-                       "password": base.password or ""}
+        self.params = {
+            "host": base.host or "127.0.0.1",
+            "port": base.port or 3306,
+            "user": base.username or "root",
+            "password": base.password or "",
+        }
         self.url = base.set(database=DB).render_as_string(hide_password=False)
 
     def connect(self, database: str | None = None):
@@ -367,8 +374,11 @@ class MariaDB(Target):
         try:
             with conn.cursor() as cur:
                 cur.execute("ANALYZE TABLE events, accounts")
-                cur.execute("SELECT table_name, data_length + index_length FROM information_schema.tables "
-                            "WHERE table_schema = %s AND table_name IN ('events', 'accounts')", (DB,))
+                cur.execute(
+                    "SELECT table_name, data_length + index_length FROM information_schema.tables "
+                    "WHERE table_schema = %s AND table_name IN ('events', 'accounts')",
+                    (DB,),
+                )
                 return {str(name): int(size) for name, size in cur.fetchall()}
         finally:
             conn.close()
@@ -426,7 +436,9 @@ class SQLite(Target):
         self.file_bytes = self.path.stat().st_size
         conn = sqlite3.connect(self.path)
         try:
-            rows = conn.execute("SELECT tbl_name, name FROM sqlite_master WHERE tbl_name IN ('events', 'accounts')").fetchall()
+            rows = conn.execute(
+                "SELECT tbl_name, name FROM sqlite_master WHERE tbl_name IN ('events', 'accounts')"
+            ).fetchall()
             try:
                 per_object = dict(conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
             except sqlite3.Error:  # no dbstat compiled in
@@ -450,7 +462,9 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, subproce
     done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stdout.strip()}\n{done.stderr.strip()[-2000:]}")
+        sys.exit(
+            f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stdout.strip()}\n{done.stderr.strip()[-2000:]}"
+        )
     return elapsed, done
 
 
@@ -480,13 +494,21 @@ def manifests(ini: Path) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows in events, the big table (default 2000000)")
-    parser.add_argument("--small-rows", type=int, default=10_000, help="rows in accounts, the migrated table (default 10000)")
+    parser.add_argument(
+        "--small-rows", type=int, default=10_000, help="rows in accounts, the migrated table (default 10000)"
+    )
     parser.add_argument("--dialect", choices=("postgresql", "sqlite", "mariadb"), default="postgresql")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each command (default 3)")
-    parser.add_argument("--pg-server", default="host=127.0.0.1 port=5432 user=postgres",
-                        help="libpq connection string of the PostgreSQL server (default: %(default)s)")
-    parser.add_argument("--mariadb-server", default="mysql+pymysql://root@127.0.0.1:3306",
-                        help="SQLAlchemy URL of the MariaDB server (default: %(default)s)")
+    parser.add_argument(
+        "--pg-server",
+        default="host=127.0.0.1 port=5432 user=postgres",
+        help="libpq connection string of the PostgreSQL server (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mariadb-server",
+        default="mysql+pymysql://root@127.0.0.1:3306",
+        help="SQLAlchemy URL of the MariaDB server (default: %(default)s)",
+    )
     args = parser.parse_args()
 
     alembic, safe, guard = str(BIN / "alembic"), str(BIN / "migrate-safe"), str(BIN / "migrate-guard")
@@ -509,14 +531,20 @@ def main() -> None:
         downgrade_cmd = [*base_cmd, "downgrade", "0001"]
         safe_cmd = [safe, "-c", str(ini)]
 
-        print(f"dialect: {args.dialect}  events: {args.rows:,} rows  accounts: {args.small_rows:,} rows  "
-              f"runs: {args.repeat} each  load average: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)", flush=True)
+        print(
+            f"dialect: {args.dialect}  events: {args.rows:,} rows  accounts: {args.small_rows:,} rows  "
+            f"runs: {args.repeat} each  load average: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)",
+            flush=True,
+        )
         t = time.perf_counter()
         target.create()
         run([*base_cmd, "upgrade", "0001"], project, env)
         target.fill(args.rows, args.small_rows)
         sizes = target.sizes()
-        print(f"built {DB if args.dialect != 'sqlite' else target.url} at revision A in {time.perf_counter() - t:.1f}s", flush=True)
+        print(
+            f"built {DB if args.dialect != 'sqlite' else target.url} at revision A in {time.perf_counter() - t:.1f}s",
+            flush=True,
+        )
 
         def from_a() -> None:
             run(downgrade_cmd, project, env)
@@ -550,8 +578,12 @@ def main() -> None:
         b, s = statistics.median(base_times), statistics.median(safe_times)
         limit = 1.5 * b + 1.0
         print()
-        print(f"alembic upgrade head  : {b:7.3f} s (median of {len(base_times)}: {', '.join(f'{x:.3f}' for x in base_times)})")
-        print(f"migrate-safe          : {s:7.3f} s (median of {len(safe_times)}: {', '.join(f'{x:.3f}' for x in safe_times)})")
+        print(
+            f"alembic upgrade head  : {b:7.3f} s (median of {len(base_times)}: {', '.join(f'{x:.3f}' for x in base_times)})"
+        )
+        print(
+            f"migrate-safe          : {s:7.3f} s (median of {len(safe_times)}: {', '.join(f'{x:.3f}' for x in safe_times)})"
+        )
         print(f"ratio safe / alembic  : {s / b:7.2f}")
         print(f"goal safe <= 1.5 * alembic + 1.0 s: {s:.3f} <= {limit:.3f}: {'met' if s <= limit else 'NOT met'}")
         print(f"load average now: {os.getloadavg()[0]:.2f} (other work on this machine skews the times)")
@@ -565,34 +597,46 @@ def main() -> None:
         first, newest = safety[0], safety[-1]
         print()
         if last_safe is not None:
-            plan = [line for line in last_safe.stderr.splitlines() if line.startswith(("protection:", "safety snapshot:"))]
+            plan = [
+                line for line in last_safe.stderr.splitlines() if line.startswith(("protection:", "safety snapshot:"))
+            ]
             print("migrate-safe said: " + "\n                   ".join(plan))
-        print(f"safety snapshots: {len(safety)} (one per migrate-safe run), encrypted: "
-              f"{'yes' if all(x['encrypted'] for x in safety) else 'NO'}")
+        print(
+            f"safety snapshots: {len(safety)} (one per migrate-safe run), encrypted: "
+            f"{'yes' if all(x['encrypted'] for x in safety) else 'NO'}"
+        )
         for name, snap in (("first (empty repository)", first), ("newest", newest)):
             m = by_id[snap["id"]]
             tables = ", ".join(f"{t['name']} {human(t['bytes'])}" for t in m["tables"])
-            print(f"  {name:24}: {snap['id']}  bytes {human(snap['bytes'])} ({snap['bytes']:,})  stored_bytes "
-                  f"{human(m.get('stored_bytes', 0))} ({m.get('stored_bytes', 0):,})  tables: {tables}; "
-                  f"schema {human(m['schema']['bytes'])}")
+            print(
+                f"  {name:24}: {snap['id']}  bytes {human(snap['bytes'])} ({snap['bytes']:,})  stored_bytes "
+                f"{human(m.get('stored_bytes', 0))} ({m.get('stored_bytes', 0):,})  tables: {tables}; "
+                f"schema {human(m['schema']['bytes'])}"
+            )
         if sizes:
             print(f"on disk at revision A ({target.size_note()}):")
             for t in ("events", "accounts"):
                 if t in sizes:
                     print(f"  {t:9}: {human(sizes[t]):>9} ({sizes[t]:,})")
         if args.dialect == "sqlite":
-            print("SQLite: a snapshot is a whole-file image by design (the online backup API), so it holds events too "
-                  "and grows with the file, not with the affected tables; the 'affected tables only' point does not "
-                  "apply here.")
+            print(
+                "SQLite: a snapshot is a whole-file image by design (the online backup API), so it holds events too "
+                "and grows with the file, not with the affected tables; the 'affected tables only' point does not "
+                "apply here."
+            )
         else:
             names = {t.split(".")[-1] for t in newest["tables"]}
             has_events = "events" in names
-            print(f"events in the safety snapshot: {'YES (unexpected)' if has_events else 'no'}; "
-                  f"tables: {', '.join(newest['tables'])}")
+            print(
+                f"events in the safety snapshot: {'YES (unexpected)' if has_events else 'no'}; "
+                f"tables: {', '.join(newest['tables'])}"
+            )
             if "events" in sizes and "accounts" in sizes:
-                print(f"snapshot bytes / accounts on disk: {newest['bytes'] / sizes['accounts']:.2f}   "
-                      f"snapshot bytes / events on disk: {newest['bytes'] / sizes['events']:.4f}   "
-                      f"first snapshot stored_bytes / events on disk: {by_id[first['id']].get('stored_bytes', 0) / sizes['events']:.4f}")
+                print(
+                    f"snapshot bytes / accounts on disk: {newest['bytes'] / sizes['accounts']:.2f}   "
+                    f"snapshot bytes / events on disk: {newest['bytes'] / sizes['events']:.4f}   "
+                    f"first snapshot stored_bytes / events on disk: {by_id[first['id']].get('stored_bytes', 0) / sizes['events']:.4f}"
+                )
     finally:
         try:
             target.drop()

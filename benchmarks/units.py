@@ -1,4 +1,5 @@
 """What the benchmark scripts share: sizes in decimal units, as pg_dump's and du's figures are read."""
+
 from __future__ import annotations
 
 

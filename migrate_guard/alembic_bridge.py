@@ -8,6 +8,7 @@ Capture works by hooking three Alembic internals for the duration of one run:
 rebuild SQL, which is not the user's). Each revision's ``upgrade()`` is wrapped so that one revision
 failing offline does not stop the others; its source is then read statically instead.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alembic.ddl.impl import DefaultImpl
 from alembic.operations import Operations
 from alembic.operations.base import AbstractOperations
 from alembic.operations.batch import BatchOperationsImpl
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import HeadMaintainer, MigrationContext, MigrationStep
 from alembic.script import Script, ScriptDirectory
-from alembic.ddl.impl import DefaultImpl
 from alembic.util import CommandError
 
 from .analysis.alembic_ops import from_alembic
@@ -35,7 +36,6 @@ from .analysis.operations import Operation
 from .analysis.sqltext import classify_sql
 from .config import Project
 from .errors import ConfigError, RevisionError, UsageError, one_line
-
 
 # --- the script directory and revision selection ----------------------------------------------
 
@@ -71,7 +71,11 @@ def open_scripts(project: Project) -> ScriptDirectory:
         raise ConfigError(f"{project.config_path.name}: {exc}") from None
     except Exception as exc:  # a revision module that raises on import
         where = _project_frame(exc.__traceback__, project)
-        hint = " (is the project importable? check prepend_sys_path in alembic.ini or PYTHONPATH)" if isinstance(exc, ImportError) else ""
+        hint = (
+            " (is the project importable? check prepend_sys_path in alembic.ini or PYTHONPATH)"
+            if isinstance(exc, ImportError)
+            else ""
+        )
         raise RevisionError(f"{where or 'cannot load revisions'}: {one_line(exc)}{hint}") from None
     return script
 
@@ -368,7 +372,11 @@ def _wrapped_migrations(recorder: _Recorder, captures: list[RevisionCapture], di
         originals.append((module, original))
 
         def upgrade(
-            *args: Any, _cap: RevisionCapture = cap, _orig: Any = original, module_file: str = module.__file__ or "", **kw: Any
+            *args: Any,
+            _cap: RevisionCapture = cap,
+            _orig: Any = original,
+            module_file: str = module.__file__ or "",
+            **kw: Any,
         ) -> None:
             recorder.current, recorder.current_file = _cap, module_file
             _cap.ran = True
@@ -393,7 +401,11 @@ class _Discard(io.TextIOBase):
 
 
 def capture(
-    project: Project, script: ScriptDirectory, scripts: Sequence[Script], dialect: str, render_url: str | None = None,
+    project: Project,
+    script: ScriptDirectory,
+    scripts: Sequence[Script],
+    dialect: str,
+    render_url: str | None = None,
     direction: str = "upgrade",
 ) -> CaptureResult:
     """Render ``scripts`` offline through the project's env.py and record what each one does.
@@ -418,14 +430,17 @@ def capture(
     try:
         with project_cwd(project), _hooks(recorder), _wrapped_migrations(recorder, captures, direction):
             try:
-                with contextlib.redirect_stdout(io.StringIO()), EnvironmentContext(
-                    project.alembic,
-                    script,
-                    fn=steps,
-                    as_sql=True,
-                    starting_rev=None,
-                    destination_rev=captures[-1].revision,
-                    tag=None,
+                with (
+                    contextlib.redirect_stdout(io.StringIO()),
+                    EnvironmentContext(
+                        project.alembic,
+                        script,
+                        fn=steps,
+                        as_sql=True,
+                        starting_rev=None,
+                        destination_rev=captures[-1].revision,
+                        tag=None,
+                    ),
                 ):
                     script.run_env()
             except Exception as exc:
@@ -460,7 +475,6 @@ def _line_in(tb: Any, filename: str) -> int | None:
             line = tb.tb_lineno
         tb = tb.tb_next
     return line
-
 
 
 def _display(path: str | None) -> str:

@@ -1,4 +1,5 @@
 """Process-wide memory allocator tuning for the command-line program (a library user keeps theirs)."""
+
 from __future__ import annotations
 
 import os

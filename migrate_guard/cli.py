@@ -1,4 +1,5 @@
 """Command-line interface: parse, call one use case, print. Nothing else lives here."""
+
 from __future__ import annotations
 
 import os
@@ -54,7 +55,11 @@ def _project_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``-c`` and ``--url`` on every command too, so ``migrate-safe -c x.ini`` works as well."""
     fn = click.option("--url", "url", default=None, help="Database URL; overrides sqlalchemy.url.")(fn)
     fn = click.option(
-        "-c", "--config", "config", default=None, type=click.Path(dir_okay=False),
+        "-c",
+        "--config",
+        "config",
+        default=None,
+        type=click.Path(dir_okay=False),
         help="alembic.ini or pyproject.toml ([tool.alembic]); default ./alembic.ini or $ALEMBIC_CONFIG.",
     )(fn)
     return fn
@@ -79,29 +84,64 @@ def cli(config: str | None, url: str | None) -> None:
 @cli.command()
 @_project_options
 @click.option("--range", "range_", metavar="FROM:TO", help="Revisions in this range, e.g. base:heads or abc123:heads.")
-@click.option("--revision", "revisions", multiple=True, metavar="REV", help="Only this revision (id or file path); repeatable.")
+@click.option(
+    "--revision", "revisions", multiple=True, metavar="REV", help="Only this revision (id or file path); repeatable."
+)
 @click.option("--since", metavar="GIT_REF", help="Only revisions whose files changed since GIT_REF (the PR gate).")
-@click.option("--dialect", type=click.Choice(DIALECTS), help="SQL dialect to render in (default: from the URL, else sqlite).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "github", "gitlab"]), default="text", show_default=True)
-@click.option("--fail-on", type=click.Choice(FAIL_ON_CHOICES), default=None, help="Lowest severity that fails the run [default: error].")
-@click.option("--allow", multiple=True, metavar="RULE[:TABLE[.COLUMN]]", help="Acknowledge findings of RULE (on TABLE); repeatable.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to a file instead of stdout.")
+@click.option(
+    "--dialect", type=click.Choice(DIALECTS), help="SQL dialect to render in (default: from the URL, else sqlite)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "sarif", "github", "gitlab"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_ON_CHOICES),
+    default=None,
+    help="Lowest severity that fails the run [default: error].",
+)
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="RULE[:TABLE[.COLUMN]]",
+    help="Acknowledge findings of RULE (on TABLE); repeatable.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the report to a file instead of stdout.",
+)
 @click.pass_context
 def check(
-    ctx: click.Context, config: str | None, url: str | None, range_: str | None, revisions: tuple[str, ...],
-    since: str | None, dialect: str | None, fmt: str, fail_on: str | None, allow: tuple[str, ...], output: str | None,
+    ctx: click.Context,
+    config: str | None,
+    url: str | None,
+    range_: str | None,
+    revisions: tuple[str, ...],
+    since: str | None,
+    dialect: str | None,
+    fmt: str,
+    fail_on: str | None,
+    allow: tuple[str, ...],
+    output: str | None,
 ) -> int:
     """Find destructive and breaking operations in revisions, without a database.
 
     By default checks the revisions the database has not run yet (all of them when it does not
     answer). Exits 3 when a finding at or above --fail-on is not acknowledged.
     """
-    from .check import CheckOptions, run_check
-    from .report import render
+    from .analysis.check import CheckOptions, run_check
+    from .analysis.report import render
 
     project = _project(ctx, config, url)
     report = run_check(
-        project, CheckOptions(range=range_, revisions=revisions, since=since, dialect=dialect, allow=allow, fail_on=fail_on)
+        project,
+        CheckOptions(range=range_, revisions=revisions, since=since, dialect=dialect, allow=allow, fail_on=fail_on),
     )
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
@@ -119,8 +159,8 @@ def check(
 @click.pass_context
 def rules_cmd(ctx: click.Context, config: str | None, url: str | None, rule_id: str | None) -> None:
     """List the rules, or show one rule's explanation."""
+    from .analysis.check import rules_for
     from .analysis.rules import load_rules
-    from .check import rules_for
     from .errors import UsageError
 
     try:
@@ -142,27 +182,74 @@ def rules_cmd(ctx: click.Context, config: str | None, url: str | None, rule_id: 
 @_project_options
 @click.argument("target", default="heads")
 @click.option("--down", metavar="REV", help="Downgrade to REV instead, guarded the same way.")
-@click.option("--dry-run", is_flag=True, help="Print the plan, the findings, the snapshot scope and the SQL; touch nothing.")
-@click.option("--backup-scope", type=click.Choice(["affected", "full", "none"]), default="affected", show_default=True,
-              help="Tables in the safety snapshot: those the pending revisions touch (and tables referencing them), all, or none (needs --yes).")
-@click.option("--lock-wait", type=float, default=0, show_default=True, metavar="SECONDS", help="Wait this long for another run's migration lock.")
-@click.option("--lock-timeout", metavar="DURATION", help="lock_timeout (PostgreSQL) / lock_wait_timeout (MariaDB) for the migration, e.g. 5s.")
-@click.option("--statement-timeout", metavar="DURATION", help="statement_timeout (PostgreSQL) / max_statement_time (MariaDB), e.g. 10m.")
-@click.option("--allow", multiple=True, metavar="RULE[:TABLE[.COLUMN]]", help="Acknowledge findings of RULE (on TABLE); repeatable.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan, the findings, the snapshot scope and the SQL; touch nothing."
+)
+@click.option(
+    "--backup-scope",
+    type=click.Choice(["affected", "full", "none"]),
+    default="affected",
+    show_default=True,
+    help="Tables in the safety snapshot: those the pending revisions touch (and tables referencing them), all, or none (needs --yes).",
+)
+@click.option(
+    "--lock-wait",
+    type=float,
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for another run's migration lock.",
+)
+@click.option(
+    "--lock-timeout",
+    metavar="DURATION",
+    help="lock_timeout (PostgreSQL) / lock_wait_timeout (MariaDB) for the migration, e.g. 5s.",
+)
+@click.option(
+    "--statement-timeout",
+    metavar="DURATION",
+    help="statement_timeout (PostgreSQL) / max_statement_time (MariaDB), e.g. 10m.",
+)
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="RULE[:TABLE[.COLUMN]]",
+    help="Acknowledge findings of RULE (on TABLE); repeatable.",
+)
 @click.option("--yes", is_flag=True, help="Answer every question with yes.")
 @click.pass_context
-def migrate_safe(ctx: click.Context, config: str | None, url: str | None, target: str, down: str | None, dry_run: bool,
-                 backup_scope: str, lock_wait: float, lock_timeout: str | None, statement_timeout: str | None,
-                 allow: tuple[str, ...], yes: bool) -> int:
+def migrate_safe(
+    ctx: click.Context,
+    config: str | None,
+    url: str | None,
+    target: str,
+    down: str | None,
+    dry_run: bool,
+    backup_scope: str,
+    lock_wait: float,
+    lock_timeout: str | None,
+    statement_timeout: str | None,
+    allow: tuple[str, ...],
+    yes: bool,
+) -> int:
     """Upgrade to TARGET (default: heads) the guarded way: lock, check, back up, migrate, verify,
     and on any failure roll back or restore. Exit 0 ok, 1 failed and restored, 2 usage error,
     3 blocked by the guard, 4 failed and NOT restored."""
     from . import safe
-    from .report import render
+    from .analysis.report import render
 
     project = _project(ctx, config, url)
-    options = safe.SafeOptions(target=target, down=down, dry_run=dry_run, yes=yes, backup_scope=backup_scope,
-                               lock_wait=lock_wait, lock_timeout=lock_timeout, statement_timeout=statement_timeout, allow=allow)
+    options = safe.SafeOptions(
+        target=target,
+        down=down,
+        dry_run=dry_run,
+        yes=yes,
+        backup_scope=backup_scope,
+        lock_wait=lock_wait,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+        allow=allow,
+    )
     result = safe.run(project, options, say=lambda line: click.echo(line, err=True))
     if result.report is not None and result.report.findings:
         click.echo(render(result.report, "text", config_path=project.config_path))
@@ -192,9 +279,15 @@ def history(ctx: click.Context, config: str | None, url: str | None, fmt: str, a
         from .monitor.timeline import events
 
         timeline = events(_project(ctx, config, url))
-        click.echo(json.dumps(timeline, indent=2) if fmt == "json" else "\n".join(
-            f"{e['time'][:19].replace('T', ' ')}  {e['type']:12}  {e['id']:16}  {e['outcome']:12}  {e['detail']}" for e in timeline
-        ) or "nothing yet")
+        click.echo(
+            json.dumps(timeline, indent=2)
+            if fmt == "json"
+            else "\n".join(
+                f"{e['time'][:19].replace('T', ' ')}  {e['type']:12}  {e['id']:16}  {e['outcome']:12}  {e['detail']}"
+                for e in timeline
+            )
+            or "nothing yet"
+        )
         return
     records = safe.history(_project(ctx, config, url))
     if fmt == "json":
@@ -209,7 +302,8 @@ def history(ctx: click.Context, config: str | None, url: str | None, fmt: str, a
             f"{r['started_at'][:19].replace('T', ' ')}  {r['run']}  {r.get('user')}@{r.get('host')}  {r.get('direction', 'upgrade')} "
             f"{','.join(r.get('from') or []) or 'base'} -> {r['to'] if isinstance(r['to'], str) else ','.join(r['to']) or 'base'}  "
             f"{r['state']}  snapshot {r.get('snapshot') or '-'}  {r.get('seconds', '?')}s"
-            + (f"  {errors} unreviewed errors" if errors else "") + (f"  ({r['error']})" if r.get("error") else "")
+            + (f"  {errors} unreviewed errors" if errors else "")
+            + (f"  ({r['error']})" if r.get("error") else "")
         )
 
 
@@ -238,11 +332,24 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--exclude-tables", metavar="T,..", help="All tables but these.")
 @click.option("--label", metavar="TEXT", help="A label shown by `list`.")
 @click.option("--pin", is_flag=True, help="Never remove this snapshot by retention.")
-@click.option("--if-older-than", metavar="DURATION", help="Only when the newest snapshot (with this --label) is older (1h, 1d): for cron.")
+@click.option(
+    "--if-older-than",
+    metavar="DURATION",
+    help="Only when the newest snapshot (with this --label) is older (1h, 1d): for cron.",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
-def backup(ctx: click.Context, config: str | None, url: str | None, tables: str | None, exclude_tables: str | None,
-           label: str | None, pin: bool, if_older_than: str | None, fmt: str) -> None:
+def backup(
+    ctx: click.Context,
+    config: str | None,
+    url: str | None,
+    tables: str | None,
+    exclude_tables: str | None,
+    label: str | None,
+    pin: bool,
+    if_older_than: str | None,
+    fmt: str,
+) -> None:
     """Take a snapshot of the database into the backup repository (compressed, encrypted when a key
     is configured, deduplicated against earlier snapshots)."""
     import json
@@ -255,13 +362,40 @@ def backup(ctx: click.Context, config: str | None, url: str | None, tables: str 
 
         raise UsageError("--tables and --exclude-tables cannot be combined")
     with for_output(fmt == "json") as progress:
-        manifest = schedule.backup(project, if_older_than=if_older_than, warn=_warn, url=url, tables=_csv(tables),
-                                   exclude=_csv(exclude_tables) or (), label=label, pin=pin, progress=progress)
+        manifest = schedule.backup(
+            project,
+            if_older_than=if_older_than,
+            warn=_warn,
+            url=url,
+            tables=_csv(tables),
+            exclude=_csv(exclude_tables) or (),
+            label=label,
+            pin=pin,
+            progress=progress,
+        )
     if isinstance(manifest, schedule.Skipped):
         click.echo(json.dumps({"skipped": True, "reason": manifest.reason}) if fmt == "json" else manifest.reason)
         return
     if fmt == "json":
-        click.echo(json.dumps({k: manifest[k] for k in ("id", "created_at", "label", "revision", "dialect", "rows", "bytes", "stored_bytes", "encrypted", "pinned")}))
+        click.echo(
+            json.dumps(
+                {
+                    k: manifest[k]
+                    for k in (
+                        "id",
+                        "created_at",
+                        "label",
+                        "revision",
+                        "dialect",
+                        "rows",
+                        "bytes",
+                        "stored_bytes",
+                        "encrypted",
+                        "pinned",
+                    )
+                }
+            )
+        )
         return
     click.echo(
         f"snapshot {manifest['id']}: {len(manifest['tables'])} tables, {manifest['rows']} rows, "
@@ -289,7 +423,9 @@ def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str) 
     if not snapshots:
         click.echo("no snapshots")
         return
-    click.echo(f"{'ID':16}  {'CREATED (UTC)':20}  {'REVISION':12}  {'TABLES':>6}  {'ROWS':>10}  {'SIZE':>10}  FLAGS  LABEL")
+    click.echo(
+        f"{'ID':16}  {'CREATED (UTC)':20}  {'REVISION':12}  {'TABLES':>6}  {'ROWS':>10}  {'SIZE':>10}  FLAGS  LABEL"
+    )
     for s in snapshots:
         flags = ("P" if s["pinned"] else "-") + ("E" if s["encrypted"] else "-") + ("V" if s["verified_at"] else "-")
         click.echo(
@@ -305,8 +441,15 @@ def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str) 
 @click.option("--read-data", is_flag=True, help="Also restore into a scratch database and compare row counts.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
-def verify(ctx: click.Context, config: str | None, url: str | None, snapshot_id: str | None, all_: bool,
-           read_data: bool, fmt: str) -> int:
+def verify(
+    ctx: click.Context,
+    config: str | None,
+    url: str | None,
+    snapshot_id: str | None,
+    all_: bool,
+    read_data: bool,
+    fmt: str,
+) -> int:
     """Check a snapshot's blobs (checksums and authentication tags); exit 1 when any is damaged."""
     import json
 
@@ -322,7 +465,10 @@ def verify(ctx: click.Context, config: str | None, url: str | None, snapshot_id:
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
     else:
         for r in results:
-            click.echo(f"snapshot {r.snapshot}: {'ok' if r.ok else 'DAMAGED'}" + (" (data restored and counted)" if r.read_data and r.ok else ""))
+            click.echo(
+                f"snapshot {r.snapshot}: {'ok' if r.ok else 'DAMAGED'}"
+                + (" (data restored and counted)" if r.read_data and r.ok else "")
+            )
             for problem in r.problems:
                 click.echo(f"  {problem}")
     damaged = {r.snapshot: r.problems for r in results if not r.ok}
@@ -336,7 +482,9 @@ def verify(ctx: click.Context, config: str | None, url: str | None, snapshot_id:
 @cli.command()
 @_project_options
 @click.argument("snapshot_id", required=False)
-@click.option("--before", metavar="TIME", help="The newest snapshot taken before TIME (ISO 8601, or a duration ago: 2h).")
+@click.option(
+    "--before", metavar="TIME", help="The newest snapshot taken before TIME (ISO 8601, or a duration ago: 2h)."
+)
 @click.option("--at-revision", metavar="REV", help="The newest snapshot taken at Alembic revision REV.")
 @click.option("--tables", metavar="T,..", help="Restore only these tables; the others are left alone.")
 @click.option("--to-url", metavar="URL", help="Restore into this database instead.")
@@ -344,9 +492,19 @@ def verify(ctx: click.Context, config: str | None, url: str | None, snapshot_id:
 @click.option("--no-pre-snapshot", is_flag=True, help="Do not snapshot the current state first.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def restore(ctx: click.Context, config: str | None, url: str | None, snapshot_id: str | None, before: str | None,
-            at_revision: str | None, tables: str | None, to_url: str | None, dry_run: bool, no_pre_snapshot: bool,
-            yes: bool) -> None:
+def restore(
+    ctx: click.Context,
+    config: str | None,
+    url: str | None,
+    snapshot_id: str | None,
+    before: str | None,
+    at_revision: str | None,
+    tables: str | None,
+    to_url: str | None,
+    dry_run: bool,
+    no_pre_snapshot: bool,
+    yes: bool,
+) -> None:
     """Restore a snapshot (all of it, or --tables) into the database."""
     import sys as _sys
 
@@ -396,7 +554,9 @@ def prune(ctx: click.Context, config: str | None, url: str | None, dry_run: bool
     for snapshot_id in result.remove:
         click.echo(f"{'would remove' if dry_run else 'remove'} {snapshot_id}")
     if not dry_run:
-        click.echo(f"removed {len(result.remove)} snapshots, {result.freed_blobs} blobs, {human_bytes(result.freed_bytes)}")
+        click.echo(
+            f"removed {len(result.remove)} snapshots, {result.freed_blobs} blobs, {human_bytes(result.freed_bytes)}"
+        )
 
 
 @cli.command()
@@ -430,26 +590,58 @@ def key_generate() -> None:
 @cli.command("check-files")
 @_project_options
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--dialect", type=click.Choice(DIALECTS), help="SQL dialect to render in (default: from the URL, else sqlite).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "github", "gitlab"]), default="text", show_default=True)
-@click.option("--fail-on", type=click.Choice(FAIL_ON_CHOICES), default=None, help="Lowest severity that fails the run [default: error].")
-@click.option("--allow", multiple=True, metavar="RULE[:TABLE[.COLUMN]]", help="Acknowledge findings of RULE (on TABLE); repeatable.")
+@click.option(
+    "--dialect", type=click.Choice(DIALECTS), help="SQL dialect to render in (default: from the URL, else sqlite)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "sarif", "github", "gitlab"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_ON_CHOICES),
+    default=None,
+    help="Lowest severity that fails the run [default: error].",
+)
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="RULE[:TABLE[.COLUMN]]",
+    help="Acknowledge findings of RULE (on TABLE); repeatable.",
+)
 @click.pass_context
-def check_files(ctx: click.Context, config: str | None, url: str | None, files: tuple[str, ...], dialect: str | None,
-                fmt: str, fail_on: str | None, allow: tuple[str, ...]) -> int:
+def check_files(
+    ctx: click.Context,
+    config: str | None,
+    url: str | None,
+    files: tuple[str, ...],
+    dialect: str | None,
+    fmt: str,
+    fail_on: str | None,
+    allow: tuple[str, ...],
+) -> int:
     """`check --revision FILE` for each revision FILE, against the Alembic project it lies in (the nearest
     alembic.ini above it, unless -c or $ALEMBIC_CONFIG says). Other files are skipped. For pre-commit
     and Alembic's post_write_hooks; exits 3 on findings at or above --fail-on."""
-    from .check import CheckOptions
+    from .analysis.check import CheckOptions
+    from .analysis.report import render
     from .errors import UsageError
-    from .hooks import check_files as run_files
-    from .report import render
+    from .integrations.hooks import check_files as run_files
 
     root = ctx.find_root().params
-    result = run_files(files, CheckOptions(dialect=dialect, allow=allow, fail_on=fail_on),
-                       config=config or root.get("config"), url=url or root.get("url"))
+    result = run_files(
+        files,
+        CheckOptions(dialect=dialect, allow=allow, fail_on=fail_on),
+        config=config or root.get("config"),
+        url=url or root.get("url"),
+    )
     if len(result.reports) > 1 and fmt in ("json", "sarif", "gitlab"):
-        raise UsageError(f"--format {fmt} takes the files of one project; these span {len(result.reports)} (run once per project with -c)")
+        raise UsageError(
+            f"--format {fmt} takes the files of one project; these span {len(result.reports)} (run once per project with -c)"
+        )
     if not result.reports:
         click.echo(f"note: none of {len(files)} files is an Alembic revision; nothing to check", err=True)
     for project, report in result.reports:
@@ -470,10 +662,19 @@ def _warn(problem: str) -> None:
 @cli.command("status")
 @_project_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]), default="text", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file atomically (for the node-exporter textfile collector).")
-@click.option("--alert", is_flag=True, help="Alert through [alerts] when unhealthy (once per window), and when healthy again.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write to this file atomically (for the node-exporter textfile collector).",
+)
+@click.option(
+    "--alert", is_flag=True, help="Alert through [alerts] when unhealthy (once per window), and when healthy again."
+)
 @click.pass_context
-def status_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str, output: str | None, alert: bool) -> int:
+def status_cmd(
+    ctx: click.Context, config: str | None, url: str | None, fmt: str, output: str | None, alert: bool
+) -> int:
     """Is the guard healthy? Snapshot age, repository size, free space, verify results, migrate-safe
     outcomes, unfinished runs, the database, pending revisions. Exit 0 healthy, 1 unhealthy."""
     import json
@@ -520,8 +721,14 @@ def alert_test(ctx: click.Context, config: str | None, url: str | None) -> int:
 
 @cli.command("report")
 @_project_options
-@click.option("--html", "html_file", required=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="Write a self-contained HTML status page here.")
+@click.option(
+    "--html",
+    "html_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write a self-contained HTML status page here.",
+)
 @click.pass_context
 def report_cmd(ctx: click.Context, config: str | None, url: str | None, html_file: str) -> None:
     """A single self-contained HTML page: status, snapshots over time, verify results, guarded runs, findings."""
@@ -530,8 +737,10 @@ def report_cmd(ctx: click.Context, config: str | None, url: str | None, html_fil
 
     built = page.build(_project(ctx, config, url))
     write_atomically(html_file, built.html)
-    click.echo(f"wrote {html_file}: {'healthy' if built.status.healthy else 'UNHEALTHY'}, "
-               f"{built.status.figures['snapshots'] or 0} snapshots, {len(built.runs)} migrate-safe runs")
+    click.echo(
+        f"wrote {html_file}: {'healthy' if built.status.healthy else 'UNHEALTHY'}, "
+        f"{built.status.figures['snapshots'] or 0} snapshots, {len(built.runs)} migrate-safe runs"
+    )
 
 
 # --- schema guard: constraints, protect, integrity ------------------------------------------------------
@@ -564,8 +773,14 @@ def constraints_check(ctx: click.Context, config: str | None, url: str | None, f
 @constraints_group.command("apply")
 @_project_options
 @_FORMAT
-@click.option("--lock-timeout", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="SECONDS",
-              help="Give up on a table another session holds locked after this long (PostgreSQL, MariaDB); 0 waits forever.")
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up on a table another session holds locked after this long (PostgreSQL, MariaDB); 0 waits forever.",
+)
 @click.pass_context
 def constraints_apply(ctx: click.Context, config: str | None, url: str | None, fmt: str, lock_timeout: float) -> int:
     """Validate, then enforce the constraints in the database (idempotent). Exit 3, changing nothing,

@@ -4,6 +4,7 @@ Guard settings live in ``migrate-guard.toml`` beside alembic.ini (top-level keys
 ``[tool.migrate-guard]`` of the ``pyproject.toml`` there. Every unknown key or bad value is a
 one-line ``ConfigError`` naming the file and the key.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -53,7 +54,9 @@ class GuardSettings:
     backup: BackupSettings = field(default_factory=BackupSettings)
     status: StatusSettings = field(default_factory=lambda: StatusSettings())
     alerts: AlertSettings = field(default_factory=lambda: AlertSettings())
-    constraints: tuple[Path, ...] | None = None  # constraint definition files; None: constraints.toml beside alembic.ini
+    constraints: tuple[Path, ...] | None = (
+        None  # constraint definition files; None: constraints.toml beside alembic.ini
+    )
     source: Path | None = None  # the file these came from, for messages
 
     def is_protected(self, table: str | None, schema: str | None = None) -> bool:
@@ -73,9 +76,7 @@ class GuardSettings:
         """True when dropping ``schema`` would take a protected table with it."""
         if schema is None:
             return False
-        return any(
-            "." in p and fnmatch.fnmatchcase(schema.lower(), p.split(".", 1)[0]) for p in self.protected_tables
-        )
+        return any("." in p and fnmatch.fnmatchcase(schema.lower(), p.split(".", 1)[0]) for p in self.protected_tables)
 
 
 @dataclass
@@ -144,9 +145,28 @@ def load_project(config_path: str | os.PathLike[str] | None = None, url: str | N
 
 # --- guard settings -------------------------------------------------------------------------
 
-_KNOWN_KEYS = {"protected_tables", "severity", "rule_dirs", "dialect", "fail_on", "backup", "status", "alerts", "constraints"}
+_KNOWN_KEYS = {
+    "protected_tables",
+    "severity",
+    "rule_dirs",
+    "dialect",
+    "fail_on",
+    "backup",
+    "status",
+    "alerts",
+    "constraints",
+}
 _BACKUP_KEYS = {"repository", "key_file", "compression_level", "retention"}
-RETENTION_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "max_size")
+RETENTION_KEYS = (
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+    "keep_within",
+    "max_size",
+)
 
 
 def load_settings(root: Path) -> GuardSettings:
@@ -321,7 +341,9 @@ def _table(data: Any, name: str, known: set[str], fail: Any) -> dict[str, Any]:
     return data
 
 
-def _duration_setting(data: dict[str, Any], name: str, key: str, default: timedelta | None, fail: Any) -> timedelta | None:
+def _duration_setting(
+    data: dict[str, Any], name: str, key: str, default: timedelta | None, fail: Any
+) -> timedelta | None:
     from .backup.retention import parse_duration
     from .errors import GuardError
 
@@ -425,9 +447,15 @@ def _parse_alerts(data: Any, source: Path, fail: Any) -> AlertSettings:
                 raise fail("alerts.email.ca_file", f"not a file: {ca_file}")
             ca_file = (source.parent / ca_file).resolve()
         email = EmailSettings(
-            host=mail["host"].strip(), to=tuple(to), sender=mail["from"].strip(), port=port, security=security,
-            username_env=username_env, password_env=password_env,
-            timeout=_number(mail, "alerts.email", "timeout", 10, 0.1, 600, fail), ca_file=ca_file,
+            host=mail["host"].strip(),
+            to=tuple(to),
+            sender=mail["from"].strip(),
+            port=port,
+            security=security,
+            username_env=username_env,
+            password_env=password_env,
+            timeout=_number(mail, "alerts.email", "timeout", 10, 0.1, 600, fail),
+            ca_file=ca_file,
         )
     return AlertSettings(
         window=_duration_setting(data, "alerts", "window", AlertSettings.window, fail) or timedelta(0),

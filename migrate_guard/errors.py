@@ -1,4 +1,5 @@
 """Errors a user can cause. Each carries a one-line message and the exit code the CLI returns."""
+
 from __future__ import annotations
 
 EXIT_OK = 0

@@ -1,4 +1,5 @@
 """Progress of long backups and restores: a rich bar on a terminal, plain lines otherwise, nothing for JSON."""
+
 from __future__ import annotations
 
 import sys
@@ -63,11 +64,25 @@ class BarProgress(Progress):
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import (
+            Progress as RichProgress,
+        )
 
         self.bar = RichProgress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
-            console=Console(stderr=True), transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
         )
         self.bar.start()
         self.task = self.bar.add_task("starting", total=None)

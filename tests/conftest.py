@@ -4,6 +4,7 @@ PostgreSQL and MariaDB tests use a fresh database per test on the local servers.
 does not answer they skip, saying how to enable them; with MIGRATE_GUARD_REQUIRE_DATABASES=1 (set
 by .ci/run) they fail instead, so CI never skips them silently.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,7 @@ PG_URL = os.environ.get("MIGRATE_GUARD_PG_URL", "postgresql+psycopg://postgres@1
 MARIADB_URL = os.environ.get("MIGRATE_GUARD_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql")
 REQUIRE_DATABASES = bool(os.environ.get("MIGRATE_GUARD_REQUIRE_DATABASES"))
 
-ENV_PY = '''
+ENV_PY = """
 from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import engine_from_config, pool
@@ -53,7 +54,7 @@ if context.is_offline_mode():
     run_migrations_offline()
 else:
     run_migrations_online()
-'''
+"""
 
 
 class Project:
@@ -64,8 +65,7 @@ class Project:
         (root / "migrations" / "versions").mkdir(parents=True)
         (root / "migrations" / "env.py").write_text(ENV_PY)
         (root / "alembic.ini").write_text(
-            "[alembic]\nscript_location = %(here)s/migrations\npath_separator = os\n"
-            f"sqlalchemy.url = {url}\n"
+            f"[alembic]\nscript_location = %(here)s/migrations\npath_separator = os\nsqlalchemy.url = {url}\n"
         )
         self._last: str | None = None
 
@@ -73,7 +73,9 @@ class Project:
     def ini(self) -> Path:
         return self.root / "alembic.ini"
 
-    def revision(self, rev: str, upgrade: str, down: str | None | tuple[str, ...] = "__last__", header: str = "") -> Path:
+    def revision(
+        self, rev: str, upgrade: str, down: str | None | tuple[str, ...] = "__last__", header: str = ""
+    ) -> Path:
         """Add a revision whose upgrade() body is ``upgrade``; chained after the previous one by default."""
         down_revision = self._last if down == "__last__" else down
         body = textwrap.indent(textwrap.dedent(upgrade).strip() or "pass", "    ")
@@ -96,11 +98,18 @@ def project(tmp_path: Path) -> Project:
     return Project(tmp_path / "proj")
 
 
+def copy_example(dest: Path, *leave_out: str) -> Path:
+    """Copy alembic_example/'s own files to ``dest``, never the state a Quickstart run leaves there (its
+    database, the migration lock beside it, its backups) nor the names in ``leave_out``."""
+    state = ("*.db", "*.db-*", "*.db.*", ".migrate-guard", "__pycache__")
+    shutil.copytree(EXAMPLE, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*state, *leave_out))
+    return dest
+
+
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
     """A private copy of alembic_example/ (tests may add revisions or create its database)."""
-    dest = tmp_path / "alembic_example"
-    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
+    dest = copy_example(tmp_path / "alembic_example")
     yield dest
     sys.modules.pop("models", None)  # env.py imports the example's models by a bare name
 
@@ -196,7 +205,12 @@ def postgresql_url() -> Iterator[str]:
     """URL of a fresh, empty PostgreSQL database, dropped afterwards."""
     from migrate_guard.backup.service import scratch_database
 
-    _require("127.0.0.1", 5432, "PostgreSQL", "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set MIGRATE_GUARD_PG_URL")
+    _require(
+        "127.0.0.1",
+        5432,
+        "PostgreSQL",
+        "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set MIGRATE_GUARD_PG_URL",
+    )
     with scratch_database("postgresql", PG_URL) as url:
         yield url
 
@@ -206,7 +220,12 @@ def mariadb_url() -> Iterator[str]:
     """URL of a fresh, empty MariaDB database, dropped afterwards."""
     from migrate_guard.backup.service import scratch_database
 
-    _require("127.0.0.1", 3306, "MariaDB", "start it with `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd` or set MIGRATE_GUARD_MARIADB_URL")
+    _require(
+        "127.0.0.1",
+        3306,
+        "MariaDB",
+        "start it with `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd` or set MIGRATE_GUARD_MARIADB_URL",
+    )
     with scratch_database("mysql", MARIADB_URL) as url:
         yield url
 
@@ -247,8 +266,13 @@ def everything(url: str) -> dict[str, list[tuple]]:
         with engine.connect() as conn:
             names = sa.inspect(conn).get_table_names()
             return {
-                name: sorted((tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-                              for row in conn.execute(sa.text(f"SELECT * FROM {name}"))), key=repr)
+                name: sorted(
+                    (
+                        tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                        for row in conn.execute(sa.text(f"SELECT * FROM {name}"))
+                    ),
+                    key=repr,
+                )
                 for name in sorted(names)
             }
     finally:

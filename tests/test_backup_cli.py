@@ -1,4 +1,5 @@
 """Backups from the CLI alone, on SQLite, PostgreSQL and MariaDB: backup -> list -> verify -> restore."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import KEY, execute, migrate_example, use_repository
-
 
 
 @pytest.fixture
@@ -41,8 +40,19 @@ def test_backup_verify_restore_round_trip(run_cli, seeded):
     listed = json.loads(run_cli(*args, "list", "--format", "json").stdout)
     assert len(listed) == 1
     snap = listed[0]
-    assert set(snap) == {"id", "created_at", "label", "revision", "dialect", "tables", "rows", "bytes", "encrypted",
-                         "pinned", "verified_at"}
+    assert set(snap) == {
+        "id",
+        "created_at",
+        "label",
+        "revision",
+        "dialect",
+        "tables",
+        "rows",
+        "bytes",
+        "encrypted",
+        "pinned",
+        "verified_at",
+    }
     assert snap["encrypted"] is True and snap["label"] == "nightly" and snap["revision"] == ["0006"]
     assert snap["created_at"].endswith("Z") and "customers" in snap["tables"]
 
@@ -163,9 +173,16 @@ def test_backup_killed_half_way_leaves_a_valid_repository(example, tmp_path):
     engine.dispose()
     repo = tmp_path / "repo"
     (example / "migrate-guard.toml").write_text(f'[backup]\nrepository = "{repo}"\n')
-    cmd = [str(Path(sys.executable).parent / "migrate-guard"), "-c", str(example / "alembic.ini"), "--url", f"sqlite:///{db}"]
+    cmd = [
+        str(Path(sys.executable).parent / "migrate-guard"),
+        "-c",
+        str(example / "alembic.ini"),
+        "--url",
+        f"sqlite:///{db}",
+    ]
     env = {**os.environ, "MIGRATE_GUARD_KEY": KEY}
     proc = subprocess.Popen([*cmd, "backup"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
     def blobs_written() -> bool:
         return (repo / "blobs").exists() and any(p.is_file() for p in (repo / "blobs").rglob("*"))
 

@@ -5,18 +5,17 @@ before it touches anything. On SQLite, PostgreSQL and MariaDB, encrypted and une
 Also: restoring into another database, `--dry-run`, an unencrypted repository end to end, and a key
 file configured with `[backup] key_file`.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
-
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import KEY, error_line, everything, execute, migrate_example, use_repository
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # nothing dialect-specific to test
@@ -71,8 +70,10 @@ def seeded(example: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Seede
         with engine.begin() as conn:
             conn.exec_driver_sql(ATTACHMENTS_DDL[_dialect(db_url)])
             for i in range(1, ATTACHMENTS + 1):
-                conn.execute(sa.text("INSERT INTO attachments (id, customer_id, data) VALUES (:i, :c, :d)"),
-                             {"i": i, "c": i, "d": os.urandom(ATTACHMENT_BYTES)})
+                conn.execute(
+                    sa.text("INSERT INTO attachments (id, customer_id, data) VALUES (:i, :c, :d)"),
+                    {"i": i, "c": i, "d": os.urandom(ATTACHMENT_BYTES)},
+                )
     finally:
         engine.dispose()
     use_repository(example, example / "repo", monkeypatch)
@@ -168,7 +169,7 @@ def damage(run_cli, seeded: Seeded, snapshot: str, kind: str) -> str:
     elif kind == "truncated-last-segment":
         full_segments = (len(data) - HEADER_SIZE - 1) // SEGMENT
         assert full_segments >= 1, f"the largest blob has one segment ({len(data)} bytes): the seed is too small"
-        rewrite(path, data[:HEADER_SIZE + full_segments * SEGMENT])  # cut exactly at a segment boundary
+        rewrite(path, data[: HEADER_SIZE + full_segments * SEGMENT])  # cut exactly at a segment boundary
     elif kind == "truncated-to-header":
         rewrite(path, data[:HEADER_SIZE])
     elif kind == "empty-file":
@@ -190,8 +191,9 @@ def damage(run_cli, seeded: Seeded, snapshot: str, kind: str) -> str:
         else:
             text = raw.decode("utf-8")
             assert '"rows": ' in text
-            raw = bytearray(re.sub(r'"rows": (\d+)', lambda m: f'"rows": {int(m.group(1)) + 1}', text, count=1)
-                            .encode("utf-8"))
+            raw = bytearray(
+                re.sub(r'"rows": (\d+)', lambda m: f'"rows": {int(m.group(1)) + 1}', text, count=1).encode("utf-8")
+            )
         rewrite(file, bytes(raw))
         return snapshot
     elif kind == "manifest-of-another-snapshot":
@@ -237,7 +239,9 @@ def test_damage_is_found_by_verify_and_restore_touches_nothing(run_cli, seeded, 
     assert not (seeded.repo / "locks" / "exclusive.json").exists()
 
 
-@pytest.mark.parametrize("kind", ["flipped-byte", "truncated-last-segment", "missing", "schema-blob-flipped", "other-blob"])
+@pytest.mark.parametrize(
+    "kind", ["flipped-byte", "truncated-last-segment", "missing", "schema-blob-flipped", "other-blob"]
+)
 def test_damage_without_a_pre_snapshot_is_found_before_commit(run_cli, seeded, kind):
     """Without a pre-snapshot the blobs are checked beside the restore: nothing may be committed."""
     snapshot = backup(run_cli, seeded)
@@ -377,10 +381,13 @@ def test_restore_to_another_database_leaves_the_source_alone(run_cli, seeded, ot
     assert run_cli(*seeded.args, "verify", copy["id"], "--read-data").exit_code == 0
 
 
-@pytest.mark.parametrize("pre_snapshot", [
-    pytest.param(True, id="pre-snapshot"),
-    pytest.param(False, id="no-pre-snapshot"),
-])
+@pytest.mark.parametrize(
+    "pre_snapshot",
+    [
+        pytest.param(True, id="pre-snapshot"),
+        pytest.param(False, id="no-pre-snapshot"),
+    ],
+)
 def test_restore_to_a_new_sqlite_file(run_cli, example, sqlite_url, tmp_path, monkeypatch, pre_snapshot):
     migrate_example(example, sqlite_url)
     (example / "migrate-guard.toml").write_text(f'[backup]\nrepository = "{example / "repo"}"\n')

@@ -11,6 +11,7 @@ and ``AWS_PROFILE``, or an instance role. An S3-compatible server (MinIO, Ceph, 
 here) is reached by setting ``AWS_ENDPOINT_URL=http://host:port`` (botocore honours it;
 ``AWS_ENDPOINT_URL_S3`` too). ``pip install 'migrate-guard[s3]'`` brings fsspec and s3fs.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import error_line, execute, migrate_example, use_repository
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[test]')")
@@ -85,7 +85,7 @@ def on_s3(example: Path, tmp_path: Path, s3, monkeypatch: pytest.MonkeyPatch):
 def keys(client, bucket: str, prefix: str = "backups/app/") -> list[str]:
     found = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        found += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
+        found += [o["Key"][len(prefix) :] for o in page.get("Contents", [])]
     return sorted(found)
 
 
@@ -132,8 +132,9 @@ def test_round_trip_dedup_and_prune_on_s3(run_cli, on_s3):
     first = listed[0]["id"]
     assert f"snapshots/{first}.json" in stored
     assert all(k.split("/")[1] == k.split("/")[2][:2] for k in stored if k.startswith("blobs/"))
-    assert (client.get_object(Bucket=bucket, Key=f"backups/app/snapshots/{first}.json")["Body"].read()[:4]
-            == b"MGE1")  # the manifest is sealed
+    assert (
+        client.get_object(Bucket=bucket, Key=f"backups/app/snapshots/{first}.json")["Body"].read()[:4] == b"MGE1"
+    )  # the manifest is sealed
 
     result = run_cli(*args, "verify", first, "--read-data")
     assert result.exit_code == 0, result.output
@@ -207,8 +208,13 @@ def test_lock_on_s3(run_cli, on_s3):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     import socket
 
-    stale = {"pid": int(dead.stdout), "host": socket.gethostname(), "user": "someone",
-             "created_at": "2026-01-01T00:00:00.000000Z", "command": "backup"}
+    stale = {
+        "pid": int(dead.stdout),
+        "host": socket.gethostname(),
+        "user": "someone",
+        "created_at": "2026-01-01T00:00:00.000000Z",
+        "command": "backup",
+    }
     client.put_object(Bucket=bucket, Key="backups/app/locks/exclusive.json", Body=json.dumps(stale).encode())
     result = run_cli(*args, "backup")
     assert result.exit_code == 0, result.output
@@ -262,11 +268,16 @@ def test_user_configuration_from_a_separate_process(on_s3):
     assert done.returncode == 0, done.stdout + done.stderr
 
     # the wrong key is refused before any data is read; no key at all too
-    done = subprocess.run([*cli, "list"], capture_output=True, text=True,
-                          env={**env, "MIGRATE_GUARD_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
+    done = subprocess.run(
+        [*cli, "list"],
+        capture_output=True,
+        text=True,
+        env={**env, "MIGRATE_GUARD_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="},
+    )
     assert done.returncode == 2 and "wrong key" in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    done = subprocess.run([*cli, "list"], capture_output=True, text=True,
-                          env={k: v for k, v in env.items() if k != "MIGRATE_GUARD_KEY"})
+    done = subprocess.run(
+        [*cli, "list"], capture_output=True, text=True, env={k: v for k, v in env.items() if k != "MIGRATE_GUARD_KEY"}
+    )
     assert done.returncode == 2 and "encrypted" in done.stderr
 
 
@@ -276,10 +287,14 @@ def test_fsspec_configuration_instead_of_aws_variables(on_s3):
     project, url, client, bucket = on_s3
     cli = [str(Path(sys.executable).parent / "migrate-guard"), "--url", url, "-c", str(project / "alembic.ini")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(FSSPEC_S3_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], FSSPEC_S3_KEY="testing",
-               FSSPEC_S3_SECRET="testing", AWS_DEFAULT_REGION="us-east-1",
-               AWS_CONFIG_FILE=os.environ["AWS_CONFIG_FILE"],
-               AWS_SHARED_CREDENTIALS_FILE=os.environ["AWS_SHARED_CREDENTIALS_FILE"])
+    env.update(
+        FSSPEC_S3_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"],
+        FSSPEC_S3_KEY="testing",
+        FSSPEC_S3_SECRET="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.environ["AWS_CONFIG_FILE"],
+        AWS_SHARED_CREDENTIALS_FILE=os.environ["AWS_SHARED_CREDENTIALS_FILE"],
+    )
     done = subprocess.run([*cli, "backup"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "config.json" in keys(client, bucket)
@@ -376,9 +391,8 @@ def test_lock_where_the_server_ignores_conditional_writes(s3, monkeypatch):
 
     one = Repository.open(location, KeySource(key=bytes(32)))
     two = Repository.open(location, KeySource(key=bytes(32)))
-    with one.lock("first"):
-        with pytest.raises(RepositoryLocked, match="'first'"), two.lock("second"):
-            pass
+    with one.lock("first"), pytest.raises(RepositoryLocked, match="'first'"), two.lock("second"):
+        pass
     with two.lock("second"):
         pass
     assert "locks/exclusive.json" not in keys(client, bucket, prefix="repo/")

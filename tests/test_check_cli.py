@@ -1,20 +1,29 @@
 """`migrate-guard check` end to end: real Alembic projects on disk, the real CLI, real exit codes."""
+
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import EXAMPLE, Project
+from conftest import Project, copy_example
 
 SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
 CONTRACT_KEYS = {
-    "rule", "category", "severity", "revision", "file", "line", "table", "column",
-    "statement", "message", "suggestion", "allowed",
+    "rule",
+    "category",
+    "severity",
+    "revision",
+    "file",
+    "line",
+    "table",
+    "column",
+    "statement",
+    "message",
+    "suggestion",
+    "allowed",
 }
 
 
@@ -42,7 +51,9 @@ def test_example_reports_reviewed_and_unreviewed_destructive_revisions(run_cli, 
     assert drop_col["allowed"] is True and drop_col["severity"] == "error"  # protected table, reviewed
     assert (drop_col["revision"], drop_col["table"], drop_col["column"]) == ("0005", "customers", "legacy_code")
     assert drop_col["file"].endswith("0005_drop_legacy_code.py")
-    source_line = (example / "migrations/versions/0005_drop_legacy_code.py").read_text().splitlines()[drop_col["line"] - 1]
+    source_line = (
+        (example / "migrations/versions/0005_drop_legacy_code.py").read_text().splitlines()[drop_col["line"] - 1]
+    )
     assert "drop_column" in source_line
     drop_table = by_rule["drop-table"]
     assert (drop_table["allowed"], drop_table["severity"], drop_table["table"]) == (False, "warning", "import_staging")
@@ -61,7 +72,9 @@ def test_unacknowledged_drop_on_protected_table_blocks(run_cli, example):
     result = run_cli("check", "--format", "json", cwd=example)
     assert result.exit_code == 3
     error = [f for f in findings(result) if f["severity"] == "error"]
-    assert [(f["rule"], f["table"], f["column"], f["allowed"]) for f in error] == [("drop-column", "customers", "legacy_code", False)]
+    assert [(f["rule"], f["table"], f["column"], f["allowed"]) for f in error] == [
+        ("drop-column", "customers", "legacy_code", False)
+    ]
 
 
 def test_text_output_names_file_line_rule_table_and_alternative(run_cli, example):
@@ -107,7 +120,7 @@ def test_raw_sql_in_execute_and_bind_is_classified_with_its_line(run_cli, projec
     lines = path.read_text().splitlines()
     for f in found:
         assert f["file"].endswith("a1.py")
-        assert ("execute" in lines[f["line"] - 1]), f
+        assert "execute" in lines[f["line"] - 1], f
 
 
 def test_objects_created_in_the_same_revision_are_exempt(run_cli, project):
@@ -300,7 +313,9 @@ def test_pending_revisions_against_a_real_database(run_cli, example, db_url):
 
 
 def test_unreachable_database_checks_everything_with_a_note(run_cli, example):
-    result = run_cli("--url", "postgresql+psycopg://nobody@127.0.0.1:1/none", "-c", str(example / "alembic.ini"), "check")
+    result = run_cli(
+        "--url", "postgresql+psycopg://nobody@127.0.0.1:1/none", "-c", str(example / "alembic.ini"), "check"
+    )
     assert result.exit_code == 0
     assert "database not reachable" in result.stderr and "checked 6 revisions" in result.stdout
 
@@ -379,12 +394,14 @@ def test_bad_broken_rule_file_and_bad_options(run_cli, project):
     assert "FROM:TO" in one_line_error(run_cli("-c", str(project.ini), "check", "--range", "heads"))
     assert "zzz" in one_line_error(run_cli("-c", str(project.ini), "check", "--revision", "zzz"))
     assert "--format" in one_line_error(run_cli("-c", str(project.ini), "check", "--format", "xml"))
-    assert "cannot be combined" in one_line_error(run_cli("-c", str(project.ini), "check", "--range", "base:heads", "--revision", "a1"))
+    assert "cannot be combined" in one_line_error(
+        run_cli("-c", str(project.ini), "check", "--range", "base:heads", "--revision", "a1")
+    )
 
 
 def test_pyproject_toml_configuration(run_cli, tmp_path):
     root = tmp_path / "pp"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("*.db", "__pycache__", "alembic.ini", "migrate-guard.toml"))
+    copy_example(root, "alembic.ini", "migrate-guard.toml")
     (root / "pyproject.toml").write_text(
         '[tool.alembic]\nscript_location = "%(here)s/migrations"\n\n'
         '[tool.migrate-guard]\nprotected_tables = ["import_staging"]\n'
@@ -412,5 +429,7 @@ def test_alembic_config_environment_and_options_after_the_command(run_cli, examp
     result = run_cli("check", "--format", "json", cwd=tmp_path)
     assert result.exit_code == 0 and json.loads(result.stdout)["summary"]["revisions"] == 6
     monkeypatch.delenv("ALEMBIC_CONFIG")
-    result = run_cli("check", "-c", str(example / "alembic.ini"), "--range", "0005:heads", "--format", "json", cwd=tmp_path)
+    result = run_cli(
+        "check", "-c", str(example / "alembic.ini"), "--range", "0005:heads", "--format", "json", cwd=tmp_path
+    )
     assert result.exit_code == 0 and json.loads(result.stdout)["summary"]["revisions"] == 1

@@ -11,6 +11,7 @@ findings the revision must produce, comma-separated, each ``rule[:table[.column]
 
 ``test_recall_and_false_alarms`` prints recall and false-alarm counts per dialect.
 """
+
 from __future__ import annotations
 
 import ast
@@ -54,7 +55,9 @@ class Revision:
         return {(e.rule, e.table, e.column) for e in self.expect if dialect in e.dialects}
 
 
-_ITEM = re.compile(r"^(?P<rule>[a-z0-9-]+)(?::(?P<table>[a-z0-9_]+)(?:\.(?P<column>[a-z0-9_]+))?)?(?:@(?P<dialects>[a-z+]+))?$")
+_ITEM = re.compile(
+    r"^(?P<rule>[a-z0-9-]+)(?::(?P<table>[a-z0-9_]+)(?:\.(?P<column>[a-z0-9_]+))?)?(?:@(?P<dialects>[a-z+]+))?$"
+)
 
 
 def _parse_expect(line: str, where: str) -> tuple[Expect, ...]:
@@ -101,7 +104,18 @@ def results(tmp_path_factory) -> dict[str, list[dict]]:
     out = {}
     for dialect in DIALECTS:
         result = CliRunner().invoke(
-            cli, ["-c", str(root / "alembic.ini"), "check", "--range", "base:heads", "--dialect", dialect, "--format", "json"],
+            cli,
+            [
+                "-c",
+                str(root / "alembic.ini"),
+                "check",
+                "--range",
+                "base:heads",
+                "--dialect",
+                dialect,
+                "--format",
+                "json",
+            ],
             catch_exceptions=False,
         )
         assert result.exit_code == 0, result.output  # nothing is on a protected table: warnings only
@@ -173,7 +187,9 @@ def test_revision(results, rev: Revision, dialect: str):
     found = _of(results, dialect, rev)
     got = _scored(found)
     want = rev.expected(dialect)
-    assert want <= got, f"{rev.file} on {dialect}: missed {sorted(want - got, key=repr)}; reported {sorted(got, key=repr)}"
+    assert want <= got, (
+        f"{rev.file} on {dialect}: missed {sorted(want - got, key=repr)}; reported {sorted(got, key=repr)}"
+    )
     assert got <= want, f"{rev.file} on {dialect}: false alarm {sorted(got - want, key=repr)}"
     for f in found:  # every finding points into the revision's own file, at a real line
         assert f["file"].endswith(rev.file) and f["line"], f

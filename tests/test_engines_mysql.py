@@ -1,5 +1,6 @@
 """The MariaDB/MySQL backup engine against the real local MariaDB server and the real mariadb-dump /
 mariadb tools, with an in-memory repository (a dict of chunks)."""
+
 from __future__ import annotations
 
 import os
@@ -125,25 +126,47 @@ def populate(url: str, bulk_rows: int = 20000) -> None:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         x = conn.exec_driver_sql
-        x("INSERT INTO customers (id, name, balance, created, touched) VALUES (%s, %s, %s, %s, %s)",
-          [(1, "Ada O'Brien", Decimal("1234.50"), "2024-02-29 23:59:59.123456", "2024-03-01 01:02:03"),
-           (2, "Jürgen Größe", Decimal("-0.01"), None, None),
-           (3, "Nguyễn Thị Minh Khai 😀", Decimal("9999999999.99"), "1999-12-31 00:00:00", "2038-01-19 03:14:07"),
-           (4, "),(", None, "2000-01-01 00:00:00.000001", None)])
-        x("INSERT INTO customer_services VALUES (%s, %s, %s)",
-          [(10, 1, "gold"), (11, 1, None), (12, 3, "line\nbreak"), (13, 4, "'),('")])
+        x(
+            "INSERT INTO customers (id, name, balance, created, touched) VALUES (%s, %s, %s, %s, %s)",
+            [
+                (1, "Ada O'Brien", Decimal("1234.50"), "2024-02-29 23:59:59.123456", "2024-03-01 01:02:03"),
+                (2, "Jürgen Größe", Decimal("-0.01"), None, None),
+                (3, "Nguyễn Thị Minh Khai 😀", Decimal("9999999999.99"), "1999-12-31 00:00:00", "2038-01-19 03:14:07"),
+                (4, "),(", None, "2000-01-01 00:00:00.000001", None),
+            ],
+        )
+        x(
+            "INSERT INTO customer_services VALUES (%s, %s, %s)",
+            [(10, 1, "gold"), (11, 1, None), (12, 3, "line\nbreak"), (13, 4, "'),('")],
+        )
         rows = []
         for i, s in enumerate(TRICKY):
-            rows.append((i + 1, BIG + i, -BIG - i, Decimal("12345678901234567890.0123456789") if i % 2 else None,
-                         '{"k": "v\\"q", "n": [1, 2.5, null], "u": "é😀"}' if i % 3 else None,
-                         ALL_BYTES if i % 2 == 0 else None, bytes(reversed(ALL_BYTES)) if i % 2 else ALL_BYTES[:i],
-                         s, s[:200] or None, "2024-06-01 12:00:00.500" if i % 2 else None, i, i % 32))
+            rows.append(
+                (
+                    i + 1,
+                    BIG + i,
+                    -BIG - i,
+                    Decimal("12345678901234567890.0123456789") if i % 2 else None,
+                    '{"k": "v\\"q", "n": [1, 2.5, null], "u": "é😀"}' if i % 3 else None,
+                    ALL_BYTES if i % 2 == 0 else None,
+                    bytes(reversed(ALL_BYTES)) if i % 2 else ALL_BYTES[:i],
+                    s,
+                    s[:200] or None,
+                    "2024-06-01 12:00:00.500" if i % 2 else None,
+                    i,
+                    i % 32,
+                )
+            )
         x("INSERT INTO samples VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
         x(f"INSERT INTO {ODD_Q} VALUES (1, 'x'), (2, NULL)")
         rnd = random.Random(7)
-        x("INSERT INTO bulk VALUES (%s, %s, %s)",
-          [(i, TRICKY[i % len(TRICKY)] + " " + str(i) * rnd.randint(1, 40), rnd.randbytes(rnd.randint(0, 64)))
-           for i in range(bulk_rows)])
+        x(
+            "INSERT INTO bulk VALUES (%s, %s, %s)",
+            [
+                (i, TRICKY[i % len(TRICKY)] + " " + str(i) * rnd.randint(1, 40), rnd.randbytes(rnd.randint(0, 64)))
+                for i in range(bulk_rows)
+            ],
+        )
         x("INSERT INTO notes VALUES (1, 'first'), (2, 'second')")
     engine.dispose()
 
@@ -252,9 +275,12 @@ def test_unchanged_tables_give_byte_identical_streams(db: str):
     engine = MySQLEngine(db)
     repo = FakeRepo()
     first = {t.name: repo.data(t.stream) for t in engine.dump(repo.write).tables}
-    sql(db, "UPDATE samples SET txt = 'changed' WHERE id = 1",
+    sql(
+        db,
+        "UPDATE samples SET txt = 'changed' WHERE id = 1",
         "CREATE TABLE zzz_new (id INT PRIMARY KEY)",  # sorts last: the previous last table must not change
-        "INSERT INTO zzz_new VALUES (1)")
+        "INSERT INTO zzz_new VALUES (1)",
+    )
     second = {t.name: repo.data(t.stream) for t in engine.dump(repo.write).tables}
     assert second.keys() == first.keys() | {"zzz_new"}
     for name, data in first.items():
@@ -282,14 +308,14 @@ def test_row_counter_on_every_cut(db: str):
     repo = FakeRepo()
     table = next(t for t in engine.dump(repo.write, tables=["samples"]).tables)
     data = repo.data(table.stream)
-    rows_part = data[:data.index(b"\nUNLOCK TABLES;\n")]
+    rows_part = data[: data.index(b"\nUNLOCK TABLES;\n")]
     whole = RowCounter()
     whole.feed(rows_part)
     assert whole.rows == len(TRICKY)
     for size in (1, 2, 3, 5, 64):
         counter = RowCounter()
         for i in range(0, len(rows_part), size):
-            counter.feed(rows_part[i:i + size])
+            counter.feed(rows_part[i : i + size])
         assert counter.rows == len(TRICKY), size
     # the older one-line extended INSERT format (mysqldump) counts the same
     one_line_format = rows_part.replace(b"\n(", b"(")
@@ -297,19 +323,25 @@ def test_row_counter_on_every_cut(db: str):
     for size in (1, 7, 1 << 20):
         counter = RowCounter()
         for i in range(0, len(one_line_format), size):
-            counter.feed(one_line_format[i:i + size])
+            counter.feed(one_line_format[i : i + size])
         assert counter.rows == len(TRICKY)
 
 
 def test_events_reassemble_the_input():
-    dump = (b"-- header\n\n--\n-- Table structure for table `a`\n--\n\nCREATE TABLE `a` (x int);\n\n"
-            b"--\n-- Dumping data for table `a`\n--\n\nINSERT INTO `a` VALUES\n(1),\n(2);\nUNLOCK TABLES;\n"
-            b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n-- Dump completed\n")
+    dump = (
+        b"-- header\n\n--\n-- Table structure for table `a`\n--\n\nCREATE TABLE `a` (x int);\n\n"
+        b"--\n-- Dumping data for table `a`\n--\n\nINSERT INTO `a` VALUES\n(1),\n(2);\nUNLOCK TABLES;\n"
+        b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n-- Dump completed\n"
+    )
     for size in range(1, len(dump) + 1):
-        events = list(_events(dump[i:i + size] for i in range(0, len(dump), size)))
+        events = list(_events(dump[i : i + size] for i in range(0, len(dump), size)))
         assert b"".join(e[1] for e in events) == dump
         assert [(k, n) for k, _, n in events if k != "text"] == [
-            ("structure", "a"), ("data", "a"), ("unlock", None), ("footer", None)]
+            ("structure", "a"),
+            ("data", "a"),
+            ("unlock", None),
+            ("footer", None),
+        ]
 
 
 # --- restore --------------------------------------------------------------------------------------------------
@@ -367,12 +399,14 @@ def test_partial_restore_of_one_table(db: str):
     repo = FakeRepo()
     before = snapshot_state(db, ["customers", "customer_services", "samples"])
     dump = engine.dump(repo.write)
-    sql(db,
+    sql(
+        db,
         "UPDATE customers SET name = 'renamed' WHERE id = 1",
         "INSERT INTO customers (id, name) VALUES (60, 'new')",
         "ALTER TABLE customers ADD COLUMN extra INT NOT NULL DEFAULT 7",
         "UPDATE customer_services SET note = 'mutated' WHERE id = 10",
-        "ALTER TABLE samples DROP COLUMN uni")
+        "ALTER TABLE samples DROP COLUMN uni",
+    )
     mutated_services = sql(db, "SELECT * FROM customer_services ORDER BY id")
     mutated_samples = snapshot_state(db, ["samples"])["samples"]
     engine.restore(dump, repo.read, tables=["customers"])
@@ -410,8 +444,10 @@ def test_restore_errors_are_one_line_guard_errors(db: str):
     repo = FakeRepo()
     dump = engine.dump(repo.write, tables=["customers", "notes"])
     notes = next(t for t in dump.tables if t.name == "notes")
-    repo.blobs[notes.stream.blobs[0]] = [b"INSERT INTO `notes` VALUES (1, 'unterminated);\n",
-                                         b"INSERT INTO nowhere VALUES (1);\n"]
+    repo.blobs[notes.stream.blobs[0]] = [
+        b"INSERT INTO `notes` VALUES (1, 'unterminated);\n",
+        b"INSERT INTO nowhere VALUES (1);\n",
+    ]
     with pytest.raises(GuardError) as info:
         engine.restore(dump, repo.read)
     message = one_line(info.value)
@@ -442,8 +478,13 @@ def test_one_snapshot_for_all_tables(db: str):
 
     def write(name, chunks):
         if not seen:
-            sql(db, "INSERT INTO samples (id) VALUES (1000)", "DELETE FROM customer_services WHERE id = 10",
-                "INSERT INTO customers (id, name) VALUES (77, 'late')", "DELETE FROM bulk WHERE id < 100")
+            sql(
+                db,
+                "INSERT INTO samples (id) VALUES (1000)",
+                "DELETE FROM customer_services WHERE id = 10",
+                "INSERT INTO customers (id, name) VALUES (77, 'late')",
+                "DELETE FROM bulk WHERE id < 100",
+            )
         seen.append(name)
         return repo.write(name, chunks)
 
@@ -457,7 +498,7 @@ def test_one_snapshot_for_all_tables(db: str):
 
 def test_password_goes_through_a_private_option_file(mariadb_url: str, monkeypatch):
     user = f"mg_u_{uuid.uuid4().hex[:8]}"
-    password = 'p#a"s s\\w\'o;rd$'
+    password = "p#a\"s s\\w'o;rd$"
     database = sa.engine.make_url(mariadb_url).database
     sql(mariadb_url, f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", params=(password,))
     try:

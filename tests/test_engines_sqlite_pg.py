@@ -1,4 +1,5 @@
 """The SQLite and PostgreSQL backup engines against real databases, through an in-memory repository."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from migrate_guard.backup.engines.base import StreamRef, ToolMissing, engine_for
+from migrate_guard.backup.engines import engine_for
+from migrate_guard.backup.engines.base import StreamRef, ToolMissing
 from migrate_guard.backup.engines.postgresql import PostgreSQLEngine
 from migrate_guard.backup.engines.sqlite import SQLiteEngine
 from migrate_guard.errors import GuardError
@@ -96,8 +98,16 @@ def sqlite_seed(url: str) -> None:
         conn.executescript(SQLITE_SCHEMA)
         conn.execute("INSERT INTO alembic_version VALUES ('0004')")
         rows = [
-            (UNICODE[0], "12345678901234.5678", "2024-03-01T12:34:56.789+05:30", '{"k": [1, 2.5, {"ü": null}]}',
-             b"\x00\xff\x10bin", BIG, AWKWARD, "old"),
+            (
+                UNICODE[0],
+                "12345678901234.5678",
+                "2024-03-01T12:34:56.789+05:30",
+                '{"k": [1, 2.5, {"ü": null}]}',
+                b"\x00\xff\x10bin",
+                BIG,
+                AWKWARD,
+                "old",
+            ),
             (UNICODE[1], "-0.0001", "1999-12-31T23:59:59+00:00", '{"s": "😀"}', b"", -(2**63), "plain", None),
             (UNICODE[2], None, None, None, None, None, None, None),
             (UNICODE[3], "7", "2030-01-01T00:00:00-08:00", "[]", bytes(range(256)), 2**53 + 1, "", "x"),
@@ -118,7 +128,9 @@ def sqlite_state(url: str) -> dict:
         listed = "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY 1"
         tables = [r[0] for r in conn.execute(listed)]
         data = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
-        schema = sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name <> 'sqlite_sequence'"))
+        schema = sorted(
+            conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name <> 'sqlite_sequence'")
+        )
         seq = sorted(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
     return {"data": data, "schema": schema, "seq": seq}
 
@@ -361,9 +373,30 @@ def pg_seed(url: str) -> None:
         conn.execute(PG_SCHEMA)
         conn.execute("INSERT INTO alembic_version VALUES ('0004')")
         rows = [
-            (UNICODE[0], "12345678901234.5678", "2024-03-01 12:34:56.789+05:30", '{"k": [1, 2.5, {"ü": null}]}',
-             '{ "spaced" :  true }', b"\x00\xff\x10bin", BIG, AWKWARD, "pro", "old"),
-            (UNICODE[1], "-0.0001", "1999-12-31 23:59:59+00", '{"s": "😀"}', "[]", b"", -(2**61), "plain", "free", None),
+            (
+                UNICODE[0],
+                "12345678901234.5678",
+                "2024-03-01 12:34:56.789+05:30",
+                '{"k": [1, 2.5, {"ü": null}]}',
+                '{ "spaced" :  true }',
+                b"\x00\xff\x10bin",
+                BIG,
+                AWKWARD,
+                "pro",
+                "old",
+            ),
+            (
+                UNICODE[1],
+                "-0.0001",
+                "1999-12-31 23:59:59+00",
+                '{"s": "😀"}',
+                "[]",
+                b"",
+                -(2**61),
+                "plain",
+                "free",
+                None,
+            ),
             (UNICODE[2], None, None, None, None, None, None, None, None, None),
             (UNICODE[3], "7", "infinity", "[]", "null", bytes(range(256)), 2**53 + 1, "", "free", "x"),
         ]
@@ -399,9 +432,21 @@ def pg_rows(url: str, tables=PG_TABLES) -> dict[str, list[str]]:
 def pg_schema(url: str, *args: str) -> str:
     params = sa.engine.make_url(url)
     out = subprocess.run(
-        ["pg_dump", "--schema-only", "-h", params.host, "-p", str(params.port), "-U", params.username, *args,
-         params.database],
-        capture_output=True, text=True, check=True,
+        [
+            "pg_dump",
+            "--schema-only",
+            "-h",
+            params.host,
+            "-p",
+            str(params.port),
+            "-U",
+            params.username,
+            *args,
+            params.database,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return "\n".join(line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
 
@@ -580,17 +625,20 @@ class WriteLog(FakeRepo):
         return super().write(name, chunks)
 
 
-@pytest.mark.parametrize("change, changed", [
-    ("UPDATE customers SET notes = 'x' WHERE id = 2", {"public.customers"}),
-    ("DELETE FROM events WHERE payload = 'a'", {"public.events"}),  # no primary key
-    ("INSERT INTO billing.invoices (customer_id, amount) VALUES (1, 3)", {"billing.invoices"}),
-    ("BEGIN; UPDATE customers SET notes = 'gone'; ROLLBACK", set()),  # rolled back: nothing changed
-    ("VACUUM FULL customers", set()),  # rewritten, same tuples: nothing to read again
-    # schema changes that leave every tuple as it was but change what COPY prints:
-    ("ALTER TABLE events DROP COLUMN at; ALTER TABLE events ADD COLUMN at timestamptz", {"public.events"}),
-    ("ALTER TYPE tier RENAME VALUE 'pro' TO 'professional'", None),  # types are fingerprinted as a whole: all
-    ("ALTER TABLE customer_services ADD COLUMN note text DEFAULT 'fast default'", {"public.customer_services"}),
-])
+@pytest.mark.parametrize(
+    "change, changed",
+    [
+        ("UPDATE customers SET notes = 'x' WHERE id = 2", {"public.customers"}),
+        ("DELETE FROM events WHERE payload = 'a'", {"public.events"}),  # no primary key
+        ("INSERT INTO billing.invoices (customer_id, amount) VALUES (1, 3)", {"billing.invoices"}),
+        ("BEGIN; UPDATE customers SET notes = 'gone'; ROLLBACK", set()),  # rolled back: nothing changed
+        ("VACUUM FULL customers", set()),  # rewritten, same tuples: nothing to read again
+        # schema changes that leave every tuple as it was but change what COPY prints:
+        ("ALTER TABLE events DROP COLUMN at; ALTER TABLE events ADD COLUMN at timestamptz", {"public.events"}),
+        ("ALTER TYPE tier RENAME VALUE 'pro' TO 'professional'", None),  # types are fingerprinted as a whole: all
+        ("ALTER TABLE customer_services ADD COLUMN note text DEFAULT 'fast default'", {"public.customer_services"}),
+    ],
+)
 def test_postgresql_reuses_exactly_the_unchanged_tables(postgresql_url, change, changed):
     """A dump given the previous one reads again exactly the tables that changed, and its streams
     are byte for byte those of a dump that reads everything."""

@@ -1,4 +1,5 @@
 """The migrate-safe journal as `history` shows it."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,10 @@ def test_history_records_each_run_and_its_outcome(run_cli, example):
     result = run_cli(*args, "migrate-safe")
     assert result.exit_code == 1, result.output
     runs = json.loads(run_cli(*args, "history", "--format", "json").stdout)
-    assert [(r["from"], r["to"], r["state"]) for r in runs] == [([], ["0004"], "succeeded"), (["0004"], "heads", "rolled-back")]
+    assert [(r["from"], r["to"], r["state"]) for r in runs] == [
+        ([], ["0004"], "succeeded"),
+        (["0004"], "heads", "rolled-back"),
+    ]
     assert runs[1]["snapshot"] and "no_such_table" in runs[1]["error"] and runs[1]["user"] and runs[1]["host"]
     text = run_cli(*args, "history").stdout
     assert "rolled-back" in text and "0004 -> heads" in text

@@ -1,20 +1,19 @@
 """Integrations, each run the way a project adopts it: pre-commit running the shipped hook, the documented
 CI commands run by a shell in a real git repository, Alembic's post_write_hooks on a real
 ``alembic revision --autogenerate``, and the pytest plugin in a pytest subprocess."""
+
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import EXAMPLE, REPO
+from conftest import REPO, copy_example
 
 pytest_plugins = ["pytester"]
 
@@ -40,8 +39,13 @@ def downgrade():
 
 
 def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com", *args],
-                          cwd=cwd, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout
 
 
@@ -93,7 +97,9 @@ def test_pre_commit_hook_blocks_a_staged_destructive_revision_until_it_is_review
     assert "0007_drop_email.py:11" in run.stdout and "drop-column" in run.stdout and "customers.email" in run.stdout
     assert "checked 1 revision (0007" in run.stdout  # only the staged revision; 0006's warning is not re-reported
 
-    revision.write_text(DROP_EMAIL.format(ack="# migrate-guard: allow drop-column customers.email -- unused since v3\n    "))
+    revision.write_text(
+        DROP_EMAIL.format(ack="# migrate-guard: allow drop-column customers.email -- unused since v3\n    ")
+    )
     git(repo, "add", "-A")
     run = subprocess.run([BIN / "pre-commit", "run"], cwd=repo, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -124,8 +130,10 @@ def test_ci_examples_run_as_documented(repo):
     (repo / VERSIONS / "0007_drop_email.py").write_text(DROP_EMAIL.format(ack=""))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "the pull request")
-    env = shell_env(BASE_REF=job["env"]["BASE_REF"].replace("${{ github.base_ref }}", "main"),
-                    CI_MERGE_REQUEST_DIFF_BASE_SHA=git(repo, "rev-parse", "origin/main").strip())
+    env = shell_env(
+        BASE_REF=job["env"]["BASE_REF"].replace("${{ github.base_ref }}", "main"),
+        CI_MERGE_REQUEST_DIFF_BASE_SHA=git(repo, "rev-parse", "origin/main").strip(),
+    )
 
     def sh(command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["bash", "-c", command], cwd=repo, env=env, capture_output=True, text=True)
@@ -137,11 +145,16 @@ def test_ci_examples_run_as_documented(repo):
     jsonschema.validate(sarif, json.loads(SCHEMA.read_text()))
     results = sarif["runs"][0]["results"]
     assert [(r["ruleId"], r["level"]) for r in results] == [("drop-column", "error")]  # 0007 only, not 0006
-    assert results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "migrations/versions/0007_drop_email.py"
+    assert (
+        results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        == "migrations/versions/0007_drop_email.py"
+    )
 
     annotations = sh(annotations_step["run"])
     assert annotations.returncode == 3
-    assert annotations.stdout.startswith("::error file=migrations/versions/0007_drop_email.py,line=11,title=migrate-guard drop-column::")
+    assert annotations.stdout.startswith(
+        "::error file=migrations/versions/0007_drop_email.py,line=11,title=migrate-guard drop-column::"
+    )
 
     first, second = guard_commands(gitlab["script"])
     assert report_file in first
@@ -172,6 +185,7 @@ def test_gitlab_fingerprints_survive_code_moving(run_cli, example):
 
 # --- lint on generate ---------------------------------------------------------------------------
 
+
 def test_post_write_hook_reports_what_autogenerate_just_wrote(example):
     [hook] = [block for block in readme_blocks("ini") if "[post_write_hooks]" in block]
     ini = example / "alembic.ini"
@@ -182,19 +196,28 @@ def test_post_write_hook_reports_what_autogenerate_just_wrote(example):
     models = example / "models.py"
     models.write_text(models.read_text().replace("    notes: Mapped[str | None] = mapped_column(Text)\n", ""))
     elsewhere = example.parent  # alembic -c from another directory: the hook finds the project from the file
-    run = subprocess.run([BIN / "alembic", "-c", str(ini), "revision", "--autogenerate", "-m", "drop notes"],
-                         cwd=elsewhere, env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [BIN / "alembic", "-c", str(ini), "revision", "--autogenerate", "-m", "drop notes"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout + run.stderr  # Alembic keeps the file whatever the hook says
     [written] = [p for p in (example / VERSIONS).glob("*drop_notes.py")]
     assert "drop_column('notes')" in written.read_text()
     assert "Running post write hook 'migrate_guard'" in run.stdout + run.stderr
-    assert f"{written.name}:" in run.stdout and "drop-column" in run.stdout and "customers.notes (protected table)" in run.stdout
+    assert (
+        f"{written.name}:" in run.stdout
+        and "drop-column" in run.stdout
+        and "customers.notes (protected table)" in run.stdout
+    )
     assert "checked 1 revision" in run.stdout and "1 error" in run.stdout
 
 
 # --- the pytest plugin ------------------------------------------------------------------------------
 
-USER_TESTS = '''
+USER_TESTS = """
 import pytest
 
 
@@ -209,14 +232,20 @@ def test_own_migration_test(migration_database, migration_db_url):
     migration_database.upgrade("heads")
     assert migration_database.heads() == ("0006",)
     assert "customers" in migration_database.schema()
-'''
-GENERATED = ["test_single_head", "test_check_findings", "test_upgrade_base_to_heads", "test_up_down_consistency", "test_model_drift"]
+"""
+GENERATED = [
+    "test_single_head",
+    "test_check_findings",
+    "test_upgrade_base_to_heads",
+    "test_up_down_consistency",
+    "test_model_drift",
+]
 
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     """A project with the example's migrations and models, and tests of its own."""
-    shutil.copytree(EXAMPLE, pytester.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
+    copy_example(pytester.path)
     pytester.makefile(".ini", pytest="[pytest]\nmigrate_guard_config = alembic.ini\n")
     pytester.makepyfile(test_app=USER_TESTS)
     return pytester
@@ -247,10 +276,12 @@ def test_plugin_fails_broken_migrations_with_clear_messages(suite):
     path = suite.path / VERSIONS / "0005_drop_legacy_code.py"
     path.write_text(path.read_text().replace("# migrate-guard: allow", "# not reviewed:"))
     models = suite.path / "models.py"
-    models.write_text(models.read_text().replace(
-        "    notes: Mapped[str | None] = mapped_column(Text)\n",
-        "    notes: Mapped[str | None] = mapped_column(Text)\n    nickname: Mapped[str | None] = mapped_column(String(40))\n",
-    ))
+    models.write_text(
+        models.read_text().replace(
+            "    notes: Mapped[str | None] = mapped_column(Text)\n",
+            "    notes: Mapped[str | None] = mapped_column(Text)\n    nickname: Mapped[str | None] = mapped_column(String(40))\n",
+        )
+    )
     result = suite.runpytest_subprocess("--migrate-guard", "-k", "not test_own")
     result.assert_outcomes(passed=3, failed=3, deselected=1)
     out = result.stdout.str()
@@ -263,7 +294,7 @@ def test_plugin_fails_broken_migrations_with_clear_messages(suite):
     assert "Traceback" not in out
 
 
-BRANCH = '''from alembic import op
+BRANCH = """from alembic import op
 import sqlalchemy as sa
 
 revision = "0007"
@@ -278,8 +309,8 @@ def upgrade():
 
 def downgrade():
     op.drop_table("extra")
-'''
-MERGE = '''revision = "0008"
+"""
+MERGE = """revision = "0008"
 down_revision = ("0006", "0007")
 branch_labels = None
 depends_on = None
@@ -291,7 +322,7 @@ def upgrade():
 
 def downgrade():
     pass
-'''
+"""
 
 
 def test_plugin_on_a_branched_history(suite):
@@ -304,7 +335,7 @@ def test_plugin_on_a_branched_history(suite):
     suite.runpytest_subprocess(*selected).assert_outcomes(passed=2, deselected=5)  # each branch undone on its own
 
 
-IRREVERSIBLE = '''from alembic import op
+IRREVERSIBLE = """from alembic import op
 
 revision = "0007"
 down_revision = "0006"
@@ -318,7 +349,7 @@ def upgrade():
 
 def downgrade():
     raise NotImplementedError("the old notes are gone")
-'''
+"""
 
 
 def test_plugin_skips_the_downgrade_of_a_revision_marked_irreversible(suite):
@@ -328,7 +359,11 @@ def test_plugin_skips_the_downgrade_of_a_revision_marked_irreversible(suite):
     result = suite.runpytest_subprocess(*selected)
     result.assert_outcomes(failed=1, deselected=2 + len(GENERATED) - 1)
     result.stdout.fnmatch_lines(["*0007: downgrade failed: NotImplementedError: the old notes are gone*"])
-    path.write_text(IRREVERSIBLE.replace("def upgrade():", "# migrate-guard: irreversible -- the old notes cannot come back\ndef upgrade():"))
+    path.write_text(
+        IRREVERSIBLE.replace(
+            "def upgrade():", "# migrate-guard: irreversible -- the old notes cannot come back\ndef upgrade():"
+        )
+    )
     suite.runpytest_subprocess(*selected).assert_outcomes(passed=1, deselected=2 + len(GENERATED) - 1)
 
 

@@ -6,6 +6,7 @@ encrypted backup repository configured. Failures are injected with extra revisio
 ``migrations/versions/``. After every failure the database must be exactly as before the run: every
 table's rows, every table's columns (and indexes and foreign keys), and ``alembic_version``.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import KEY, migrate_example, use_repository
 
 BIN = Path(sys.executable).parent
@@ -56,6 +56,7 @@ class Guarded:
 
     def revision(self, rev: str, down: str | None, upgrade: str, downgrade: str = "pass", header: str = "") -> Path:
         """Add a revision file; ``upgrade``/``downgrade`` are function bodies."""
+
         def body(code: str) -> str:
             return textwrap.indent(textwrap.dedent(code).strip() or "pass", "    ")
 
@@ -96,7 +97,9 @@ def _prepare(example: Path, url: str, revision: str, monkeypatch: pytest.MonkeyP
             if "legacy_code" in columns:  # values that 0005 drops and a restore must bring back
                 ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM customers"))]
                 for i in ids:
-                    conn.execute(sa.text("UPDATE customers SET legacy_code = :c WHERE id = :i"), {"c": f"LEG-{i:04d}", "i": i})
+                    conn.execute(
+                        sa.text("UPDATE customers SET legacy_code = :c WHERE id = :i"), {"c": f"LEG-{i:04d}", "i": i}
+                    )
             if sa.inspect(conn).has_table("import_staging"):
                 for n in range(3):
                     conn.execute(sa.text("INSERT INTO import_staging (payload) VALUES (:p)"), {"p": f"row {n} ünïcødé"})
@@ -137,10 +140,16 @@ def db_state(url: str) -> dict:
             state = {}
             for table in sorted(inspector.get_table_names()):
                 columns = [(c["name"], str(c["type"]), bool(c["nullable"])) for c in inspector.get_columns(table)]
-                indexes = sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table))
-                fks = sorted((tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
-                             for f in inspector.get_foreign_keys(table))
-                rows = sorted((tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {preparer.quote(table)}"))), key=repr)
+                indexes = sorted(
+                    (i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)
+                )
+                fks = sorted(
+                    (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
+                    for f in inspector.get_foreign_keys(table)
+                )
+                rows = sorted(
+                    (tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {preparer.quote(table)}"))), key=repr
+                )
                 state[table] = {"columns": columns, "indexes": indexes, "foreign_keys": fks, "rows": rows}
             return state
     finally:
@@ -292,7 +301,10 @@ def test_reviewed_destructive_revision_applies_and_its_snapshot_restores(run_cli
 
 
 def add_three_revisions(g: Guarded, failure: str = "pass") -> None:
-    g.revision("0007", "0006", """
+    g.revision(
+        "0007",
+        "0006",
+        """
         op.create_table(
             "loyalty_points",
             sa.Column("id", sa.Integer(), primary_key=True),
@@ -302,18 +314,27 @@ def add_three_revisions(g: Guarded, failure: str = "pass") -> None:
         op.execute("INSERT INTO loyalty_points (customer_id, points) SELECT id, 100 FROM customers")
         op.add_column("service_categories", sa.Column("sort_order", sa.Integer(), nullable=True))
         op.execute("UPDATE service_categories SET sort_order = id WHERE id > 0")
-    """)
-    g.revision("0008", "0007", f"""
+    """,
+    )
+    g.revision(
+        "0008",
+        "0007",
+        f"""
         op.add_column("customers", sa.Column("tier", sa.String(length=10), nullable=True))
         op.execute("UPDATE customers SET tier = 'gold', name = 'changed' WHERE id <= 5")
         op.execute("DELETE FROM family_members WHERE id <= 2")
         op.create_table("audit_trail", sa.Column("id", sa.Integer(), primary_key=True))
         op.execute("UPDATE service_packages SET price = price + 1 WHERE id > 0")
         {failure}
-    """)
-    g.revision("0009", "0008", """
+    """,
+    )
+    g.revision(
+        "0009",
+        "0008",
+        """
         op.add_column("customers", sa.Column("late", sa.Integer(), nullable=True))
-    """)
+    """,
+    )
 
 
 @pytest.mark.parametrize("failure", ["unknown-column", "syntax-error"])
@@ -347,7 +368,10 @@ def test_failure_in_the_second_of_three_revisions_leaves_the_database_as_before(
 
 def test_table_created_by_a_failed_revision_is_gone(run_cli, guarded):
     g = guarded
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         op.create_table(
             "vouchers",
             sa.Column("id", sa.Integer(), primary_key=True),
@@ -355,7 +379,8 @@ def test_table_created_by_a_failed_revision_is_gone(run_cli, guarded):
         )
         op.execute("INSERT INTO vouchers (code) VALUES ('WELCOME')")
         {FAILING_SQL}
-    """)
+    """,
+    )
     before = db_state(g.url)
 
     result = run_cli(*g.args, "migrate-safe")
@@ -372,13 +397,17 @@ def test_table_created_by_a_failed_revision_is_gone(run_cli, guarded):
 
 def test_ddl_on_a_protected_table_before_the_failure_is_undone(run_cli, guarded):
     g = guarded
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         op.add_column("customers", sa.Column("vip", sa.Boolean(), nullable=True))
         # migrate-guard: allow drop-column customers.phone -- test: phone numbers move elsewhere
         op.drop_column("customers", "phone")
         op.execute("UPDATE customers SET name = 'gone' WHERE id <= 3")
         {FAILING_SQL}
-    """)
+    """,
+    )
     before = db_state(g.url)
 
     result = run_cli(*g.args, "migrate-safe")
@@ -398,13 +427,17 @@ def test_renamed_and_dropped_tables_are_back_after_a_failure(run_cli, guarded):
     """A failed run that renamed one table and dropped another (reviewed): both are back, under their names,
     with their rows, and the renamed copy is gone."""
     g = guarded
-    g.revision("0007", "0005", f"""
+    g.revision(
+        "0007",
+        "0005",
+        f"""
         op.rename_table("import_staging", "import_archive")
         # migrate-guard: allow drop-table family_members -- test: families move to another service
         op.drop_table("family_members")
         op.execute("UPDATE family_accounts SET current_members = 0 WHERE id > 0")
         {FAILING_SQL}
-    """)
+    """,
+    )
     (g.versions / "0006_drop_import_staging.py").unlink()  # 0007 follows 0005 instead
     before = db_state(g.url)
 
@@ -421,26 +454,34 @@ def test_renamed_and_dropped_tables_are_back_after_a_failure(run_cli, guarded):
 def add_sleeping_revision(g: Guarded, marker: Path) -> None:
     """0007: DDL and DML on customers, create a table, then say so through ``marker`` and sleep (online
     only: the check renders every pending revision offline first)."""
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         op.add_column("customers", sa.Column("halfway", sa.Integer(), nullable=True))
         op.execute("UPDATE customers SET name = 'half' WHERE id <= 4")
         op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))
         if not op.get_context().as_sql:
             Path({str(marker)!r}).write_text(str(os.getpid()))
             time.sleep(60)
-    """)
+    """,
+    )
 
 
 def add_held_revision(g: Guarded, marker: Path, release: Path) -> None:
     """0007: add a column, say so through ``marker``, then wait (online only) until ``release`` exists."""
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         op.add_column("customers", sa.Column("slow", sa.Integer(), nullable=True))
         if not op.get_context().as_sql:
             Path({str(marker)!r}).write_text(str(os.getpid()))
             deadline = time.monotonic() + 60
             while not Path({str(release)!r}).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-    """)
+    """,
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -509,8 +550,9 @@ def test_signal_during_the_upgrade_rolls_back_or_restores(run_cli, guarded, tmp_
     def default_sigint() -> None:  # a background job may inherit SIGINT ignored; Ctrl-C must work here
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    proc = subprocess.Popen(g.safe_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
+    proc = subprocess.Popen(
+        g.safe_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     try:
         wait_for(marker, proc)
         proc.send_signal(signum)
@@ -538,7 +580,7 @@ def test_signal_during_the_upgrade_rolls_back_or_restores(run_cli, guarded, tmp_
 
 
 def test_second_run_waits_for_the_lock_then_names_the_holder(run_cli, guarded):
-    from migrate_guard.migration_lock import migration_lock
+    from migrate_guard.safe.lock import migration_lock
 
     g = guarded
     before = db_state(g.url)
@@ -632,21 +674,31 @@ def test_guarded_downgrade(run_cli, guarded):
 
 def test_failing_downgrade_is_rolled_back_or_restored(run_cli, guarded):
     g = guarded
-    g.revision("0007", "0006", """
+    g.revision(
+        "0007",
+        "0006",
+        """
         op.create_table("promo_codes", sa.Column("id", sa.Integer(), primary_key=True),
                         sa.Column("code", sa.String(length=20), nullable=False))
         op.execute("INSERT INTO promo_codes (code) VALUES ('A'), ('B')")
-    """, downgrade=f"""
+    """,
+        downgrade=f"""
         op.execute("UPDATE customers SET name = 'downgraded' WHERE id <= 3")
         op.drop_table("promo_codes")
         op.add_column("service_categories", sa.Column("junk", sa.Integer(), nullable=True))
         {FAILING_SQL}
-    """)
-    g.revision("0008", "0007", """
+    """,
+    )
+    g.revision(
+        "0008",
+        "0007",
+        """
         op.add_column("promo_codes", sa.Column("uses", sa.Integer(), nullable=True))
-    """, downgrade="""
+    """,
+        downgrade="""
         op.drop_column("promo_codes", "uses")
-    """)
+    """,
+    )
     result = run_cli(*g.args, "migrate-safe")
     assert result.exit_code == 0, result.output
     assert revision_of(g.url) == ["0008"]
@@ -672,7 +724,9 @@ def stock_env(guarded: Guarded) -> Guarded:
     template = Path(alembic.__file__).parent / "templates" / "generic" / "env.py"
     (guarded.versions.parent / "env.py").write_text(template.read_text())
     ini = guarded.ini.read_text()
-    lines = [f"sqlalchemy.url = {guarded.url}" if line.startswith("sqlalchemy.url") else line for line in ini.splitlines()]
+    lines = [
+        f"sqlalchemy.url = {guarded.url}" if line.startswith("sqlalchemy.url") else line for line in ini.splitlines()
+    ]
     guarded.ini.write_text("\n".join(lines) + "\n")
     return guarded
 
@@ -698,12 +752,16 @@ def test_stock_env_dry_run_names_the_one_line_change(run_cli, stock_env):
 
 def test_stock_env_failing_revision_leaves_the_database_as_before(run_cli, stock_env):
     g = stock_env
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         op.add_column("customers", sa.Column("vip", sa.Boolean(), nullable=True))
         op.execute("UPDATE customers SET name = 'stock' WHERE id <= 3")
         op.create_table("stock_made", sa.Column("id", sa.Integer(), primary_key=True))
         {FAILING_SQL}
-    """)
+    """,
+    )
     before = db_state(g.url)
 
     result = run_cli(*stock_args(g), "migrate-safe")
@@ -736,10 +794,14 @@ def test_target_revision_and_nothing_to_do(run_cli, guarded):
 
 def test_backup_scope_none_needs_yes_and_leaves_only_a_rollback(run_cli, guarded):
     g = guarded
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         op.add_column("customers", sa.Column("vip", sa.Boolean(), nullable=True))
         {FAILING_SQL}
-    """)
+    """,
+    )
     before = db_state(g.url)
 
     result = run_cli(*g.args, "migrate-safe", "--backup-scope", "none")
@@ -758,11 +820,15 @@ def test_backup_scope_none_needs_yes_and_leaves_only_a_rollback(run_cli, guarded
 
 def test_backup_scope_full_snapshots_every_table(run_cli, guarded):
     g = guarded
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         op.add_column("customers", sa.Column("vip", sa.Boolean(), nullable=True))
         op.execute("UPDATE service_packages SET price = price + 1 WHERE id > 0")
         {FAILING_SQL}
-    """)
+    """,
+    )
     before = db_state(g.url)
 
     result = run_cli(*g.args, "migrate-safe", "--backup-scope", "full")
@@ -778,12 +844,16 @@ def test_change_the_analysis_cannot_see_is_caught_by_the_final_check(run_cli, gu
     safety snapshot. Transactional DDL rolls it back anyway; on MariaDB the check after the restore sees the
     leftover column and exits 4 with the exact restore command."""
     g = guarded
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         op.execute("UPDATE customers SET name = 'seen' WHERE id <= 2")
         if not op.get_context().as_sql:
             op.add_column("service_categories", sa.Column("hidden", sa.Integer(), nullable=True))
         {FAILING_SQL}
-    """)
+    """,
+    )
     before = db_state(g.url)
 
     result = run_cli(*g.args, "migrate-safe")
@@ -804,7 +874,10 @@ def test_data_migration_through_get_bind_is_undone(run_cli, guarded):
     """A revision that reads through op.get_bind() cannot be rendered offline: it is read statically and the
     whole database is snapshotted; the failure is still undone."""
     g = guarded
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         bind = op.get_bind()
         rows = bind.execute(sa.text("SELECT id, name FROM customers ORDER BY id")).fetchall()
         for id_, name in rows:
@@ -812,7 +885,8 @@ def test_data_migration_through_get_bind_is_undone(run_cli, guarded):
         op.add_column("service_packages", sa.Column("promo", sa.Boolean(), nullable=True))
         bind.execute(sa.text("DELETE FROM customer_services WHERE id > 0"))
         {FAILING_SQL}
-    """)
+    """,
+    )
     before = db_state(g.url)
 
     result = run_cli(*g.args, "migrate-safe")
@@ -831,18 +905,23 @@ def test_signal_during_a_long_statement(guarded, tmp_path, signum):
         pytest.skip("SQLite has no server-side sleep")
     marker = tmp_path / "reached"
     sleep_sql = f"SELECT pg_sleep({LONG_STATEMENT})" if g.dialect == "postgresql" else f"SELECT SLEEP({LONG_STATEMENT})"
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         op.add_column("customers", sa.Column("halfway", sa.Integer(), nullable=True))
         op.execute("UPDATE customers SET name = 'half' WHERE id <= 4")
         if not op.get_context().as_sql:
             Path({str(marker)!r}).write_text("x")
             op.execute({sleep_sql!r})
-    """)
+    """,
+    )
     before = db_state(g.url)
     env = {**os.environ, "MIGRATE_GUARD_KEY": KEY}
 
-    proc = subprocess.Popen(g.safe_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+    proc = subprocess.Popen(
+        g.safe_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
     try:
         wait_for(marker, proc)
         time.sleep(0.5)
@@ -882,8 +961,9 @@ def test_a_second_run_while_one_is_migrating_waits_for_its_lock(guarded, tmp_pat
     try:
         wait_for(marker, first)
         busy = subprocess.run(g.safe_command("--lock-wait", "1"), env=env, capture_output=True, text=True)
-        waiting = subprocess.Popen(g.safe_command("--lock-wait", "60"), env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        waiting = subprocess.Popen(
+            g.safe_command("--lock-wait", "60"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         time.sleep(2)  # let it start waiting for the lock
         release.touch()
         out, err = first.communicate(timeout=120)
@@ -945,8 +1025,11 @@ def timeouts_refused_on_sqlite(result, g: Guarded, before: dict) -> bool:
     return True
 
 
-@pytest.mark.parametrize("option", [("--lock-timeout", "30"), ("--statement-timeout", "600"),
-                                    ("--lock-timeout", "10m")], ids=["lock-30", "statement-600", "lock-10m"])
+@pytest.mark.parametrize(
+    "option",
+    [("--lock-timeout", "30"), ("--statement-timeout", "600"), ("--lock-timeout", "10m")],
+    ids=["lock-30", "statement-600", "lock-10m"],
+)
 def test_timeout_options_let_a_normal_upgrade_through(run_cli, guarded, option):
     g = guarded
     before = db_state(g.url)
@@ -990,12 +1073,16 @@ def test_statement_timeout_stops_a_long_statement(run_cli, guarded):
     if g.dialect == "sqlite":
         pytest.skip("SQLite has no statement timeout")
     sleep_sql = "SELECT pg_sleep(30)" if g.dialect == "postgresql" else "SELECT SLEEP(30)"
-    g.revision("0007", "0006", f"""
+    g.revision(
+        "0007",
+        "0006",
+        f"""
         op.add_column("customers", sa.Column("halfway", sa.Integer(), nullable=True))
         op.execute("UPDATE customers SET name = 'half' WHERE id <= 4")
         if not op.get_context().as_sql:
             op.execute({sleep_sql!r})
-    """)
+    """,
+    )
     before = db_state(g.url)
 
     started = time.monotonic()
@@ -1021,11 +1108,10 @@ def test_lock_timeout_gives_up_on_a_busy_table(run_cli, guarded):
     holding = threading.Event()
 
     def hold() -> None:
-        with engine.connect() as conn:
-            with conn.begin():
-                conn.execute(sa.text("SELECT count(*) FROM customers")).scalar()
-                holding.set()
-                time.sleep(6)
+        with engine.connect() as conn, conn.begin():
+            conn.execute(sa.text("SELECT count(*) FROM customers")).scalar()
+            holding.set()
+            time.sleep(6)
 
     holder = threading.Thread(target=hold)
     holder.start()
@@ -1047,15 +1133,16 @@ def test_lock_timeout_gives_up_on_a_busy_table(run_cli, guarded):
 def test_lock_holder_named_is_the_one_in_this_database(run_cli, guarded_pg):
     """PostgreSQL: advisory locks are per database, and so must be the holder migrate-safe names; another
     project's migrate-safe on another database of the same server is not in the way."""
-    from migrate_guard.migration_lock import PG_LOCK_KEY, migration_lock
-
     from conftest import PG_URL
+
+    from migrate_guard.safe.lock import PG_LOCK_KEY, migration_lock
 
     g = guarded_pg  # MariaDB's lock name and SQLite's lock file are per database already
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     holder_query = sa.text(
         "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-        "AND l.granted AND ((l.classid::int8 << 32) | l.objid::int8) = :k")
+        "AND l.granted AND ((l.classid::int8 << 32) | l.objid::int8) = :k"
+    )
     ours = sa.create_engine(g.url, poolclass=sa.pool.NullPool)
     others: list[tuple[str, sa.Engine, sa.Connection]] = []
     try:
@@ -1066,9 +1153,12 @@ def test_lock_holder_named_is_the_one_in_this_database(run_cli, guarded_pg):
                 name = f"{sa.engine.make_url(g.url).database}_other{n}"
                 with admin.connect() as conn:
                     conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-                engine = sa.create_engine(sa.engine.make_url(g.url).set(database=name), isolation_level="AUTOCOMMIT",
-                                          poolclass=sa.pool.NullPool,
-                                          connect_args={"application_name": "another project's migrate-safe"})
+                engine = sa.create_engine(
+                    sa.engine.make_url(g.url).set(database=name),
+                    isolation_level="AUTOCOMMIT",
+                    poolclass=sa.pool.NullPool,
+                    connect_args={"application_name": "another project's migrate-safe"},
+                )
                 conn = engine.connect()
                 others.append((name, engine, conn))
                 conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
@@ -1100,11 +1190,15 @@ def test_two_heads_and_a_failing_merge(run_cli, guarded):
     assert result.exit_code == 0, result.output
     assert revision_of(g.url) == ["0007", "0107"]
 
-    g.revision("0008", ("0007", "0107"), f"""
+    g.revision(
+        "0008",
+        ("0007", "0107"),
+        f"""
         op.execute("UPDATE customers SET a7 = 1 WHERE id <= 3")
         op.drop_table("side_branch")
         {FAILING_SQL}
-    """)
+    """,
+    )
     before = db_state(g.url)
 
     result = run_cli(*g.args, "migrate-safe")
@@ -1130,10 +1224,14 @@ def empty(example: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Guarde
 def test_first_deploy_onto_an_empty_database(run_cli, empty):
     """From base: a failure leaves the database empty again (no tables, no alembic_version); fixed, it deploys."""
     g = empty
-    failing = g.revision("0007", "0006", f"""
+    failing = g.revision(
+        "0007",
+        "0006",
+        f"""
         op.execute("INSERT INTO service_categories (name) VALUES ('Neu')")
         {FAILING_SQL}
-    """)
+    """,
+    )
 
     result = run_cli(*g.args, "migrate-safe")
 

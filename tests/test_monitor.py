@@ -1,6 +1,7 @@
 """Operations: `status` tells healthy from unhealthy in every way it checks, alerts reach a real local
 webhook and a real local SMTP server (and never hide the failure they report), `backup --if-older-than`
 is idempotent, and the HTML page renders the figures `status --format json` gives, in headless Chromium."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from conftest import REQUIRE_DATABASES, migrate_example, use_repository
 
 CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:9/nothing"  # the discard port: nothing listens
@@ -98,9 +98,20 @@ def _damage_a_blob(g: Guarded, run_cli) -> None:
 
 def _journal(state: str):
     def add(g: Guarded, run_cli) -> None:
-        g.repository().append_journal({"run": "r1", "user": "ops", "host": socket.gethostname(), "started_at": "2026-01-01T00:00:00Z",
-                                       "from": ["0003"], "to": "heads", "state": state, "snapshot": None,
-                                       "error": "boom" if state != "started" else None})
+        g.repository().append_journal(
+            {
+                "run": "r1",
+                "user": "ops",
+                "host": socket.gethostname(),
+                "started_at": "2026-01-01T00:00:00Z",
+                "from": ["0003"],
+                "to": "heads",
+                "state": state,
+                "snapshot": None,
+                "error": "boom" if state != "started" else None,
+            }
+        )
+
     return add
 
 
@@ -109,7 +120,13 @@ UNHEALTHY = {  # condition: (settings, action, check, level, words in its messag
     "no recent verify": ('[status]\nverify_max_age = "1h"', "+2h", "verify", "critical", "verify_max_age 1h"),
     "failed verify": ("", _damage_a_blob, "verify", "critical", "failed their latest verify"),
     "over max size": ('[status]\nmax_size = "1KB"', None, "repository_size", "critical", "over max_size"),
-    "disk nearly full": ("[status]\ndisk_warning = 0\ndisk_critical = 0.01", None, "disk", "critical", "critical at 0.01%"),
+    "disk nearly full": (
+        "[status]\ndisk_warning = 0\ndisk_critical = 0.01",
+        None,
+        "disk",
+        "critical",
+        "critical at 0.01%",
+    ),
     "unfinished run": ("", _journal("started"), "unfinished_runs", "critical", "migrate-guard recover"),
     "run not restored": ("", _journal("not-restored"), "migrate_safe", "critical", "not-restored"),
     "database down": ("", CLOSED_PORT_URL, "database", "critical", "does not answer"),
@@ -138,25 +155,33 @@ def test_status_tells_each_condition(run_cli, guarded, monkeypatch, condition):
         action(guarded, run_cli)
     code, report = status_json(run_cli, guarded)
     found = next(c for c in report["checks"] if c["name"] == check)
-    assert (found["level"], code, report["healthy"]) == (level, 0 if condition in REPORTED else 1, condition in REPORTED), report
+    assert (found["level"], code, report["healthy"]) == (
+        level,
+        0 if condition in REPORTED else 1,
+        condition in REPORTED,
+    ), report
     assert words in found["message"]
     text = run_cli(*guarded.args, "status")
     assert text.exit_code == code and (text.stdout.startswith("UNHEALTHY") == (code == 1))
 
 
 def test_a_run_in_progress_is_not_an_unfinished_one(run_cli, guarded):
-    from migrate_guard.migration_lock import migration_lock
+    from migrate_guard.safe.lock import migration_lock
 
     _journal("started")(guarded, run_cli)
     with migration_lock(guarded.url):  # as a migrate-safe run holds it while it works
         code, report = status_json(run_cli, guarded)
     assert code == 0 and level_of(report, "unfinished_runs") == "warning"
-    assert next(c["message"] for c in report["checks"] if c["name"] == "unfinished_runs").endswith("is in progress (started 2026-01-01T00:00:00Z)")
+    assert next(c["message"] for c in report["checks"] if c["name"] == "unfinished_runs").endswith(
+        "is in progress (started 2026-01-01T00:00:00Z)"
+    )
     code, report = status_json(run_cli, guarded)
     assert code == 1 and level_of(report, "unfinished_runs") == "critical"
 
 
-def test_free_space_of_a_remote_repository_is_unknown_not_unhealthy(run_cli, example, sqlite_url, monkeypatch, tmp_path):
+def test_free_space_of_a_remote_repository_is_unknown_not_unhealthy(
+    run_cli, example, sqlite_url, monkeypatch, tmp_path
+):
     pytest.importorskip("fsspec")
     migrate_example(example, sqlite_url, customers=None)
     use_repository(example, f"memory://{tmp_path.name}/repo", monkeypatch)  # fsspec's in-process filesystem
@@ -206,19 +231,36 @@ def test_bad_settings_and_missing_repository_are_one_line_errors(run_cli, guarde
     assert "alerts.webhook.url: must be an http:// or https:// URL" in result.stderr
     path = guarded.root / "migrate-guard.toml"
     base = path.read_text().replace('[alerts.webhook]\nurl = "ftp://example.org/hook"', "")
-    for toml, key in [('[status]\nmax_age = 26', "status.max_age: must be a duration"),
-                      ("[status]\ndisk_warning = 95", "status.disk_warning: must not be above status.disk_critical"),
-                      ('[alerts]\nwindow = "1x"', "alerts.window: bad duration"),
-                      ('[alerts.email]\nhost = "h"\nfrom = "g@x.org"\nto = ["ops"]', "alerts.email.to: must be a list of e-mail addresses"),
-                      ('[alerts.email]\nhost = "h"\nfrom = "g@x.org"\nto = "o@x.org"\nsecurity = "tls"', "alerts.email.security: bad value 'tls'"),
-                      ('[alerts.email]\nhost = "h"\nfrom = "g@x.org"\nto = "o@x.org"\npassword = "x"', "alerts.email.password: unknown key")]:
+    for toml, key in [
+        ("[status]\nmax_age = 26", "status.max_age: must be a duration"),
+        ("[status]\ndisk_warning = 95", "status.disk_warning: must not be above status.disk_critical"),
+        ('[alerts]\nwindow = "1x"', "alerts.window: bad duration"),
+        (
+            '[alerts.email]\nhost = "h"\nfrom = "g@x.org"\nto = ["ops"]',
+            "alerts.email.to: must be a list of e-mail addresses",
+        ),
+        (
+            '[alerts.email]\nhost = "h"\nfrom = "g@x.org"\nto = "o@x.org"\nsecurity = "tls"',
+            "alerts.email.security: bad value 'tls'",
+        ),
+        (
+            '[alerts.email]\nhost = "h"\nfrom = "g@x.org"\nto = "o@x.org"\npassword = "x"',
+            "alerts.email.password: unknown key",
+        ),
+    ]:
         path.write_text(base + "\n" + toml + "\n")
         result = run_cli(*guarded.args, "status")
-        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and f"migrate-guard.toml: {key}" in result.stderr, result.stderr
+        assert (
+            result.exit_code == 2 and result.stderr.count("\n") == 1 and f"migrate-guard.toml: {key}" in result.stderr
+        ), result.stderr
     path.write_text(base + '\n[alerts.webhook]\nurl = "ftp://example.org/hook"\n')
     elsewhere = tmp_path / "nowhere.html"
     path = guarded.root / "migrate-guard.toml"
-    path.write_text(path.read_text().replace("ftp://example.org/hook", "http://127.0.0.1:9/").replace(str(guarded.root / "repo"), "gone"))
+    path.write_text(
+        path.read_text()
+        .replace("ftp://example.org/hook", "http://127.0.0.1:9/")
+        .replace(str(guarded.root / "repo"), "gone")
+    )
     result = run_cli(*guarded.args, "report", "--html", str(elsewhere))
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "no backup repository at" in result.stderr
     assert not elsewhere.exists()
@@ -274,17 +316,24 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = tmp_path / "smtp.pem", tmp_path / "smtp.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_file, key_file
 
 
@@ -310,7 +359,13 @@ def smtp(tmp_path: Path) -> Iterator[Mailbox]:
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's naming
-            box.messages.append((envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=policy.default)))
+            box.messages.append(
+                (
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    message_from_bytes(envelope.content, policy=policy.default),
+                )
+            )
             return "250 OK"
 
     def authenticator(server, session, envelope, mechanism, auth_data):
@@ -319,8 +374,15 @@ def smtp(tmp_path: Path) -> Iterator[Mailbox]:
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    controller = Controller(Handler(), hostname="127.0.0.1", port=box.port, tls_context=context, require_starttls=True,
-                            authenticator=authenticator, auth_require_tls=True)
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=box.port,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_require_tls=True,
+    )
     controller.start()
     yield box
     controller.stop()
@@ -378,7 +440,9 @@ def test_damage_found_by_verify_alerts(run_cli, guarded, webhook):
 
 
 def test_unhealthy_status_alerts_once_then_when_healthy_again_slack_format(run_cli, guarded, webhook, monkeypatch):
-    guarded.settings(f'[status]\nmax_size = "1KB"\n\n[alerts]\nwindow = "1h"\n\n[alerts.webhook]\nurl = "{webhook.url}"\nformat = "slack"')
+    guarded.settings(
+        f'[status]\nmax_size = "1KB"\n\n[alerts]\nwindow = "1h"\n\n[alerts.webhook]\nurl = "{webhook.url}"\nformat = "slack"'
+    )
     assert run_cli(*guarded.args, "status").exit_code == 1
     assert webhook.received == []  # plain `status` never alerts: only `status --alert`
     assert run_cli(*guarded.args, "status", "--alert").exit_code == 1
@@ -412,8 +476,12 @@ def test_failed_migrate_safe_alerts_and_alert_failures_never_hide_it(run_cli, gu
 
     # now every channel is broken: the webhook refuses, the SMTP port is closed
     path = guarded.root / "migrate-guard.toml"
-    path.write_text(path.read_text().replace(webhook.url, "http://127.0.0.1:9/hook") + (
-        f'\n[alerts.email]\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"\nfrom = "g@example.org"\nto = ["o@example.org"]\n'))
+    path.write_text(
+        path.read_text().replace(webhook.url, "http://127.0.0.1:9/hook")
+        + (
+            f'\n[alerts.email]\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"\nfrom = "g@example.org"\nto = ["o@example.org"]\n'
+        )
+    )
     result = run_cli(*guarded.args, "migrate-safe")
     assert result.exit_code == 1 and "rolled back" in result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
@@ -423,7 +491,10 @@ def test_failed_migrate_safe_alerts_and_alert_failures_never_hide_it(run_cli, gu
 
     result = run_cli(*guarded.args, "alert", "test")
     assert result.exit_code == 1 and result.stdout == ""
-    assert [line.split(": ")[2] for line in result.stderr.splitlines()] == ["webhook alert not sent", "email alert not sent"]
+    assert [line.split(": ")[2] for line in result.stderr.splitlines()] == [
+        "webhook alert not sent",
+        "email alert not sent",
+    ]
 
 
 def test_alert_test_reaches_both_channels_and_http_errors_are_one_line(run_cli, guarded, webhook, smtp, monkeypatch):
@@ -432,7 +503,9 @@ def test_alert_test_reaches_both_channels_and_http_errors_are_one_line(run_cli, 
     alert_settings(guarded, webhook.url, smtp.port, smtp.ca_file)
     result = run_cli(*guarded.args, "alert", "test")
     assert result.exit_code == 1 and result.stdout.startswith("sent to webhook http://127.0.0.1:")
-    assert "email alert not sent: SMTP server 127.0.0.1:" in result.stderr and "refused the credentials" in result.stderr
+    assert (
+        "email alert not sent: SMTP server 127.0.0.1:" in result.stderr and "refused the credentials" in result.stderr
+    )
     monkeypatch.setenv("MG_SMTP_PASSWORD", "s3cret")
     result = run_cli(*guarded.args, "alert", "test")
     assert result.exit_code == 0 and "sent to email ops@example.org, dba@example.org" in result.stdout
@@ -464,8 +537,10 @@ def test_email_over_implicit_tls(run_cli, guarded, tmp_path):
     controller = Controller(Handler(), hostname="127.0.0.1", port=port, ssl_context=context)
     controller.start()
     try:
-        guarded.settings(f'[alerts.email]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "ssl"\nfrom = "g@example.org"\n'
-                         f'to = "ops@example.org"\nca_file = "{cert}"\ntimeout = 5')
+        guarded.settings(
+            f'[alerts.email]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "ssl"\nfrom = "g@example.org"\n'
+            f'to = "ops@example.org"\nca_file = "{cert}"\ntimeout = 5'
+        )
         result = run_cli(*guarded.args, "alert", "test")
         assert result.exit_code == 0 and result.stdout == "sent to email ops@example.org\n", result.output
         assert [m["To"] for m in received] == ["ops@example.org"] and received[0]["Date"] and received[0]["Message-ID"]
@@ -525,10 +600,25 @@ def test_html_report_renders_the_status_figures_in_chromium(run_cli, guarded, tm
     text = page.read_text()
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing to fetch
     proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'chromium'}", "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = proc.stdout
@@ -537,8 +627,18 @@ def test_html_report_renders_the_status_figures_in_chromium(run_cli, guarded, tm
     assert "Uncaught" not in proc.stderr and "Refused to" not in proc.stderr
     shown = dict(re.findall(r'<span data-figure="([a-z_]+)">(.*?)</span>', dom))
     f = report["figures"]
-    for name in ("snapshots", "last_snapshot_id", "last_snapshot_at", "repository_bytes", "disk_total_bytes",
-                 "last_verify_at", "unfinished_runs", "pending_revisions", "last_run", "last_run_state"):
+    for name in (
+        "snapshots",
+        "last_snapshot_id",
+        "last_snapshot_at",
+        "repository_bytes",
+        "disk_total_bytes",
+        "last_verify_at",
+        "unfinished_runs",
+        "pending_revisions",
+        "last_run",
+        "last_run_state",
+    ):
         assert shown[name].split(" ")[0] == str(f[name]), (name, shown[name], f[name])
     assert shown["last_verify_ok"] == "true" and shown["database_up"] == "true"
     assert f["snapshots"] == 3 and f["last_run_state"] == "succeeded" and f["pending_revisions"] == 1

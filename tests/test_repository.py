@@ -1,4 +1,5 @@
 """The backup repository against docs/repository-format.md: real files, real crypto, no mocks."""
+
 from __future__ import annotations
 
 import base64
@@ -108,8 +109,10 @@ def test_stream_ids_follow_the_doc(tmp_path, key):
     enc = Repository.init(str(tmp_path / "enc"), KeySource(key=key), chunk_size=CHUNK)
     id_key = hkdf(key, bytes.fromhex(enc.id), b"migrate-guard/v1/blob-id")
     ref = enc.write_stream("t", [data])
-    assert ref.blobs == [hmac.new(id_key, data[:CHUNK], "sha256").hexdigest(),
-                         hmac.new(id_key, data[CHUNK:], "sha256").hexdigest()]
+    assert ref.blobs == [
+        hmac.new(id_key, data[:CHUNK], "sha256").hexdigest(),
+        hmac.new(id_key, data[CHUNK:], "sha256").hexdigest(),
+    ]
 
 
 def test_dedup(repo):
@@ -192,7 +195,7 @@ def decrypt_by_the_doc(raw: bytes, master: bytes) -> bytes:
     salt, prefix = header[5:21], header[21:28]
     aead = AESGCM(hkdf(master, salt, b"migrate-guard/v1/file"))
     body = raw[28:]
-    segments = [body[i:i + SEALED] for i in range(0, len(body), SEALED)] or [b""]
+    segments = [body[i : i + SEALED] for i in range(0, len(body), SEALED)] or [b""]
     out = []
     for n, segment in enumerate(segments):
         last = n == len(segments) - 1
@@ -253,16 +256,26 @@ def test_plain_manifest_carries_sha256(tmp_path):
     assert raw[:5] == b"MGP1\x00"
     on_disk = json.loads(raw[5:])
     digest = on_disk.pop("sha256")
-    assert digest == hashlib.sha256(json.dumps(on_disk, sort_keys=True, separators=(",", ":"),
-                                               ensure_ascii=False).encode()).hexdigest()
+    assert (
+        digest
+        == hashlib.sha256(
+            json.dumps(on_disk, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        ).hexdigest()
+    )
     assert repo.load_manifest(sid) == manifest
 
 
 def test_encrypted_files_hide_their_content(enc_repo, key):
     ref = enc_repo.write_stream("t", [b"secret-customer-name," * 1000])
     sid = enc_repo.new_snapshot_id()
-    enc_repo.save_manifest({"id": sid, "created_at": "2026-01-01T00:00:00Z", "label": "secret-label",
-                            "tables": [{"name": "secret_table", "blobs": ref.blobs}]})
+    enc_repo.save_manifest(
+        {
+            "id": sid,
+            "created_at": "2026-01-01T00:00:00Z",
+            "label": "secret-label",
+            "tables": [{"name": "secret_table", "blobs": ref.blobs}],
+        }
+    )
     enc_repo.write_state("verify", {sid: {"ok": True, "note": "secret-state"}})
     enc_repo.append_journal({"step": "secret-journal"})
     enc_repo.append_journal({"step": "two"})
@@ -328,7 +341,7 @@ def test_flipped_header_byte(tamper):
 
 def test_truncated_at_a_segment_boundary(tamper):
     repo, ref, path, raw = tamper
-    path.write_bytes(raw[:28 + 3 * SEALED])  # the final segment dropped
+    path.write_bytes(raw[: 28 + 3 * SEALED])  # the final segment dropped
     expect_integrity(repo, ref, "truncated")
     path.write_bytes(raw[:28])  # no segment at all
     expect_integrity(repo, ref, "truncated")
@@ -338,9 +351,9 @@ def test_truncated_at_a_segment_boundary(tamper):
 
 def test_truncated_mid_segment(tamper):
     repo, ref, path, raw = tamper
-    path.write_bytes(raw[:28 + SEALED + 1000])
+    path.write_bytes(raw[: 28 + SEALED + 1000])
     expect_integrity(repo, ref, "tag mismatch in segment 1")
-    path.write_bytes(raw[:28 + 2 * SEALED + 5])  # fewer bytes than a tag
+    path.write_bytes(raw[: 28 + 2 * SEALED + 5])  # fewer bytes than a tag
     expect_integrity(repo, ref, "truncated in segment 2")
     path.write_bytes(raw[:-1])
     expect_integrity(repo, ref, "tag mismatch in segment 3")
@@ -348,8 +361,8 @@ def test_truncated_mid_segment(tamper):
 
 def test_swapped_segments(tamper):
     repo, ref, path, raw = tamper
-    s0, s1 = raw[28:28 + SEALED], raw[28 + SEALED:28 + 2 * SEALED]
-    path.write_bytes(raw[:28] + s1 + s0 + raw[28 + 2 * SEALED:])
+    s0, s1 = raw[28 : 28 + SEALED], raw[28 + SEALED : 28 + 2 * SEALED]
+    path.write_bytes(raw[:28] + s1 + s0 + raw[28 + 2 * SEALED :])
     expect_integrity(repo, ref, "tag mismatch in segment 0")
 
 
@@ -427,7 +440,8 @@ def test_tampered_manifests(tmp_path, keys):
     # a manifest copied under another snapshot's name
     other = repo.new_snapshot_id()
     (tmp_path / "repo" / "snapshots" / f"{other}.json").write_bytes(
-        (tmp_path / "repo" / "snapshots" / f"{good}.json").read_bytes())
+        (tmp_path / "repo" / "snapshots" / f"{good}.json").read_bytes()
+    )
     with pytest.raises(IntegrityError, match="id mismatch"):
         repo.load_manifest(other)
 
@@ -560,8 +574,12 @@ def test_manifests_and_prefixes(repo):
     assert a in info.value.message and b in info.value.message
     assert repo.load_manifest("abcd0")["id"] == a
     repo.update_manifest(ids[0][:6], pinned=True, label="kept")
-    assert repo.load_manifest(ids[0]) | {} == {"id": ids[0], "created_at": "2026-01-03T00:00:00.000000Z",
-                                             "pinned": True, "label": "kept"}
+    assert repo.load_manifest(ids[0]) | {} == {
+        "id": ids[0],
+        "created_at": "2026-01-03T00:00:00.000000Z",
+        "pinned": True,
+        "label": "kept",
+    }
     repo.delete_manifest(ids[0])
     assert ids[0] not in [m["id"] for m in repo.manifests()]
     with pytest.raises(GuardError, match="no snapshot"):
@@ -577,10 +595,9 @@ def test_interrupted_backup_leaves_no_snapshot(repo, tmp_path):
         yield os.urandom(CHUNK)
         raise RuntimeError("pg_dump died")
 
-    with pytest.raises(RuntimeError):
-        with repo.lock("backup"):
-            repo.new_snapshot_id()
-            repo.write_stream("t", dump())
+    with pytest.raises(RuntimeError), repo.lock("backup"):
+        repo.new_snapshot_id()
+        repo.write_stream("t", dump())
     assert not (Path(repo.location) / "locks" / "exclusive.json").exists()
     assert [m["id"] for m in repo.manifests()] == [sid]
     # what was written is whole: complete blobs, no temp file
@@ -631,17 +648,15 @@ def test_second_lock_names_the_holder(tmp_path, keys):
     first = Repository.init(str(tmp_path / "repo"), keys)
     second = Repository.open(str(tmp_path / "repo"), keys)
     with first.lock("backup before 0005"):
-        with pytest.raises(RepositoryLocked) as info:
-            with second.lock("prune"):
-                pass
+        with pytest.raises(RepositoryLocked) as info, second.lock("prune"):
+            pass
         message = info.value.message
         assert info.value.exit_code == 2
         for part in (str(os.getpid()), socket.gethostname(), "backup before 0005", "since"):
             assert part in message
         started = time.monotonic()
-        with pytest.raises(RepositoryLocked):
-            with second.lock("prune", wait=0.3):
-                pass
+        with pytest.raises(RepositoryLocked), second.lock("prune", wait=0.3):
+            pass
         assert time.monotonic() - started >= 0.3
         with first.lock("nested"):  # re-entrant in the same session
             pass
@@ -661,18 +676,23 @@ def test_stale_lock_taken_over(tmp_path):
     repo = Repository.init(str(tmp_path / "repo"), KeySource())
     lock = tmp_path / "repo" / "locks" / "exclusive.json"
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    lock.write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "user": "x",
-                                "created_at": now, "command": "backup"}))
+    lock.write_text(
+        json.dumps(
+            {"pid": dead_pid(), "host": socket.gethostname(), "user": "x", "created_at": now, "command": "backup"}
+        )
+    )
     with repo.lock("prune"):
         assert json.loads(lock.read_text())["command"] == "prune"
     assert any("no longer runs" in w for w in repo.warnings)
     # another host's lock: held for 12 hours, then stale
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "user": "x", "created_at": now, "command": "backup"}))
-    with pytest.raises(RepositoryLocked, match="elsewhere"):
-        with repo.lock("prune"):
-            pass
-    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "user": "x",
-                                "created_at": "2020-01-01T00:00:00Z", "command": "backup"}))
+    with pytest.raises(RepositoryLocked, match="elsewhere"), repo.lock("prune"):
+        pass
+    lock.write_text(
+        json.dumps(
+            {"pid": 1, "host": "elsewhere", "user": "x", "created_at": "2020-01-01T00:00:00Z", "command": "backup"}
+        )
+    )
     with repo.lock("prune"):
         pass
     assert any("elsewhere older than 12 hours" in w for w in repo.warnings)
@@ -714,10 +734,8 @@ def test_fsspec_memory_round_trip(key):
     assert reopened.load_manifest(sid[:4])["blobs"] == ref.blobs
     assert reopened.blob_ids() == set(ref.blobs)
     assert reopened.write_stream("t", [data]).blobs == ref.blobs and reopened.added_bytes == 0
-    with reopened.lock("backup"):
-        with pytest.raises(RepositoryLocked):
-            with repo.lock("prune"):
-                pass
+    with reopened.lock("backup"), pytest.raises(RepositoryLocked), repo.lock("prune"):
+        pass
     with repo.lock("prune"):
         pass
     reopened.write_state("verify", {"ok": 1})
@@ -732,13 +750,13 @@ def test_fsspec_memory_round_trip(key):
 
 def test_seal_streams_any_piece_sizes(key):
     data = os.urandom(5 * SEG + 123)
-    pieces = [data[i:i + 777] for i in range(0, len(data), 777)]
+    pieces = [data[i : i + 777] for i in range(0, len(data), 777)]
     for k in (key, None):
         for compress in (True, False):
             sealed = list(crypto.seal(iter(pieces), k, compress, 3))
             assert b"".join(crypto.unseal(iter(sealed), k, "x")) == data
             raw = b"".join(sealed)
-            feed = [raw[i:i + 1000] for i in range(0, len(raw), 1000)]
+            feed = [raw[i : i + 1000] for i in range(0, len(raw), 1000)]
             assert b"".join(crypto.unseal(iter(feed), k, "x")) == data
 
 
@@ -751,7 +769,7 @@ def test_unseal_is_lazy(key):
     def source():
         for i in range(0, len(raw), 4096):
             consumed.append(i)
-            yield raw[i:i + 4096]
+            yield raw[i : i + 4096]
 
     first = next(crypto.unseal(source(), key, "x"))
     assert first == data[:SEG]

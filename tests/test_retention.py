@@ -1,8 +1,9 @@
 """Retention for ``prune`` (backup/retention.py): restic's keep rules, protections, the size cap, and
 the duration / size parsers."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -17,7 +18,7 @@ from migrate_guard.backup.retention import (
 )
 from migrate_guard.errors import EXIT_USAGE, UsageError
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2027, 1, 10, 12, 0, tzinfo=UTC)
 
 
@@ -144,8 +145,13 @@ def test_reasons() -> None:
     assert plan.keep == {
         "2026-11-23 08:00": ["daily 2026-11-23"],
         "2026-11-24 23:00": [
-            "newest", "last 1", "hourly 2026-11-24 23:00", "daily 2026-11-24",
-            "weekly 2026-W48", "monthly 2026-11", "yearly 2026",
+            "newest",
+            "last 1",
+            "hourly 2026-11-24 23:00",
+            "daily 2026-11-24",
+            "weekly 2026-W48",
+            "monthly 2026-11",
+            "yearly 2026",
         ],
     }
     assert plan.remove == ["2026-11-24 09:00"]
@@ -214,7 +220,13 @@ def test_combined_rules_union_and_reasons_accumulate() -> None:
         "12-20",  # weekly 2026-W51 (the 4th week: W01, W53, W52, W51)
         "12-27",  # weekly 2026-W52
         "12-31",  # monthly 2026-12 (only two months have snapshots, so monthly=3 keeps two)
-        "01-03", "01-04", "01-05", "01-06", "01-07", "01-08", "01-09",  # daily 7
+        "01-03",
+        "01-04",
+        "01-05",
+        "01-06",
+        "01-07",
+        "01-08",
+        "01-09",  # daily 7
     ]
     assert plan.keep["01-03"] == ["daily 2027-01-03", "weekly 2026-W53"]
     assert plan.keep["01-07"] == ["last 3", "daily 2027-01-07"]

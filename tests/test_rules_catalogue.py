@@ -1,4 +1,5 @@
 """The rule catalogue: rules/*.toml, their loader, and the generated docs/rules pages."""
+
 from __future__ import annotations
 
 import ast
@@ -106,9 +107,7 @@ def test_builtin_matches(rules: dict[str, Rule]) -> None:
     assert hits(Operation("drop_column", "users", "email")) == {"drop-column"}
     assert hits(Operation("delete", "t", details={"has_where": False})) == {"delete-without-where"}
     assert hits(Operation("delete", "t", details={"has_where": True})) == set()
-    assert hits(Operation("alter_column_type", "t", "c", details={"type_change": "narrowing"})) == {
-        "alter-column-type"
-    }
+    assert hits(Operation("alter_column_type", "t", "c", details={"type_change": "narrowing"})) == {"alter-column-type"}
     assert hits(Operation("alter_column_type", "t", "c", details={"type_change": "widening"})) == set()
     assert hits(Operation("add_column", "t", "c", details={"nullable": False, "server_default": False})) == {
         "add-not-null-column-without-default"
@@ -120,9 +119,7 @@ def test_builtin_matches(rules: dict[str, Rule]) -> None:
     fk = {"constraint_type": "foreign_key", "not_valid": False}
     assert hits(Operation("add_constraint", "t", details=fk)) == {"add-foreign-key-validating"}
     assert hits(Operation("add_constraint", "t", details={**fk, "not_valid": True})) == set()
-    assert hits(Operation("create_index", "t", details={"concurrently": False})) == {
-        "create-index-non-concurrently"
-    }
+    assert hits(Operation("create_index", "t", details={"concurrently": False})) == {"create-index-non-concurrently"}
 
 
 def _run_offline(code: str) -> str:
@@ -165,7 +162,13 @@ def test_docs_are_up_to_date(rules: dict[str, Rule]) -> None:
 def test_rule_page_sections(rules: dict[str, Rule]) -> None:
     page = ruledocs.render_rule_page(rules["drop-column"])
     assert "\n# drop-column\n" in page
-    for heading in ("What it flags", "Why it is dangerous", "What to do instead", "Example", "Allowing it after review"):
+    for heading in (
+        "What it flags",
+        "Why it is dangerous",
+        "What to do instead",
+        "Example",
+        "Allowing it after review",
+    ):
         assert f"\n## {heading}\n" in page
     assert "# migrate-guard: allow drop-column <table>.<column> -- <reason>" in page
     assert "--allow drop-column:<table>.<column>" in page
@@ -185,9 +188,7 @@ def test_write_docs_removes_stale_generated_pages(tmp_path: Path, rules: dict[st
 
 
 def test_user_dir_adds_and_overrides(tmp_path: Path) -> None:
-    (tmp_path / "no-billing-drops.toml").write_text(
-        VALID.format(id="no-billing-drops") + 'table = "billing_*"\n'
-    )
+    (tmp_path / "no-billing-drops.toml").write_text(VALID.format(id="no-billing-drops") + 'table = "billing_*"\n')
     (tmp_path / "drop-table.toml").write_text(VALID.format(id="drop-table").replace('"warning"', '"error"'))
     rules = load_rules([tmp_path])
     assert len(rules) == len(EXPECTED) + 1

@@ -12,6 +12,7 @@ alongside do not disturb a case.
 PostgreSQL-only rules are checked on MySQL and SQLite too, where they must NOT fire.
 Cases that fail because of a bug in the tool are marked ``xfail(strict=True, reason="BUG: ...")``.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from conftest import Project
 
 DIALECTS = ("postgresql", "mysql", "sqlite")
-PG_ONLY = frozenset({
-    "create-index-non-concurrently", "add-foreign-key-validating", "add-check-validating", "lock-timeout-missing",
-})
+PG_ONLY = frozenset(
+    {
+        "create-index-non-concurrently",
+        "add-foreign-key-validating",
+        "add-check-validating",
+        "lock-timeout-missing",
+    }
+)
 RULE_IDS = frozenset(p.stem for p in (Path(__file__).resolve().parents[1] / "rules").glob("*.toml"))
 MARK = "# <-"
 
@@ -69,450 +74,918 @@ CASES: list[Case] = [
     # --- drop-table ------------------------------------------------------------------------------
     P("drop-table", "op", 'op.drop_table("invoices")  # <-', ("invoices", None)),
     P("drop-table", "op-schema-mixed-case", 'op.drop_table("Invoices", schema="Billing")  # <-', ("invoices", None)),
-    P("drop-table", "raw-lower-if-exists-cascade-qualified",
-      'op.execute("drop table if exists public.old_stuff cascade")  # <-', ("old_stuff", None)),
-    P("drop-table", "bind-text-quoted",
-      'op.get_bind().execute(sa.text(\'DROP TABLE "Legacy_Orders"\'))  # <-', ("legacy_orders", None)),
-    P("drop-table", "raw-two-tables", 'op.execute("DROP TABLE imports_a, imports_b")  # <-',
-      ("imports_a", None), ("imports_b", None)),
-    P("drop-table", "raw-multiline-string",
-      '''
+    P(
+        "drop-table",
+        "raw-lower-if-exists-cascade-qualified",
+        'op.execute("drop table if exists public.old_stuff cascade")  # <-',
+        ("old_stuff", None),
+    ),
+    P(
+        "drop-table",
+        "bind-text-quoted",
+        "op.get_bind().execute(sa.text('DROP TABLE \"Legacy_Orders\"'))  # <-",
+        ("legacy_orders", None),
+    ),
+    P(
+        "drop-table",
+        "raw-two-tables",
+        'op.execute("DROP TABLE imports_a, imports_b")  # <-',
+        ("imports_a", None),
+        ("imports_b", None),
+    ),
+    P(
+        "drop-table",
+        "raw-multiline-string",
+        '''
       op.execute(  # <-
           """
           DROP VIEW IF EXISTS v_stats;
           DROP TABLE stats;
           """
       )
-      ''', ("stats", None)),
-    P("drop-table", "same-name-in-other-schema-created-in-revision",
-      '''
+      ''',
+        ("stats", None),
+    ),
+    P(
+        "drop-table",
+        "same-name-in-other-schema-created-in-revision",
+        """
       op.create_table("events", sa.Column("id", sa.Integer, primary_key=True), schema="archive")
       op.execute("INSERT INTO archive.events SELECT * FROM events")
       op.drop_table("events")  # <-
-      ''', ("events", None), run_on=("postgresql", "mysql")),
-    N("drop-table", "inside-string-literal", 'op.execute("INSERT INTO notes (body) VALUES (\'DROP TABLE customers; --\')")'),
-    N("drop-table", "inside-bulk-insert-value",
-      'op.bulk_insert(sa.table("notes", sa.column("body", sa.String)), [{"body": "DROP TABLE customers"}])'),
+      """,
+        ("events", None),
+        run_on=("postgresql", "mysql"),
+    ),
+    N(
+        "drop-table",
+        "inside-string-literal",
+        "op.execute(\"INSERT INTO notes (body) VALUES ('DROP TABLE customers; --')\")",
+    ),
+    N(
+        "drop-table",
+        "inside-bulk-insert-value",
+        'op.bulk_insert(sa.table("notes", sa.column("body", sa.String)), [{"body": "DROP TABLE customers"}])',
+    ),
     N("drop-table", "created-in-same-revision", f'{SCRATCH}\nop.drop_table("scratch")'),
     N("drop-table", "drop-view-is-not-a-table", 'op.execute("DROP VIEW IF EXISTS v_orders")'),
-
     # --- drop-column -----------------------------------------------------------------------------
     P("drop-column", "op", 'op.drop_column("customers", "legacy")  # <-', ("customers", "legacy")),
-    P("drop-column", "op-multiline",
-      '''
+    P(
+        "drop-column",
+        "op-multiline",
+        """
       op.drop_column(  # <-
           "customers",
           "legacy",
           schema="crm",
       )
-      ''', ("customers", "legacy")),
-    P("drop-column", "batch",
-      '''
+      """,
+        ("customers", "legacy"),
+    ),
+    P(
+        "drop-column",
+        "batch",
+        """
       with op.batch_alter_table("customers", schema=None) as batch_op:
           batch_op.drop_column("legacy")  # <-
-      ''', ("customers", "legacy")),
-    P("drop-column", "raw-lower-if-exists-cascade",
-      'op.execute("alter table customers drop column if exists legacy cascade")  # <-', ("customers", "legacy")),
-    P("drop-column", "bind-schema-qualified-quoted",
-      'op.get_bind().execute(sa.text(\'ALTER TABLE "Billing"."Invoices" DROP COLUMN "Legacy_Code"\'))  # <-',
-      ("invoices", "legacy_code")),
-    P("drop-column", "raw-mysql-backticks", 'op.execute("ALTER TABLE `shop`.`orders` DROP `legacy`")  # <-',
-      ("orders", "legacy"), run_on=("mysql",)),
-    P("drop-column", "raw-second-action", 'op.execute("ALTER TABLE users ADD COLUMN a text, DROP COLUMN b")  # <-',
-      ("users", "b")),
-    P("drop-column", "table-created-if-not-exists",
-      '''
+      """,
+        ("customers", "legacy"),
+    ),
+    P(
+        "drop-column",
+        "raw-lower-if-exists-cascade",
+        'op.execute("alter table customers drop column if exists legacy cascade")  # <-',
+        ("customers", "legacy"),
+    ),
+    P(
+        "drop-column",
+        "bind-schema-qualified-quoted",
+        'op.get_bind().execute(sa.text(\'ALTER TABLE "Billing"."Invoices" DROP COLUMN "Legacy_Code"\'))  # <-',
+        ("invoices", "legacy_code"),
+    ),
+    P(
+        "drop-column",
+        "raw-mysql-backticks",
+        'op.execute("ALTER TABLE `shop`.`orders` DROP `legacy`")  # <-',
+        ("orders", "legacy"),
+        run_on=("mysql",),
+    ),
+    P(
+        "drop-column",
+        "raw-second-action",
+        'op.execute("ALTER TABLE users ADD COLUMN a text, DROP COLUMN b")  # <-',
+        ("users", "b"),
+    ),
+    P(
+        "drop-column",
+        "table-created-if-not-exists",
+        """
       op.execute("CREATE TABLE IF NOT EXISTS customers (id int PRIMARY KEY, legacy text)")
       op.drop_column("customers", "legacy")  # <-
-      ''', ("customers", "legacy")),
-    N("drop-column", "column-added-in-same-revision",
-      'op.add_column("customers", sa.Column("tmp", sa.Integer()))\nop.drop_column("customers", "tmp")'),
+      """,
+        ("customers", "legacy"),
+    ),
+    N(
+        "drop-column",
+        "column-added-in-same-revision",
+        'op.add_column("customers", sa.Column("tmp", sa.Integer()))\nop.drop_column("customers", "tmp")',
+    ),
     N("drop-column", "table-created-in-same-revision", f'{SCRATCH}\nop.drop_column("scratch", "x")'),
-    N("drop-column", "batch-add-column-only",
-      '''
+    N(
+        "drop-column",
+        "batch-add-column-only",
+        """
       with op.batch_alter_table("customers") as batch_op:
           batch_op.add_column(sa.Column("note", sa.Text(), nullable=True))
-      '''),
-
+      """,
+    ),
     # --- drop-schema -----------------------------------------------------------------------------
     P("drop-schema", "raw-cascade", 'op.execute("DROP SCHEMA billing CASCADE")  # <-', (None, None)),
-    P("drop-schema", "raw-lower-if-exists", 'op.execute(sa.text("drop schema if exists reporting"))  # <-', (None, None)),
+    P(
+        "drop-schema",
+        "raw-lower-if-exists",
+        'op.execute(sa.text("drop schema if exists reporting"))  # <-',
+        (None, None),
+    ),
     P("drop-schema", "bind", 'op.get_bind().execute(sa.text("DROP SCHEMA staging RESTRICT"))  # <-', (None, None)),
-    P("drop-schema", "mysql-drop-database", 'op.execute("DROP DATABASE IF EXISTS `legacy_reports`")  # <-',
-      (None, None), run_on=("mysql",)),
-    N("drop-schema", "created-in-same-revision", 'op.execute("CREATE SCHEMA scratch")\nop.execute("DROP SCHEMA scratch")'),
-    N("drop-schema", "inside-comment-literal", 'op.execute("COMMENT ON TABLE orders IS \'never DROP SCHEMA billing\'")',
-      run_on=("postgresql",)),
+    P(
+        "drop-schema",
+        "mysql-drop-database",
+        'op.execute("DROP DATABASE IF EXISTS `legacy_reports`")  # <-',
+        (None, None),
+        run_on=("mysql",),
+    ),
+    N(
+        "drop-schema",
+        "created-in-same-revision",
+        'op.execute("CREATE SCHEMA scratch")\nop.execute("DROP SCHEMA scratch")',
+    ),
+    N(
+        "drop-schema",
+        "inside-comment-literal",
+        "op.execute(\"COMMENT ON TABLE orders IS 'never DROP SCHEMA billing'\")",
+        run_on=("postgresql",),
+    ),
     N("drop-schema", "create-schema", 'op.execute("CREATE SCHEMA IF NOT EXISTS billing")'),
-
     # --- truncate-table --------------------------------------------------------------------------
     P("truncate-table", "raw", 'op.execute("TRUNCATE TABLE audit_log")  # <-', ("audit_log", None)),
-    P("truncate-table", "raw-lower-only-quoted-cascade",
-      'op.execute(\'truncate only "Audit_Log" restart identity cascade\')  # <-', ("audit_log", None)),
-    P("truncate-table", "second-statement",
-      'op.execute("UPDATE accounts SET x = 1 WHERE id = 1; TRUNCATE cache_entries")  # <-', ("cache_entries", None)),
-    P("truncate-table", "bind-qualified", 'op.get_bind().execute(sa.text("TRUNCATE TABLE public.sessions"))  # <-',
-      ("sessions", None)),
-    P("truncate-table", "static-fallback-f-string",
-      '''
+    P(
+        "truncate-table",
+        "raw-lower-only-quoted-cascade",
+        "op.execute('truncate only \"Audit_Log\" restart identity cascade')  # <-",
+        ("audit_log", None),
+    ),
+    P(
+        "truncate-table",
+        "second-statement",
+        'op.execute("UPDATE accounts SET x = 1 WHERE id = 1; TRUNCATE cache_entries")  # <-',
+        ("cache_entries", None),
+    ),
+    P(
+        "truncate-table",
+        "bind-qualified",
+        'op.get_bind().execute(sa.text("TRUNCATE TABLE public.sessions"))  # <-',
+        ("sessions", None),
+    ),
+    P(
+        "truncate-table",
+        "static-fallback-f-string",
+        """
       count = op.get_bind().execute(sa.text("SELECT count(*) FROM imports")).scalar()
       for name in ("imports_a", "imports_b"):
           op.execute(f"TRUNCATE TABLE {name}")  # <-
-      ''', (None, None)),
-    N("truncate-table", "inside-string-literal", 'op.execute("INSERT INTO notes (body) VALUES (\'TRUNCATE audit_log\')")'),
+      """,
+        (None, None),
+    ),
+    N(
+        "truncate-table",
+        "inside-string-literal",
+        "op.execute(\"INSERT INTO notes (body) VALUES ('TRUNCATE audit_log')\")",
+    ),
     N("truncate-table", "table-created-in-same-revision", f'{SCRATCH}\nop.execute("TRUNCATE scratch")'),
-    N("truncate-table", "delete-with-where-instead", 'op.execute("DELETE FROM audit_log WHERE created_at < \'2020-01-01\'")'),
-
+    N(
+        "truncate-table",
+        "delete-with-where-instead",
+        "op.execute(\"DELETE FROM audit_log WHERE created_at < '2020-01-01'\")",
+    ),
     # --- delete-without-where --------------------------------------------------------------------
     P("delete-without-where", "raw", 'op.execute("DELETE FROM sessions")  # <-', ("sessions", None)),
-    P("delete-without-where", "text-lower-qualified", 'op.execute(sa.text("delete from public.sessions"))  # <-',
-      ("sessions", None)),
-    P("delete-without-where", "core-table-delete",
-      '''
+    P(
+        "delete-without-where",
+        "text-lower-qualified",
+        'op.execute(sa.text("delete from public.sessions"))  # <-',
+        ("sessions", None),
+    ),
+    P(
+        "delete-without-where",
+        "core-table-delete",
+        """
       sessions = sa.table("sessions", sa.column("id", sa.Integer))
       op.execute(sessions.delete())  # <-
-      ''', ("sessions", None)),
-    P("delete-without-where", "cte-where-is-not-the-delete-where",
-      'op.execute("WITH old AS (SELECT id FROM carts WHERE stale) DELETE FROM carts")  # <-', ("carts", None)),
-    P("delete-without-where", "bind-variable",
-      '''
+      """,
+        ("sessions", None),
+    ),
+    P(
+        "delete-without-where",
+        "cte-where-is-not-the-delete-where",
+        'op.execute("WITH old AS (SELECT id FROM carts WHERE stale) DELETE FROM carts")  # <-',
+        ("carts", None),
+    ),
+    P(
+        "delete-without-where",
+        "bind-variable",
+        """
       conn = op.get_bind()
       conn.execute(sa.text("DELETE FROM tokens"))  # <-
-      ''', ("tokens", None)),
-    P("delete-without-where", "mysql-hash-comment-hides-where",
-      'op.execute("DELETE FROM sessions # WHERE id = 1")  # <-', ("sessions", None), run_on=("mysql",)),
+      """,
+        ("tokens", None),
+    ),
+    P(
+        "delete-without-where",
+        "mysql-hash-comment-hides-where",
+        'op.execute("DELETE FROM sessions # WHERE id = 1")  # <-',
+        ("sessions", None),
+        run_on=("mysql",),
+    ),
     N("delete-without-where", "with-where", 'op.execute("DELETE FROM sessions WHERE expires_at < now()")'),
-    N("delete-without-where", "where-with-subquery", 'op.execute("DELETE FROM carts WHERE id IN (SELECT id FROM carts)")'),
-    N("delete-without-where", "core-table-delete-where",
-      '''
+    N(
+        "delete-without-where",
+        "where-with-subquery",
+        'op.execute("DELETE FROM carts WHERE id IN (SELECT id FROM carts)")',
+    ),
+    N(
+        "delete-without-where",
+        "core-table-delete-where",
+        """
       sessions = sa.table("sessions", sa.column("id", sa.Integer))
       op.execute(sessions.delete().where(sessions.c.id < 100))
-      '''),
-    N("delete-without-where", "inside-string-literal", 'op.execute("INSERT INTO notes (body) VALUES (\'DELETE FROM users\')")'),
+      """,
+    ),
+    N(
+        "delete-without-where",
+        "inside-string-literal",
+        "op.execute(\"INSERT INTO notes (body) VALUES ('DELETE FROM users')\")",
+    ),
     N("delete-without-where", "table-created-in-same-revision", f'{SCRATCH}\nop.execute("DELETE FROM scratch")'),
-
     # --- update-without-where --------------------------------------------------------------------
-    P("update-without-where", "raw", 'op.execute("UPDATE accounts SET plan = \'free\'")  # <-', ("accounts", None)),
-    P("update-without-where", "raw-lower-alias", 'op.execute("update accounts as a set plan = \'free\'")  # <-',
-      ("accounts", None)),
-    P("update-without-where", "core-table-update",
-      '''
+    P("update-without-where", "raw", "op.execute(\"UPDATE accounts SET plan = 'free'\")  # <-", ("accounts", None)),
+    P(
+        "update-without-where",
+        "raw-lower-alias",
+        "op.execute(\"update accounts as a set plan = 'free'\")  # <-",
+        ("accounts", None),
+    ),
+    P(
+        "update-without-where",
+        "core-table-update",
+        """
       accounts = sa.table("accounts", sa.column("plan", sa.String))
       op.execute(accounts.update().values(plan="free"))  # <-
-      ''', ("accounts", None)),
-    P("update-without-where", "where-only-in-subquery",
-      'op.execute("UPDATE orders SET total = (SELECT sum(amount) FROM lines WHERE lines.order_id = orders.id)")  # <-',
-      ("orders", None)),
-    N("update-without-where", "with-where", 'op.execute("UPDATE accounts SET plan = \'free\' WHERE plan IS NULL")'),
-    N("update-without-where", "core-table-update-where",
-      '''
+      """,
+        ("accounts", None),
+    ),
+    P(
+        "update-without-where",
+        "where-only-in-subquery",
+        'op.execute("UPDATE orders SET total = (SELECT sum(amount) FROM lines WHERE lines.order_id = orders.id)")  # <-',
+        ("orders", None),
+    ),
+    N("update-without-where", "with-where", "op.execute(\"UPDATE accounts SET plan = 'free' WHERE plan IS NULL\")"),
+    N(
+        "update-without-where",
+        "core-table-update-where",
+        """
       accounts = sa.table("accounts", sa.column("plan", sa.String))
       op.execute(accounts.update().where(accounts.c.plan.is_(None)).values(plan="free"))
-      '''),
-    P("update-without-where", "backfill-that-also-overwrites-an-old-column",
-      '''
+      """,
+    ),
+    P(
+        "update-without-where",
+        "backfill-that-also-overwrites-an-old-column",
+        """
       op.add_column("accounts", sa.Column("plan_v2", sa.String(20), nullable=True))
       op.execute("UPDATE accounts SET plan_v2 = plan, plan = NULL")  # <-
-      ''', ("accounts", None)),
-    N("update-without-where", "backfill-of-a-column-added-in-same-revision",
-      '''
+      """,
+        ("accounts", None),
+    ),
+    N(
+        "update-without-where",
+        "backfill-of-a-column-added-in-same-revision",
+        """
       op.add_column("accounts", sa.Column("plan_v2", sa.String(20), nullable=True))
       op.execute("UPDATE accounts SET plan_v2 = plan")
-      '''),
-    N("update-without-where", "inside-string-literal", 'op.execute("INSERT INTO notes (body) VALUES (\'UPDATE users SET admin = 1\')")'),
-
+      """,
+    ),
+    N(
+        "update-without-where",
+        "inside-string-literal",
+        "op.execute(\"INSERT INTO notes (body) VALUES ('UPDATE users SET admin = 1')\")",
+    ),
     # --- alter-column-type -----------------------------------------------------------------------
-    P("alter-column-type", "op-narrow-varchar",
-      'op.alter_column("users", "country", existing_type=sa.String(255), type_=sa.String(2))  # <-', ("users", "country")),
-    P("alter-column-type", "batch-narrow-varchar",
-      '''
+    P(
+        "alter-column-type",
+        "op-narrow-varchar",
+        'op.alter_column("users", "country", existing_type=sa.String(255), type_=sa.String(2))  # <-',
+        ("users", "country"),
+    ),
+    P(
+        "alter-column-type",
+        "batch-narrow-varchar",
+        """
       with op.batch_alter_table("users") as batch_op:
           batch_op.alter_column("country", existing_type=sa.String(255), type_=sa.String(2))  # <-
-      ''', ("users", "country")),
-    P("alter-column-type", "op-bigint-to-int",
-      'op.alter_column("events", "seq", existing_type=sa.BigInteger(), type_=sa.Integer())  # <-', ("events", "seq")),
-    P("alter-column-type", "op-fewer-decimals",
-      'op.alter_column("orders", "total", existing_type=sa.Numeric(10, 2), type_=sa.Numeric(8, 2))  # <-',
-      ("orders", "total")),
-    P("alter-column-type", "op-string-to-int",
-      'op.alter_column("orders", "ref", existing_type=sa.String(20), type_=sa.Integer())  # <-', ("orders", "ref")),
-    P("alter-column-type", "raw-type", 'op.execute("ALTER TABLE orders ALTER COLUMN total TYPE numeric(8,2)")  # <-',
-      ("orders", "total"), run_on=("postgresql",)),
-    P("alter-column-type", "raw-mysql-modify", 'op.execute("ALTER TABLE `orders` MODIFY COLUMN `note` VARCHAR(10)")  # <-',
-      ("orders", "note"), run_on=("mysql",)),
-    P("alter-column-type", "op-enum-loses-a-value",
-      '''
+      """,
+        ("users", "country"),
+    ),
+    P(
+        "alter-column-type",
+        "op-bigint-to-int",
+        'op.alter_column("events", "seq", existing_type=sa.BigInteger(), type_=sa.Integer())  # <-',
+        ("events", "seq"),
+    ),
+    P(
+        "alter-column-type",
+        "op-fewer-decimals",
+        'op.alter_column("orders", "total", existing_type=sa.Numeric(10, 2), type_=sa.Numeric(8, 2))  # <-',
+        ("orders", "total"),
+    ),
+    P(
+        "alter-column-type",
+        "op-string-to-int",
+        'op.alter_column("orders", "ref", existing_type=sa.String(20), type_=sa.Integer())  # <-',
+        ("orders", "ref"),
+    ),
+    P(
+        "alter-column-type",
+        "raw-type",
+        'op.execute("ALTER TABLE orders ALTER COLUMN total TYPE numeric(8,2)")  # <-',
+        ("orders", "total"),
+        run_on=("postgresql",),
+    ),
+    P(
+        "alter-column-type",
+        "raw-mysql-modify",
+        'op.execute("ALTER TABLE `orders` MODIFY COLUMN `note` VARCHAR(10)")  # <-',
+        ("orders", "note"),
+        run_on=("mysql",),
+    ),
+    P(
+        "alter-column-type",
+        "op-enum-loses-a-value",
+        """
       op.alter_column(  # <-
           "orders", "status",
           existing_type=sa.Enum("new", "paid", "void", name="order_status"),
           type_=sa.Enum("new", "paid", name="order_status"),
       )
-      ''', ("orders", "status")),
-    P("alter-column-type", "op-timestamp-to-timestamptz",
-      'op.alter_column("events", "at", existing_type=sa.DateTime(), type_=sa.DateTime(timezone=True))  # <-',
-      ("events", "at"), run_on=("postgresql",)),  # MySQL and SQLite have no time-zone-aware DATETIME
-    N("alter-column-type", "op-widen-varchar",
-      'op.alter_column("users", "name", existing_type=sa.String(50), type_=sa.String(100))'),
-    N("alter-column-type", "batch-widen-varchar",
-      '''
+      """,
+        ("orders", "status"),
+    ),
+    P(
+        "alter-column-type",
+        "op-timestamp-to-timestamptz",
+        'op.alter_column("events", "at", existing_type=sa.DateTime(), type_=sa.DateTime(timezone=True))  # <-',
+        ("events", "at"),
+        run_on=("postgresql",),
+    ),  # MySQL and SQLite have no time-zone-aware DATETIME
+    N(
+        "alter-column-type",
+        "op-widen-varchar",
+        'op.alter_column("users", "name", existing_type=sa.String(50), type_=sa.String(100))',
+    ),
+    N(
+        "alter-column-type",
+        "batch-widen-varchar",
+        """
       with op.batch_alter_table("users") as batch_op:
           batch_op.alter_column("name", existing_type=sa.VARCHAR(length=50), type_=sa.String(length=100))
-      '''),
-    N("alter-column-type", "op-int-to-bigint", 'op.alter_column("events", "seq", existing_type=sa.INTEGER(), type_=sa.BigInteger())'),
-    N("alter-column-type", "op-varchar-to-text", 'op.alter_column("users", "bio", existing_type=sa.String(200), type_=sa.Text())'),
-    N("alter-column-type", "op-more-digits",
-      'op.alter_column("orders", "total", existing_type=sa.Numeric(10, 2), type_=sa.Numeric(12, 2))'),
-    N("alter-column-type", "op-comment-only",
-      'op.alter_column("users", "name", existing_type=sa.String(50), comment="display name")'),
-    N("alter-column-type", "table-created-in-same-revision",
-      f'{SCRATCH}\nop.alter_column("scratch", "x", existing_type=sa.Integer(), type_=sa.SmallInteger())'),
-
+      """,
+    ),
+    N(
+        "alter-column-type",
+        "op-int-to-bigint",
+        'op.alter_column("events", "seq", existing_type=sa.INTEGER(), type_=sa.BigInteger())',
+    ),
+    N(
+        "alter-column-type",
+        "op-varchar-to-text",
+        'op.alter_column("users", "bio", existing_type=sa.String(200), type_=sa.Text())',
+    ),
+    N(
+        "alter-column-type",
+        "op-more-digits",
+        'op.alter_column("orders", "total", existing_type=sa.Numeric(10, 2), type_=sa.Numeric(12, 2))',
+    ),
+    N(
+        "alter-column-type",
+        "op-comment-only",
+        'op.alter_column("users", "name", existing_type=sa.String(50), comment="display name")',
+    ),
+    N(
+        "alter-column-type",
+        "table-created-in-same-revision",
+        f'{SCRATCH}\nop.alter_column("scratch", "x", existing_type=sa.Integer(), type_=sa.SmallInteger())',
+    ),
     # --- rename-table ----------------------------------------------------------------------------
     P("rename-table", "op", 'op.rename_table("customer", "customers")  # <-', ("customer", None)),
     P("rename-table", "raw", 'op.execute("ALTER TABLE customer RENAME TO customers")  # <-', ("customer", None)),
-    P("rename-table", "raw-mysql", 'op.execute("RENAME TABLE `customer` TO `customers`")  # <-', ("customer", None),
-      run_on=("mysql",)),
+    P(
+        "rename-table",
+        "raw-mysql",
+        'op.execute("RENAME TABLE `customer` TO `customers`")  # <-',
+        ("customer", None),
+        run_on=("mysql",),
+    ),
     N("rename-table", "table-created-in-same-revision", f'{SCRATCH}\nop.rename_table("scratch", "scratch2")'),
     N("rename-table", "rename-index", 'op.execute("ALTER INDEX ix_a RENAME TO ix_b")', run_on=("postgresql",)),
-
     # --- rename-column ---------------------------------------------------------------------------
-    P("rename-column", "op",
-      'op.alter_column("users", "name", new_column_name="full_name", existing_type=sa.String(50))  # <-',
-      ("users", "name")),
-    P("rename-column", "batch",
-      '''
+    P(
+        "rename-column",
+        "op",
+        'op.alter_column("users", "name", new_column_name="full_name", existing_type=sa.String(50))  # <-',
+        ("users", "name"),
+    ),
+    P(
+        "rename-column",
+        "batch",
+        """
       with op.batch_alter_table("users") as batch_op:
           batch_op.alter_column("name", new_column_name="full_name", existing_type=sa.String(50))  # <-
-      ''', ("users", "name")),
-    P("rename-column", "raw", 'op.execute("alter table if exists users rename column name to full_name")  # <-',
-      ("users", "name")),
-    P("rename-column", "raw-mysql-change", 'op.execute("ALTER TABLE users CHANGE COLUMN name full_name VARCHAR(50)")  # <-',
-      ("users", "name"), run_on=("mysql",)),
-    N("rename-column", "same-name", 'op.alter_column("users", "name", new_column_name="name", existing_type=sa.String(50))'),
-    N("rename-column", "table-created-in-same-revision",
-      f'{SCRATCH}\nop.alter_column("scratch", "x", new_column_name="y", existing_type=sa.Integer())'),
-
+      """,
+        ("users", "name"),
+    ),
+    P(
+        "rename-column",
+        "raw",
+        'op.execute("alter table if exists users rename column name to full_name")  # <-',
+        ("users", "name"),
+    ),
+    P(
+        "rename-column",
+        "raw-mysql-change",
+        'op.execute("ALTER TABLE users CHANGE COLUMN name full_name VARCHAR(50)")  # <-',
+        ("users", "name"),
+        run_on=("mysql",),
+    ),
+    N(
+        "rename-column",
+        "same-name",
+        'op.alter_column("users", "name", new_column_name="name", existing_type=sa.String(50))',
+    ),
+    N(
+        "rename-column",
+        "table-created-in-same-revision",
+        f'{SCRATCH}\nop.alter_column("scratch", "x", new_column_name="y", existing_type=sa.Integer())',
+    ),
     # --- add-not-null-column-without-default -----------------------------------------------------
-    P("add-not-null-column-without-default", "op",
-      'op.add_column("orders", sa.Column("currency", sa.String(3), nullable=False))  # <-', ("orders", "currency")),
-    P("add-not-null-column-without-default", "op-python-default-only",
-      'op.add_column("orders", sa.Column("qty", sa.Integer(), nullable=False, default=1))  # <-', ("orders", "qty")),
-    P("add-not-null-column-without-default", "batch",
-      '''
+    P(
+        "add-not-null-column-without-default",
+        "op",
+        'op.add_column("orders", sa.Column("currency", sa.String(3), nullable=False))  # <-',
+        ("orders", "currency"),
+    ),
+    P(
+        "add-not-null-column-without-default",
+        "op-python-default-only",
+        'op.add_column("orders", sa.Column("qty", sa.Integer(), nullable=False, default=1))  # <-',
+        ("orders", "qty"),
+    ),
+    P(
+        "add-not-null-column-without-default",
+        "batch",
+        """
       with op.batch_alter_table("orders") as batch_op:
           batch_op.add_column(sa.Column("currency", sa.String(3), nullable=False))  # <-
-      ''', ("orders", "currency")),
-    P("add-not-null-column-without-default", "raw-lower-no-column-keyword",
-      'op.execute("alter table orders add currency varchar(3) not null")  # <-', ("orders", "currency")),
-    N("add-not-null-column-without-default", "op-server-default",
-      'op.add_column("orders", sa.Column("currency", sa.String(3), nullable=False, server_default="EUR"))'),
-    N("add-not-null-column-without-default", "op-server-default-text",
-      'op.add_column("users", sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.text("true")))'),
-    N("add-not-null-column-without-default", "batch-server-default",
-      '''
+      """,
+        ("orders", "currency"),
+    ),
+    P(
+        "add-not-null-column-without-default",
+        "raw-lower-no-column-keyword",
+        'op.execute("alter table orders add currency varchar(3) not null")  # <-',
+        ("orders", "currency"),
+    ),
+    N(
+        "add-not-null-column-without-default",
+        "op-server-default",
+        'op.add_column("orders", sa.Column("currency", sa.String(3), nullable=False, server_default="EUR"))',
+    ),
+    N(
+        "add-not-null-column-without-default",
+        "op-server-default-text",
+        'op.add_column("users", sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.text("true")))',
+    ),
+    N(
+        "add-not-null-column-without-default",
+        "batch-server-default",
+        """
       with op.batch_alter_table("users") as batch_op:
           batch_op.add_column(sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.false()))
-      '''),
-    N("add-not-null-column-without-default", "op-nullable",
-      'op.add_column("orders", sa.Column("note", sa.Text(), nullable=True))'),
-    N("add-not-null-column-without-default", "raw-with-default",
-      'op.execute("ALTER TABLE orders ADD COLUMN qty integer DEFAULT 1 NOT NULL")'),
-    N("add-not-null-column-without-default", "table-created-in-same-revision",
-      f'{SCRATCH}\nop.add_column("scratch", sa.Column("y", sa.Integer(), nullable=False))'),
-
+      """,
+    ),
+    N(
+        "add-not-null-column-without-default",
+        "op-nullable",
+        'op.add_column("orders", sa.Column("note", sa.Text(), nullable=True))',
+    ),
+    N(
+        "add-not-null-column-without-default",
+        "raw-with-default",
+        'op.execute("ALTER TABLE orders ADD COLUMN qty integer DEFAULT 1 NOT NULL")',
+    ),
+    N(
+        "add-not-null-column-without-default",
+        "table-created-in-same-revision",
+        f'{SCRATCH}\nop.add_column("scratch", sa.Column("y", sa.Integer(), nullable=False))',
+    ),
     # --- set-not-null ----------------------------------------------------------------------------
-    P("set-not-null", "op",
-      'op.alter_column("orders", "currency", existing_type=sa.String(3), nullable=False)  # <-', ("orders", "currency")),
-    P("set-not-null", "batch",
-      '''
+    P(
+        "set-not-null",
+        "op",
+        'op.alter_column("orders", "currency", existing_type=sa.String(3), nullable=False)  # <-',
+        ("orders", "currency"),
+    ),
+    P(
+        "set-not-null",
+        "batch",
+        """
       with op.batch_alter_table("orders") as batch_op:
           batch_op.alter_column(  # <-
               "currency",
               existing_type=sa.String(3),
               nullable=False,
           )
-      ''', ("orders", "currency")),
-    P("set-not-null", "raw-lower", 'op.execute("alter table orders alter column currency set not null")  # <-',
-      ("orders", "currency")),
-    P("set-not-null", "raw-mysql-modify", 'op.execute("ALTER TABLE orders MODIFY currency VARCHAR(3) NOT NULL")  # <-',
-      ("orders", "currency"), run_on=("mysql",)),
-    N("set-not-null", "already-not-null",
-      'op.alter_column("orders", "currency", existing_type=sa.String(3), existing_nullable=False, nullable=False, server_default="EUR")'),
-    N("set-not-null", "drop-not-null", 'op.alter_column("orders", "currency", existing_type=sa.String(3), nullable=True)'),
+      """,
+        ("orders", "currency"),
+    ),
+    P(
+        "set-not-null",
+        "raw-lower",
+        'op.execute("alter table orders alter column currency set not null")  # <-',
+        ("orders", "currency"),
+    ),
+    P(
+        "set-not-null",
+        "raw-mysql-modify",
+        'op.execute("ALTER TABLE orders MODIFY currency VARCHAR(3) NOT NULL")  # <-',
+        ("orders", "currency"),
+        run_on=("mysql",),
+    ),
+    N(
+        "set-not-null",
+        "already-not-null",
+        'op.alter_column("orders", "currency", existing_type=sa.String(3), existing_nullable=False, nullable=False, server_default="EUR")',
+    ),
+    N(
+        "set-not-null",
+        "drop-not-null",
+        'op.alter_column("orders", "currency", existing_type=sa.String(3), nullable=True)',
+    ),
     N("set-not-null", "raw-drop-not-null", 'op.execute("ALTER TABLE orders ALTER COLUMN currency DROP NOT NULL")'),
-    N("set-not-null", "table-created-in-same-revision",
-      f'{SCRATCH}\nop.alter_column("scratch", "x", existing_type=sa.Integer(), nullable=False)'),
-
+    N(
+        "set-not-null",
+        "table-created-in-same-revision",
+        f'{SCRATCH}\nop.alter_column("scratch", "x", existing_type=sa.Integer(), nullable=False)',
+    ),
     # --- drop-constraint -------------------------------------------------------------------------
-    P("drop-constraint", "op-fk", 'op.drop_constraint("fk_orders_customer", "orders", type_="foreignkey")  # <-',
-      ("orders", None)),
-    P("drop-constraint", "batch-unique",
-      '''
+    P(
+        "drop-constraint",
+        "op-fk",
+        'op.drop_constraint("fk_orders_customer", "orders", type_="foreignkey")  # <-',
+        ("orders", None),
+    ),
+    P(
+        "drop-constraint",
+        "batch-unique",
+        """
       with op.batch_alter_table("users") as batch_op:
           batch_op.drop_constraint("uq_users_email", type_="unique")  # <-
-      ''', ("users", None)),
-    P("drop-constraint", "raw-if-exists", 'op.execute("alter table orders drop constraint if exists ck_total")  # <-',
-      ("orders", None)),
-    P("drop-constraint", "raw-mysql-foreign-key", 'op.execute("ALTER TABLE orders DROP FOREIGN KEY fk_orders_customer")  # <-',
-      ("orders", None), run_on=("mysql",)),
-    N("drop-constraint", "created-in-same-revision",
-      'op.create_check_constraint("ck_tmp", "orders", "total >= 0")\nop.drop_constraint("ck_tmp", "orders", type_="check")',
-      run_on=("postgresql", "mysql")),
-    N("drop-constraint", "inside-string-literal",
-      'op.execute("INSERT INTO notes (body) VALUES (\'ALTER TABLE t DROP CONSTRAINT c\')")'),
-
+      """,
+        ("users", None),
+    ),
+    P(
+        "drop-constraint",
+        "raw-if-exists",
+        'op.execute("alter table orders drop constraint if exists ck_total")  # <-',
+        ("orders", None),
+    ),
+    P(
+        "drop-constraint",
+        "raw-mysql-foreign-key",
+        'op.execute("ALTER TABLE orders DROP FOREIGN KEY fk_orders_customer")  # <-',
+        ("orders", None),
+        run_on=("mysql",),
+    ),
+    N(
+        "drop-constraint",
+        "created-in-same-revision",
+        'op.create_check_constraint("ck_tmp", "orders", "total >= 0")\nop.drop_constraint("ck_tmp", "orders", type_="check")',
+        run_on=("postgresql", "mysql"),
+    ),
+    N(
+        "drop-constraint",
+        "inside-string-literal",
+        "op.execute(\"INSERT INTO notes (body) VALUES ('ALTER TABLE t DROP CONSTRAINT c')\")",
+    ),
     # --- drop-index ------------------------------------------------------------------------------
     P("drop-index", "op-f-name", 'op.drop_index(op.f("ix_orders_code"), table_name="orders")  # <-', ("orders", None)),
-    P("drop-index", "batch",
-      '''
+    P(
+        "drop-index",
+        "batch",
+        """
       with op.batch_alter_table("orders") as batch_op:
           batch_op.drop_index("ix_orders_code")  # <-
-      ''', ("orders", None)),
-    P("drop-index", "raw-if-exists", 'op.execute("DROP INDEX IF EXISTS ix_orders_code")  # <-', (None, None),
-      run_on=("postgresql", "sqlite")),
-    P("drop-index", "raw-mysql-on-table", 'op.execute("DROP INDEX ix_orders_code ON orders")  # <-', ("orders", None),
-      run_on=("mysql",)),
-    P("drop-index", "concurrently-still-drops-the-index",
-      '''
+      """,
+        ("orders", None),
+    ),
+    P(
+        "drop-index",
+        "raw-if-exists",
+        'op.execute("DROP INDEX IF EXISTS ix_orders_code")  # <-',
+        (None, None),
+        run_on=("postgresql", "sqlite"),
+    ),
+    P(
+        "drop-index",
+        "raw-mysql-on-table",
+        'op.execute("DROP INDEX ix_orders_code ON orders")  # <-',
+        ("orders", None),
+        run_on=("mysql",),
+    ),
+    P(
+        "drop-index",
+        "concurrently-still-drops-the-index",
+        """
       with op.get_context().autocommit_block():
           op.drop_index("ix_orders_code", table_name="orders", postgresql_concurrently=True)  # <-
-      ''', ("orders", None)),
-    N("drop-index", "created-in-same-revision",
-      'op.create_index("ix_tmp", "orders", ["code"])\nop.drop_index("ix_tmp", table_name="orders")'),
-
+      """,
+        ("orders", None),
+    ),
+    N(
+        "drop-index",
+        "created-in-same-revision",
+        'op.create_index("ix_tmp", "orders", ["code"])\nop.drop_index("ix_tmp", table_name="orders")',
+    ),
     # --- add-unique-constraint -------------------------------------------------------------------
-    P("add-unique-constraint", "op", 'op.create_unique_constraint("uq_users_email", "users", ["email"])  # <-',
-      ("users", None)),
-    P("add-unique-constraint", "batch",
-      '''
+    P(
+        "add-unique-constraint",
+        "op",
+        'op.create_unique_constraint("uq_users_email", "users", ["email"])  # <-',
+        ("users", None),
+    ),
+    P(
+        "add-unique-constraint",
+        "batch",
+        """
       with op.batch_alter_table("users") as batch_op:
           batch_op.create_unique_constraint("uq_users_email", ["email"])  # <-
-      ''', ("users", None)),
-    P("add-unique-constraint", "raw", 'op.execute("ALTER TABLE users ADD CONSTRAINT uq_users_email UNIQUE (email)")  # <-',
-      ("users", None)),
-    P("add-unique-constraint", "raw-mysql-unique-index", 'op.execute("ALTER TABLE users ADD UNIQUE INDEX uq_email (email)")  # <-',
-      ("users", None), run_on=("mysql",)),
-    N("add-unique-constraint", "unique-index-concurrently",
-      '''
+      """,
+        ("users", None),
+    ),
+    P(
+        "add-unique-constraint",
+        "raw",
+        'op.execute("ALTER TABLE users ADD CONSTRAINT uq_users_email UNIQUE (email)")  # <-',
+        ("users", None),
+    ),
+    P(
+        "add-unique-constraint",
+        "raw-mysql-unique-index",
+        'op.execute("ALTER TABLE users ADD UNIQUE INDEX uq_email (email)")  # <-',
+        ("users", None),
+        run_on=("mysql",),
+    ),
+    N(
+        "add-unique-constraint",
+        "unique-index-concurrently",
+        """
       with op.get_context().autocommit_block():
           op.create_index("uq_users_email", "users", ["email"], unique=True, postgresql_concurrently=True)
-      '''),
-    N("add-unique-constraint", "using-finished-index",
-      'op.execute("ALTER TABLE users ADD CONSTRAINT uq_users_email UNIQUE USING INDEX uq_users_email_idx")',
-      run_on=("postgresql",)),
-    N("add-unique-constraint", "table-created-in-same-revision",
-      f'{SCRATCH}\nop.create_unique_constraint("uq_scratch_x", "scratch", ["x"])', run_on=("postgresql", "mysql")),
-
+      """,
+    ),
+    N(
+        "add-unique-constraint",
+        "using-finished-index",
+        'op.execute("ALTER TABLE users ADD CONSTRAINT uq_users_email UNIQUE USING INDEX uq_users_email_idx")',
+        run_on=("postgresql",),
+    ),
+    N(
+        "add-unique-constraint",
+        "table-created-in-same-revision",
+        f'{SCRATCH}\nop.create_unique_constraint("uq_scratch_x", "scratch", ["x"])',
+        run_on=("postgresql", "mysql"),
+    ),
     # --- create-index-non-concurrently (PostgreSQL only) -----------------------------------------
-    P("create-index-non-concurrently", "op", 'op.create_index("ix_orders_customer_id", "orders", ["customer_id"])  # <-',
-      ("orders", None)),
-    P("create-index-non-concurrently", "op-unique-f-name",
-      'op.create_index(op.f("ix_users_email"), "users", ["email"], unique=True)  # <-', ("users", None)),
-    P("create-index-non-concurrently", "batch",
-      '''
+    P(
+        "create-index-non-concurrently",
+        "op",
+        'op.create_index("ix_orders_customer_id", "orders", ["customer_id"])  # <-',
+        ("orders", None),
+    ),
+    P(
+        "create-index-non-concurrently",
+        "op-unique-f-name",
+        'op.create_index(op.f("ix_users_email"), "users", ["email"], unique=True)  # <-',
+        ("users", None),
+    ),
+    P(
+        "create-index-non-concurrently",
+        "batch",
+        """
       with op.batch_alter_table("orders") as batch_op:
           batch_op.create_index("ix_orders_status", ["status"])  # <-
-      ''', ("orders", None)),
-    P("create-index-non-concurrently", "raw-lower", 'op.execute("create index ix_orders_status on public.orders (status)")  # <-',
-      ("orders", None)),
-    N("create-index-non-concurrently", "op-concurrently-in-autocommit-block",
-      '''
+      """,
+        ("orders", None),
+    ),
+    P(
+        "create-index-non-concurrently",
+        "raw-lower",
+        'op.execute("create index ix_orders_status on public.orders (status)")  # <-',
+        ("orders", None),
+    ),
+    N(
+        "create-index-non-concurrently",
+        "op-concurrently-in-autocommit-block",
+        """
       with op.get_context().autocommit_block():
           op.create_index("ix_orders_status", "orders", ["status"], postgresql_concurrently=True)
-      '''),
-    N("create-index-non-concurrently", "raw-concurrently",
-      '''
+      """,
+    ),
+    N(
+        "create-index-non-concurrently",
+        "raw-concurrently",
+        """
       with op.get_context().autocommit_block():
           op.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_orders_status ON orders (status)")
-      ''', run_on=("postgresql",)),
-    N("create-index-non-concurrently", "table-created-in-same-revision",
-      f'{SCRATCH}\nop.create_index("ix_scratch_x", "scratch", ["x"])'),
-
+      """,
+        run_on=("postgresql",),
+    ),
+    N(
+        "create-index-non-concurrently",
+        "table-created-in-same-revision",
+        f'{SCRATCH}\nop.create_index("ix_scratch_x", "scratch", ["x"])',
+    ),
     # --- add-foreign-key-validating (PostgreSQL only) --------------------------------------------
-    P("add-foreign-key-validating", "op",
-      'op.create_foreign_key("fk_orders_customer_id", "orders", "customers", ["customer_id"], ["id"])  # <-',
-      ("orders", None), run_on=("postgresql", "mysql")),
-    P("add-foreign-key-validating", "batch",
-      '''
+    P(
+        "add-foreign-key-validating",
+        "op",
+        'op.create_foreign_key("fk_orders_customer_id", "orders", "customers", ["customer_id"], ["id"])  # <-',
+        ("orders", None),
+        run_on=("postgresql", "mysql"),
+    ),
+    P(
+        "add-foreign-key-validating",
+        "batch",
+        """
       with op.batch_alter_table("orders") as batch_op:
           batch_op.create_foreign_key("fk_orders_customer_id", "customers", ["customer_id"], ["id"])  # <-
-      ''', ("orders", None)),
-    P("add-foreign-key-validating", "raw",
-      'op.execute("ALTER TABLE orders ADD CONSTRAINT fk_o FOREIGN KEY (customer_id) REFERENCES customers (id)")  # <-',
-      ("orders", None)),
-    N("add-foreign-key-validating", "op-not-valid",
-      'op.create_foreign_key("fk_orders_customer_id", "orders", "customers", ["customer_id"], ["id"], postgresql_not_valid=True)',
-      run_on=("postgresql", "mysql")),
-    N("add-foreign-key-validating", "raw-not-valid-then-validate",
-      '''
+      """,
+        ("orders", None),
+    ),
+    P(
+        "add-foreign-key-validating",
+        "raw",
+        'op.execute("ALTER TABLE orders ADD CONSTRAINT fk_o FOREIGN KEY (customer_id) REFERENCES customers (id)")  # <-',
+        ("orders", None),
+    ),
+    N(
+        "add-foreign-key-validating",
+        "op-not-valid",
+        'op.create_foreign_key("fk_orders_customer_id", "orders", "customers", ["customer_id"], ["id"], postgresql_not_valid=True)',
+        run_on=("postgresql", "mysql"),
+    ),
+    N(
+        "add-foreign-key-validating",
+        "raw-not-valid-then-validate",
+        """
       op.execute("ALTER TABLE orders ADD CONSTRAINT fk_o FOREIGN KEY (customer_id) REFERENCES customers (id) NOT VALID")
       op.execute("ALTER TABLE orders VALIDATE CONSTRAINT fk_o")
-      ''', run_on=("postgresql",)),
-    N("add-foreign-key-validating", "table-created-in-same-revision",
-      f'{SCRATCH}\nop.create_foreign_key("fk_scratch_x", "scratch", "customers", ["x"], ["id"])', run_on=("postgresql",)),
-
+      """,
+        run_on=("postgresql",),
+    ),
+    N(
+        "add-foreign-key-validating",
+        "table-created-in-same-revision",
+        f'{SCRATCH}\nop.create_foreign_key("fk_scratch_x", "scratch", "customers", ["x"], ["id"])',
+        run_on=("postgresql",),
+    ),
     # --- add-check-validating (PostgreSQL only) --------------------------------------------------
-    P("add-check-validating", "op", 'op.create_check_constraint("ck_orders_total", "orders", "total >= 0")  # <-',
-      ("orders", None), run_on=("postgresql", "mysql")),
-    P("add-check-validating", "batch",
-      '''
+    P(
+        "add-check-validating",
+        "op",
+        'op.create_check_constraint("ck_orders_total", "orders", "total >= 0")  # <-',
+        ("orders", None),
+        run_on=("postgresql", "mysql"),
+    ),
+    P(
+        "add-check-validating",
+        "batch",
+        """
       with op.batch_alter_table("orders") as batch_op:
           batch_op.create_check_constraint("ck_orders_total", "total >= 0")  # <-
-      ''', ("orders", None)),
-    P("add-check-validating", "raw", 'op.execute("alter table orders add constraint ck_total check (total >= 0)")  # <-',
-      ("orders", None)),
-    N("add-check-validating", "op-not-valid",
-      'op.create_check_constraint("ck_orders_total", "orders", "total >= 0", postgresql_not_valid=True)',
-      run_on=("postgresql", "mysql")),
-    N("add-check-validating", "raw-not-valid", 'op.execute("ALTER TABLE orders ADD CONSTRAINT ck_total CHECK (total >= 0) NOT VALID")',
-      run_on=("postgresql",)),
-
+      """,
+        ("orders", None),
+    ),
+    P(
+        "add-check-validating",
+        "raw",
+        'op.execute("alter table orders add constraint ck_total check (total >= 0)")  # <-',
+        ("orders", None),
+    ),
+    N(
+        "add-check-validating",
+        "op-not-valid",
+        'op.create_check_constraint("ck_orders_total", "orders", "total >= 0", postgresql_not_valid=True)',
+        run_on=("postgresql", "mysql"),
+    ),
+    N(
+        "add-check-validating",
+        "raw-not-valid",
+        'op.execute("ALTER TABLE orders ADD CONSTRAINT ck_total CHECK (total >= 0) NOT VALID")',
+        run_on=("postgresql",),
+    ),
     # --- lock-timeout-missing (PostgreSQL only) --------------------------------------------------
-    P("lock-timeout-missing", "op-type-change",
-      'op.alter_column("orders", "note", existing_type=sa.String(100), type_=sa.String(50))  # <-', ("orders", "note")),
-    P("lock-timeout-missing", "raw-set-not-null", 'op.execute("ALTER TABLE orders ALTER COLUMN note SET NOT NULL")  # <-',
-      ("orders", "note")),
-    P("lock-timeout-missing", "reported-once-at-first-strong-lock",
-      '''
+    P(
+        "lock-timeout-missing",
+        "op-type-change",
+        'op.alter_column("orders", "note", existing_type=sa.String(100), type_=sa.String(50))  # <-',
+        ("orders", "note"),
+    ),
+    P(
+        "lock-timeout-missing",
+        "raw-set-not-null",
+        'op.execute("ALTER TABLE orders ALTER COLUMN note SET NOT NULL")  # <-',
+        ("orders", "note"),
+    ),
+    P(
+        "lock-timeout-missing",
+        "reported-once-at-first-strong-lock",
+        """
       op.add_column("orders", sa.Column("note", sa.Text(), nullable=True))
       op.create_index("ix_orders_note", "orders", ["note"])  # <-
       op.alter_column("orders", "code", existing_type=sa.String(20), nullable=False)
-      ''', ("orders", None)),
-    P("lock-timeout-missing", "set-after-the-ddl-is-too-late",
-      '''
+      """,
+        ("orders", None),
+    ),
+    P(
+        "lock-timeout-missing",
+        "set-after-the-ddl-is-too-late",
+        """
       op.alter_column("orders", "code", existing_type=sa.String(20), nullable=False)  # <-
       op.execute("SET lock_timeout = '5s'")
-      ''', ("orders", "code")),
-    P("lock-timeout-missing", "statement-timeout-is-not-lock-timeout",
-      '''
+      """,
+        ("orders", "code"),
+    ),
+    P(
+        "lock-timeout-missing",
+        "statement-timeout-is-not-lock-timeout",
+        """
       op.execute("SET statement_timeout = '5s'")
       op.create_check_constraint("ck_orders_total", "orders", "total >= 0")  # <-
-      ''', ("orders", None), run_on=("postgresql", "mysql")),
-    N("lock-timeout-missing", "set-lock-timeout-first",
-      '''
+      """,
+        ("orders", None),
+        run_on=("postgresql", "mysql"),
+    ),
+    N(
+        "lock-timeout-missing",
+        "set-lock-timeout-first",
+        """
       op.execute("SET lock_timeout = '5s'")
       op.alter_column("orders", "note", existing_type=sa.String(100), type_=sa.String(50))
       op.create_index("ix_orders_note", "orders", ["note"])
-      '''),
-    N("lock-timeout-missing", "set-local-lower-via-text",
-      '''
+      """,
+    ),
+    N(
+        "lock-timeout-missing",
+        "set-local-lower-via-text",
+        """
       op.execute(sa.text("set local lock_timeout to '3s'"))
       op.execute("ALTER TABLE orders ALTER COLUMN note SET NOT NULL")
-      '''),
-    N("lock-timeout-missing", "only-brief-locks",
-      '''
+      """,
+    ),
+    N(
+        "lock-timeout-missing",
+        "only-brief-locks",
+        """
       op.add_column("orders", sa.Column("note", sa.Text(), nullable=True))
       op.alter_column("orders", "name", existing_type=sa.String(50), type_=sa.String(100))
       with op.get_context().autocommit_block():
           op.create_index("ix_orders_note", "orders", ["note"], postgresql_concurrently=True)
-      '''),
-
+      """,
+    ),
     # --- raw-sql-unparsed ------------------------------------------------------------------------
     P("raw-sql-unparsed", "unknown-command", 'op.execute("frobnicate the widgets")  # <-', (None, None)),
-    P("raw-sql-unparsed", "unterminated-quote", 'op.execute("UPDATE orders SET note = \'oops WHERE id = 1")  # <-',
-      (None, None)),
-    P("raw-sql-unparsed", "do-block-hiding-a-drop",
-      '''
+    P(
+        "raw-sql-unparsed",
+        "unterminated-quote",
+        'op.execute("UPDATE orders SET note = \'oops WHERE id = 1")  # <-',
+        (None, None),
+    ),
+    P(
+        "raw-sql-unparsed",
+        "do-block-hiding-a-drop",
+        '''
       op.execute(  # <-
           """
           DO $$ BEGIN
@@ -520,42 +993,69 @@ CASES: list[Case] = [
           END $$
           """
       )
-      ''', (None, None), run_on=("postgresql",)),
-    N("raw-sql-unparsed", "known-harmless",
-      '''
+      ''',
+        (None, None),
+        run_on=("postgresql",),
+    ),
+    N(
+        "raw-sql-unparsed",
+        "known-harmless",
+        """
       op.execute("COMMENT ON TABLE orders IS 'customer orders'")
       op.execute("GRANT SELECT ON orders TO reporting")
       op.execute("ANALYZE orders")
-      ''', run_on=("postgresql",)),
-    N("raw-sql-unparsed", "ddl-construct-already-captured-before-a-fallback",
-      '''
+      """,
+        run_on=("postgresql",),
+    ),
+    N(
+        "raw-sql-unparsed",
+        "ddl-construct-already-captured-before-a-fallback",
+        """
       op.execute(sa.schema.DropTable(sa.Table("legacy_two", sa.MetaData(), sa.Column("id", sa.Integer))))
       rows = op.get_bind().execute(sa.text("SELECT id FROM plans")).fetchall()
-      '''),
-    N("raw-sql-unparsed", "create-extension-and-type",
-      'op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")\nop.execute("CREATE TYPE mood AS ENUM (\'happy\', \'sad\')")',
-      run_on=("postgresql",)),
-
+      """,
+    ),
+    N(
+        "raw-sql-unparsed",
+        "create-extension-and-type",
+        "op.execute(\"CREATE EXTENSION IF NOT EXISTS pg_trgm\")\nop.execute(\"CREATE TYPE mood AS ENUM ('happy', 'sad')\")",
+        run_on=("postgresql",),
+    ),
     # --- not-analyzable-offline ------------------------------------------------------------------
-    P("not-analyzable-offline", "reads-bind-results",
-      '''
+    P(
+        "not-analyzable-offline",
+        "reads-bind-results",
+        """
       conn = op.get_bind()
       rows = conn.execute(sa.text("SELECT id FROM plans WHERE legacy")).fetchall()  # <-
       for (plan_id,) in rows:
           conn.execute(sa.text("UPDATE accounts SET plan_id = 1 WHERE plan_id = :p"), {"p": plan_id})
-      ''', (None, None)),
-    P("not-analyzable-offline", "sqlite-batch-without-copy-from",
-      '''
+      """,
+        (None, None),
+    ),
+    P(
+        "not-analyzable-offline",
+        "sqlite-batch-without-copy-from",
+        """
       with op.batch_alter_table("customers") as batch_op:  # <-
           batch_op.alter_column("name", existing_type=sa.String(50), type_=sa.String(100))
-      ''', (None, None), fires_on=("sqlite",)),
-    P("not-analyzable-offline", "batch-recreate-always-without-copy-from",
-      '''
+      """,
+        (None, None),
+        fires_on=("sqlite",),
+    ),
+    P(
+        "not-analyzable-offline",
+        "batch-recreate-always-without-copy-from",
+        """
       with op.batch_alter_table("customers", recreate="always") as batch_op:  # <-
           batch_op.add_column(sa.Column("note", sa.Text(), nullable=True))
-      ''', (None, None)),
-    N("not-analyzable-offline", "sqlite-batch-with-copy-from",
-      '''
+      """,
+        (None, None),
+    ),
+    N(
+        "not-analyzable-offline",
+        "sqlite-batch-with-copy-from",
+        """
       customers = sa.Table(
           "customers", sa.MetaData(),
           sa.Column("id", sa.Integer, primary_key=True),
@@ -563,49 +1063,78 @@ CASES: list[Case] = [
       )
       with op.batch_alter_table("customers", copy_from=customers) as batch_op:
           batch_op.alter_column("name", existing_type=sa.String(50), type_=sa.String(100))
-      '''),
-    N("not-analyzable-offline", "bind-used-for-dialect-only",
-      '''
+      """,
+    ),
+    N(
+        "not-analyzable-offline",
+        "bind-used-for-dialect-only",
+        """
       if op.get_bind().dialect.name == "postgresql":
           op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-      '''),
-    N("not-analyzable-offline", "plain-data-migration",
-      'op.execute("UPDATE accounts SET plan_id = 1 WHERE plan_id IN (SELECT id FROM plans WHERE legacy)")'),
-
+      """,
+    ),
+    N(
+        "not-analyzable-offline",
+        "plain-data-migration",
+        'op.execute("UPDATE accounts SET plan_id = 1 WHERE plan_id IN (SELECT id FROM plans WHERE legacy)")',
+    ),
     # --- multiple-heads --------------------------------------------------------------------------
-    Case("multiple-heads", "two-branches", expect=[(None, None)], revisions=[
-        ("a1", None, "pass"),
-        ("b1", "a1", "op.add_column('orders', sa.Column('note', sa.Text()))"),
-        ("c1", "a1", "op.add_column('users', sa.Column('phone', sa.Text()))"),
-    ]),
-    Case("multiple-heads", "merged", revisions=[
-        ("a1", None, "pass"),
-        ("b1", "a1", "op.add_column('orders', sa.Column('note', sa.Text()))"),
-        ("c1", "a1", "op.add_column('users', sa.Column('phone', sa.Text()))"),
-        ("m1", ("b1", "c1"), "pass"),
-    ]),
-
+    Case(
+        "multiple-heads",
+        "two-branches",
+        expect=[(None, None)],
+        revisions=[
+            ("a1", None, "pass"),
+            ("b1", "a1", "op.add_column('orders', sa.Column('note', sa.Text()))"),
+            ("c1", "a1", "op.add_column('users', sa.Column('phone', sa.Text()))"),
+        ],
+    ),
+    Case(
+        "multiple-heads",
+        "merged",
+        revisions=[
+            ("a1", None, "pass"),
+            ("b1", "a1", "op.add_column('orders', sa.Column('note', sa.Text()))"),
+            ("c1", "a1", "op.add_column('users', sa.Column('phone', sa.Text()))"),
+            ("m1", ("b1", "c1"), "pass"),
+        ],
+    ),
     # --- invalid-acknowledgement -----------------------------------------------------------------
-    P("invalid-acknowledgement", "no-reason",
-      '''
+    P(
+        "invalid-acknowledgement",
+        "no-reason",
+        """
       # migrate-guard: allow drop-table archive
       op.drop_table("archive")
-      ''', (None, None)),
-    P("invalid-acknowledgement", "unknown-rule",
-      '''
+      """,
+        (None, None),
+    ),
+    P(
+        "invalid-acknowledgement",
+        "unknown-rule",
+        """
       # migrate-guard: allow drop-tabel archive -- typo
       op.drop_table("archive")
-      ''', (None, None)),
-    P("invalid-acknowledgement", "matches-nothing",
-      '''
+      """,
+        (None, None),
+    ),
+    P(
+        "invalid-acknowledgement",
+        "matches-nothing",
+        """
       # migrate-guard: allow drop-table archive -- stale, the drop moved to another revision
       op.add_column("orders", sa.Column("note", sa.Text()))
-      ''', (None, None)),
-    N("invalid-acknowledgement", "valid",
-      '''
+      """,
+        (None, None),
+    ),
+    N(
+        "invalid-acknowledgement",
+        "valid",
+        """
       # migrate-guard: allow drop-table archive -- dumped to s3://backups/archive; reviewed by @ana
       op.drop_table("archive")
-      '''),
+      """,
+    ),
 ]
 
 
@@ -628,8 +1157,11 @@ def _write(project: Project, case: Case) -> list[Path]:
 def _marked_lines(path: Path, rule: str) -> list[int]:
     # an acknowledgement comment cannot carry a marker (it would change what it says): its own line counts
     marker = "# migrate-guard:" if rule == "invalid-acknowledgement" else MARK
-    return [i for i, line in enumerate(path.read_text().splitlines(), 1)
-            if (marker in line if rule == "invalid-acknowledgement" else line.rstrip().endswith(MARK))]
+    return [
+        i
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if (marker in line if rule == "invalid-acknowledgement" else line.rstrip().endswith(MARK))
+    ]
 
 
 @pytest.mark.parametrize("case, dialect", list(_params()))

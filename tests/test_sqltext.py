@@ -1,4 +1,5 @@
 """Tests for migrate_guard.analysis.sqltext.classify_sql: raw SQL text -> Operations."""
+
 from __future__ import annotations
 
 import random
@@ -42,28 +43,41 @@ def check(sql: str, dialect: str | None, expected: list[tuple]) -> None:
         ("SELECT 1 -- ; DROP TABLE x\n; DROP TABLE y", ["select", "drop_table"]),
         # dollar-quoted bodies (sqlparse's lexer keeps them whole)
         ("DO $$ BEGIN DELETE FROM x; END $$; DROP TABLE y", ["unparsed", "drop_table"]),
-        ("CREATE FUNCTION f() RETURNS int AS $fn$ BEGIN DELETE FROM x; RETURN $$a;b$$; END $fn$ "
-         "LANGUAGE plpgsql; DROP TABLE z", ["create_other", "drop_table"]),
+        (
+            "CREATE FUNCTION f() RETURNS int AS $fn$ BEGIN DELETE FROM x; RETURN $$a;b$$; END $fn$ "
+            "LANGUAGE plpgsql; DROP TABLE z",
+            ["create_other", "drop_table"],
+        ),
         # sqlparse's own splitter merges everything after these; ours does not
         ("INSERT INTO log (begin) VALUES (1); DROP TABLE x", ["insert", "drop_table"]),
         ("CREATE TABLE t (begin int, note text); DROP TABLE x", ["create_table", "drop_table"]),
         ("ALTER TABLE t ADD COLUMN begin int; DROP TABLE x", ["add_column", "drop_table"]),
-        ("BEGIN ISOLATION LEVEL SERIALIZABLE; DROP TABLE a; COMMIT",
-         ["transaction", "drop_table", "transaction"]),
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE; DROP TABLE a; COMMIT", ["transaction", "drop_table", "transaction"]),
         ("BEGIN READ WRITE; DELETE FROM a; COMMIT", ["transaction", "delete", "transaction"]),
         # routine bodies keep their semicolons
-        ("CREATE PROCEDURE p() BEGIN IF x THEN DELETE FROM y; END IF; "
-         "CASE a WHEN 1 THEN DELETE FROM z; END CASE; END; DROP TABLE z", ["create_other", "drop_table"]),
-        ("CREATE DEFINER=`root`@`localhost` TRIGGER trg BEFORE INSERT ON t FOR EACH ROW "
-         "BEGIN SET NEW.a = 1; DELETE FROM z; END; DROP TABLE q", ["create_other", "drop_table"]),
-        ("CREATE TRIGGER tr AFTER INSERT ON x BEGIN DELETE FROM y; END; DROP TABLE q",
-         ["create_other", "drop_table"]),
-        ("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END; DROP TABLE z",
-         ["create_other", "drop_table"]),
-        ("CREATE RULE r AS ON DELETE TO t DO INSTEAD (DELETE FROM a; DELETE FROM b); DROP TABLE z",
-         ["create_other", "drop_table"]),
-        ("CREATE PROCEDURE p() BEGIN REPEAT DELETE FROM y; UNTIL done END REPEAT; END; DROP TABLE z",
-         ["create_other", "drop_table"]),
+        (
+            "CREATE PROCEDURE p() BEGIN IF x THEN DELETE FROM y; END IF; "
+            "CASE a WHEN 1 THEN DELETE FROM z; END CASE; END; DROP TABLE z",
+            ["create_other", "drop_table"],
+        ),
+        (
+            "CREATE DEFINER=`root`@`localhost` TRIGGER trg BEFORE INSERT ON t FOR EACH ROW "
+            "BEGIN SET NEW.a = 1; DELETE FROM z; END; DROP TABLE q",
+            ["create_other", "drop_table"],
+        ),
+        ("CREATE TRIGGER tr AFTER INSERT ON x BEGIN DELETE FROM y; END; DROP TABLE q", ["create_other", "drop_table"]),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END; DROP TABLE z",
+            ["create_other", "drop_table"],
+        ),
+        (
+            "CREATE RULE r AS ON DELETE TO t DO INSTEAD (DELETE FROM a; DELETE FROM b); DROP TABLE z",
+            ["create_other", "drop_table"],
+        ),
+        (
+            "CREATE PROCEDURE p() BEGIN REPEAT DELETE FROM y; UNTIL done END REPEAT; END; DROP TABLE z",
+            ["create_other", "drop_table"],
+        ),
         ("CREATE PROCEDURE p() DELETE FROM x; DROP TABLE z", ["create_other", "drop_table"]),
         ("UPDATE t SET a = CASE WHEN b THEN 1 END; DROP TABLE x", ["update", "drop_table"]),
     ],
@@ -72,8 +86,10 @@ def test_split(sql, expected):
     assert kinds(sql) == expected
 
 
-@pytest.mark.parametrize("sql", ["", "   \n\t", ";", ";;;", "-- DROP TABLE x", "/* DROP TABLE x */",
-                                 "-- a\n-- b\n;\n/* c */;", "# DROP TABLE x"])
+@pytest.mark.parametrize(
+    "sql",
+    ["", "   \n\t", ";", ";;;", "-- DROP TABLE x", "/* DROP TABLE x */", "-- a\n-- b\n;\n/* c */;", "# DROP TABLE x"],
+)
 def test_empty_and_comment_only(sql):
     assert classify_sql(sql, "mysql" if sql.startswith("#") else None) == []
 
@@ -147,24 +163,35 @@ def test_column_identifiers_are_unquoted_and_lowered():
 @pytest.mark.parametrize(
     "sql, dialect, expected",
     [
-        ("INSERT INTO notes (body) VALUES ('DROP TABLE customers; --')", None,
-         [("insert", None, "notes", None)]),
-        ("INSERT INTO notes (body) VALUES ('DROP TABLE customers; --'); SELECT 1", None,
-         [("insert", None, "notes", None), ("select", None, None, None)]),
+        ("INSERT INTO notes (body) VALUES ('DROP TABLE customers; --')", None, [("insert", None, "notes", None)]),
+        (
+            "INSERT INTO notes (body) VALUES ('DROP TABLE customers; --'); SELECT 1",
+            None,
+            [("insert", None, "notes", None), ("select", None, None, None)],
+        ),
         ("-- DROP TABLE x", None, []),
         ("-- DROP TABLE x\nSELECT 1", None, [("select", None, None, None)]),
-        ("CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN DELETE FROM x; END $$ LANGUAGE plpgsql", None,
-         [("create_other", None, None, None)]),
+        (
+            "CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN DELETE FROM x; END $$ LANGUAGE plpgsql",
+            None,
+            [("create_other", None, None, None)],
+        ),
         ("UPDATE t SET note = 'DELETE FROM t' WHERE id = 1", None, [("update", None, "t", None)]),
         ("SELECT E'a\\'b; DROP TABLE q'", "postgresql", [("select", None, None, None)]),
         ("INSERT INTO t VALUES ('it\\'s; DROP TABLE y')", "mysql", [("insert", None, "t", None)]),
         ("INSERT INTO t VALUES ('it\\'s; DROP TABLE y')", None, [("insert", None, "t", None)]),
         # standard strings have no backslash escape: 'C:\' ends, so the DROP is real
-        ("INSERT INTO t VALUES ('C:\\'); DROP TABLE x; --')", "postgresql",
-         [("insert", None, "t", None), ("drop_table", None, "x", None)]),
+        (
+            "INSERT INTO t VALUES ('C:\\'); DROP TABLE x; --')",
+            "postgresql",
+            [("insert", None, "t", None), ("drop_table", None, "x", None)],
+        ),
         ("SELECT 1; # DROP TABLE x\nSELECT 2", "mysql", [("select", None, None, None)] * 2),
-        ("SELECT a FROM t WHERE b = '/*'; DROP TABLE x", None,
-         [("select", None, None, None), ("drop_table", None, "x", None)]),
+        (
+            "SELECT a FROM t WHERE b = '/*'; DROP TABLE x",
+            None,
+            [("select", None, None, None), ("drop_table", None, "x", None)],
+        ),
     ],
 )
 def test_string_literal_traps(sql, dialect, expected):
@@ -184,19 +211,28 @@ def test_function_body_is_one_create_other():
 CASES = [
     # DROP TABLE
     ("DROP TABLE a", None, [("drop_table", None, "a", None, {"if_exists": False, "cascade": False})]),
-    ("DROP TABLE IF EXISTS a, public.b CASCADE", None, [
-        ("drop_table", None, "a", None, {"if_exists": True, "cascade": True}),
-        ("drop_table", "public", "b", None, {"if_exists": True, "cascade": True}),
-    ]),
+    (
+        "DROP TABLE IF EXISTS a, public.b CASCADE",
+        None,
+        [
+            ("drop_table", None, "a", None, {"if_exists": True, "cascade": True}),
+            ("drop_table", "public", "b", None, {"if_exists": True, "cascade": True}),
+        ],
+    ),
     ("DROP TABLE a RESTRICT", None, [("drop_table", None, "a", None, {"cascade": False})]),
-    ("DROP TEMPORARY TABLE IF EXISTS tmp", "mysql",
-     [("drop_table", None, "tmp", None, {"if_exists": True, "temporary": True})]),
+    (
+        "DROP TEMPORARY TABLE IF EXISTS tmp",
+        "mysql",
+        [("drop_table", None, "tmp", None, {"if_exists": True, "temporary": True})],
+    ),
     # DROP / CREATE SCHEMA and DATABASE
     ("DROP SCHEMA s", None, [("drop_schema", "s", None, None, {"if_exists": False, "cascade": False})]),
-    ("DROP SCHEMA IF EXISTS s CASCADE", None,
-     [("drop_schema", "s", None, None, {"if_exists": True, "cascade": True})]),
-    ("DROP DATABASE IF EXISTS shop", "mysql",
-     [("drop_schema", "shop", None, None, {"if_exists": True, "object_type": "database"})]),
+    ("DROP SCHEMA IF EXISTS s CASCADE", None, [("drop_schema", "s", None, None, {"if_exists": True, "cascade": True})]),
+    (
+        "DROP DATABASE IF EXISTS shop",
+        "mysql",
+        [("drop_schema", "shop", None, None, {"if_exists": True, "object_type": "database"})],
+    ),
     ("DROP SCHEMA a, b", None, [("drop_schema", "a", None, None, {}), ("drop_schema", "b", None, None, {})]),
     ("CREATE SCHEMA s", None, [("create_schema", "s", None, None, {"if_not_exists": False})]),
     ("CREATE SCHEMA IF NOT EXISTS s", None, [("create_schema", "s", None, None, {"if_not_exists": True})]),
@@ -204,47 +240,74 @@ CASES = [
     ("CREATE DATABASE shop", "mysql", [("create_schema", "shop", None, None, {"object_type": "database"})]),
     # TRUNCATE
     ("TRUNCATE a", None, [("truncate", None, "a", None, {"cascade": False})]),
-    ("TRUNCATE TABLE ONLY a, s.b * RESTART IDENTITY CASCADE", None, [
-        ("truncate", None, "a", None, {"cascade": True}),
-        ("truncate", "s", "b", None, {"cascade": True}),
-    ]),
+    (
+        "TRUNCATE TABLE ONLY a, s.b * RESTART IDENTITY CASCADE",
+        None,
+        [
+            ("truncate", None, "a", None, {"cascade": True}),
+            ("truncate", "s", "b", None, {"cascade": True}),
+        ],
+    ),
     # DELETE
     ("DELETE FROM t", None, [("delete", None, "t", None, {"has_where": False})]),
     ("DELETE FROM t WHERE id = 1", None, [("delete", None, "t", None, {"has_where": True})]),
-    ("delete from public.t x using u where x.id = u.id", None,
-     [("delete", "public", "t", None, {"has_where": True})]),
-    ("DELETE FROM t WHERE id IN (SELECT id FROM u WHERE u.x)", None,
-     [("delete", None, "t", None, {"has_where": True})]),
-    ("DELETE FROM t USING (SELECT id FROM u WHERE u.x) s", None,
-     [("delete", None, "t", None, {"has_where": False})]),
+    ("delete from public.t x using u where x.id = u.id", None, [("delete", "public", "t", None, {"has_where": True})]),
+    (
+        "DELETE FROM t WHERE id IN (SELECT id FROM u WHERE u.x)",
+        None,
+        [("delete", None, "t", None, {"has_where": True})],
+    ),
+    ("DELETE FROM t USING (SELECT id FROM u WHERE u.x) s", None, [("delete", None, "t", None, {"has_where": False})]),
     ("DELETE FROM t RETURNING (SELECT 1 WHERE true)", None, [("delete", None, "t", None, {"has_where": False})]),
     ("DELETE FROM ONLY t", None, [("delete", None, "t", None, {"has_where": False})]),
     ("DELETE FROM t LIMIT 10", "mysql", [("delete", None, "t", None, {"has_where": False})]),
     ("DELETE FROM t WHERE a = 1 LIMIT 10", "mysql", [("delete", None, "t", None, {"has_where": True})]),
-    ("DELETE t1, t2 FROM t1 JOIN t2 ON t1.id = t2.id WHERE t1.a = 1", "mysql", [
-        ("delete", None, "t1", None, {"has_where": True}),
-        ("delete", None, "t2", None, {"has_where": True}),
-    ]),
-    ("WITH old AS (SELECT id FROM t WHERE ts < now()) DELETE FROM t WHERE id IN (SELECT id FROM old)", None,
-     [("delete", None, "t", None, {"has_where": True})]),
-    ("WITH old AS (SELECT id FROM t WHERE ts < now()) DELETE FROM t", None,
-     [("delete", None, "t", None, {"has_where": False})]),
-    ("WITH gone AS (DELETE FROM a RETURNING id) SELECT count(*) FROM gone", None, [
-        ("delete", None, "a", None, {"has_where": False}),
-        ("select", None, None, None, {}),
-    ]),
+    (
+        "DELETE t1, t2 FROM t1 JOIN t2 ON t1.id = t2.id WHERE t1.a = 1",
+        "mysql",
+        [
+            ("delete", None, "t1", None, {"has_where": True}),
+            ("delete", None, "t2", None, {"has_where": True}),
+        ],
+    ),
+    (
+        "WITH old AS (SELECT id FROM t WHERE ts < now()) DELETE FROM t WHERE id IN (SELECT id FROM old)",
+        None,
+        [("delete", None, "t", None, {"has_where": True})],
+    ),
+    (
+        "WITH old AS (SELECT id FROM t WHERE ts < now()) DELETE FROM t",
+        None,
+        [("delete", None, "t", None, {"has_where": False})],
+    ),
+    (
+        "WITH gone AS (DELETE FROM a RETURNING id) SELECT count(*) FROM gone",
+        None,
+        [
+            ("delete", None, "a", None, {"has_where": False}),
+            ("select", None, None, None, {}),
+        ],
+    ),
     # UPDATE
     ("UPDATE t SET a = 1", None, [("update", None, "t", None, {"has_where": False})]),
     ("UPDATE t SET a = 1 WHERE b = 2", None, [("update", None, "t", None, {"has_where": True})]),
-    ("UPDATE t SET a = (SELECT b FROM u WHERE u.id = 1)", None,
-     [("update", None, "t", None, {"has_where": False})]),
-    ("UPDATE ONLY s.t AS x SET a = u.b FROM u WHERE x.id = u.id", None,
-     [("update", "s", "t", None, {"has_where": True})]),
+    ("UPDATE t SET a = (SELECT b FROM u WHERE u.id = 1)", None, [("update", None, "t", None, {"has_where": False})]),
+    (
+        "UPDATE ONLY s.t AS x SET a = u.b FROM u WHERE x.id = u.id",
+        None,
+        [("update", "s", "t", None, {"has_where": True})],
+    ),
     ("UPDATE LOW_PRIORITY IGNORE db.t SET a = 1", "mysql", [("update", "db", "t", None, {"has_where": False})]),
-    ("WITH x AS (SELECT 1 AS id) UPDATE t SET a = 1 FROM x WHERE t.id = x.id", None,
-     [("update", None, "t", None, {"has_where": True})]),
-    ("WITH x AS (SELECT id FROM u WHERE flag) UPDATE t SET a = 1", None,
-     [("update", None, "t", None, {"has_where": False})]),
+    (
+        "WITH x AS (SELECT 1 AS id) UPDATE t SET a = 1 FROM x WHERE t.id = x.id",
+        None,
+        [("update", None, "t", None, {"has_where": True})],
+    ),
+    (
+        "WITH x AS (SELECT id FROM u WHERE flag) UPDATE t SET a = 1",
+        None,
+        [("update", None, "t", None, {"has_where": False})],
+    ),
     # INSERT / REPLACE / SELECT
     ("INSERT INTO t (a) VALUES (1)", None, [("insert", None, "t", None, {})]),
     ("INSERT INTO s.t SELECT * FROM u WHERE x", None, [("insert", "s", "t", None, {})]),
@@ -252,56 +315,92 @@ CASES = [
     ("REPLACE INTO t VALUES (1)", "mysql", [("insert", None, "t", None, {})]),
     ("INSERT OR REPLACE INTO t VALUES (1)", "sqlite", [("insert", None, "t", None, {})]),
     ("SELECT 1", None, [("select", None, None, None, {})]),
-    ("WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM x WHERE n < 5) SELECT * FROM x", None,
-     [("select", None, None, None, {})]),
+    (
+        "WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM x WHERE n < 5) SELECT * FROM x",
+        None,
+        [("select", None, None, None, {})],
+    ),
     # CREATE TABLE
-    ("CREATE TABLE t (id int PRIMARY KEY, a text)", None,
-     [("create_table", None, "t", None, {"if_not_exists": False, "temporary": False})]),
-    ("CREATE TABLE IF NOT EXISTS s.t (a int)", None,
-     [("create_table", "s", "t", None, {"if_not_exists": True})]),
+    (
+        "CREATE TABLE t (id int PRIMARY KEY, a text)",
+        None,
+        [("create_table", None, "t", None, {"if_not_exists": False, "temporary": False})],
+    ),
+    ("CREATE TABLE IF NOT EXISTS s.t (a int)", None, [("create_table", "s", "t", None, {"if_not_exists": True})]),
     ("CREATE TEMPORARY TABLE t AS SELECT * FROM u", None, [("create_table", None, "t", None, {"temporary": True})]),
     ("CREATE UNLOGGED TABLE t (a int)", None, [("create_table", None, "t", None, {})]),
     # CREATE / DROP INDEX
-    ("CREATE INDEX ix ON t (a)", None,
-     [("create_index", None, "t", None, {"name": "ix", "concurrently": False, "unique": False})]),
-    ("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ix ON ONLY public.t USING btree (a, lower(b))", None,
-     [("create_index", "public", "t", None, {"name": "ix", "concurrently": True, "unique": True})]),
-    ("CREATE INDEX CONCURRENTLY ON t (a)", None,
-     [("create_index", None, "t", None, {"name": None, "concurrently": True})]),
-    ("CREATE INDEX idx USING BTREE ON t (a) ALGORITHM=INPLACE LOCK=NONE", "mysql",
-     [("create_index", None, "t", None, {"name": "idx"})]),
+    (
+        "CREATE INDEX ix ON t (a)",
+        None,
+        [("create_index", None, "t", None, {"name": "ix", "concurrently": False, "unique": False})],
+    ),
+    (
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ix ON ONLY public.t USING btree (a, lower(b))",
+        None,
+        [("create_index", "public", "t", None, {"name": "ix", "concurrently": True, "unique": True})],
+    ),
+    (
+        "CREATE INDEX CONCURRENTLY ON t (a)",
+        None,
+        [("create_index", None, "t", None, {"name": None, "concurrently": True})],
+    ),
+    (
+        "CREATE INDEX idx USING BTREE ON t (a) ALGORITHM=INPLACE LOCK=NONE",
+        "mysql",
+        [("create_index", None, "t", None, {"name": "idx"})],
+    ),
     ("CREATE INDEX IF NOT EXISTS main.ix ON t (a)", "sqlite", [("create_index", "main", "t", None, {"name": "ix"})]),
     ("DROP INDEX ix", None, [("drop_index", None, None, None, {"name": "ix", "concurrently": False})]),
-    ("DROP INDEX CONCURRENTLY IF EXISTS public.ix, ix2 CASCADE", None, [
-        ("drop_index", "public", None, None, {"name": "ix", "concurrently": True, "if_exists": True}),
-        ("drop_index", None, None, None, {"name": "ix2", "concurrently": True}),
-    ]),
+    (
+        "DROP INDEX CONCURRENTLY IF EXISTS public.ix, ix2 CASCADE",
+        None,
+        [
+            ("drop_index", "public", None, None, {"name": "ix", "concurrently": True, "if_exists": True}),
+            ("drop_index", None, None, None, {"name": "ix2", "concurrently": True}),
+        ],
+    ),
     ("DROP INDEX ix ON t", "mysql", [("drop_index", None, "t", None, {"name": "ix"})]),
     ("DROP INDEX `ix` ON `db`.`t` ALGORITHM=INPLACE", "mysql", [("drop_index", "db", "t", None, {"name": "ix"})]),
     # RENAME
     ("RENAME TABLE a TO b", "mysql", [("rename_table", None, "a", None, {"new_name": "b"})]),
-    ("RENAME TABLE a TO b, db.c TO db.d", "mysql", [
-        ("rename_table", None, "a", None, {"new_name": "b"}),
-        ("rename_table", "db", "c", None, {"new_name": "d"}),
-    ]),
+    (
+        "RENAME TABLE a TO b, db.c TO db.d",
+        "mysql",
+        [
+            ("rename_table", None, "a", None, {"new_name": "b"}),
+            ("rename_table", "db", "c", None, {"new_name": "d"}),
+        ],
+    ),
     ("ALTER TABLE a RENAME TO b", None, [("rename_table", None, "a", None, {"new_name": "b"})]),
     ("ALTER TABLE a RENAME AS b", "mysql", [("rename_table", None, "a", None, {"new_name": "b"})]),
     # SET / lock timeouts
     ("SET lock_timeout = '5s'", "postgresql", [("set_lock_timeout", None, None, None, {"value": "5s"})]),
-    ("SET LOCAL lock_timeout TO 5000", None,
-     [("set_lock_timeout", None, None, None, {"value": "5000", "scope": "local"})]),
+    (
+        "SET LOCAL lock_timeout TO 5000",
+        None,
+        [("set_lock_timeout", None, None, None, {"value": "5000", "scope": "local"})],
+    ),
     ("SET SESSION lock_timeout = '2s'", None, [("set_lock_timeout", None, None, None, {"value": "2s"})]),
     ("set Lock_Timeout to '1min'", None, [("set_lock_timeout", None, None, None, {"value": "1min"})]),
     ("SET lock_wait_timeout = 5", "mysql", [("set_lock_timeout", None, None, None, {"value": "5"})]),
-    ("SET SESSION lock_wait_timeout = 5", "mariadb",
-     [("set_lock_timeout", None, None, None, {"value": "5", "scope": "session"})]),
+    (
+        "SET SESSION lock_wait_timeout = 5",
+        "mariadb",
+        [("set_lock_timeout", None, None, None, {"value": "5", "scope": "session"})],
+    ),
     ("SET @@session.lock_wait_timeout = 7", "mysql", [("set_lock_timeout", None, None, None, {"value": "7"})]),
-    ("SET sql_mode = '', SESSION lock_wait_timeout = 3", "mysql",
-     [("set_lock_timeout", None, None, None, {"value": "3"})]),
-    ("SELECT set_config('lock_timeout', '3s', true)", None,
-     [("set_lock_timeout", None, None, None, {"value": "3s"})]),
-    ("SELECT pg_catalog.set_config('lock_timeout', $$4s$$, false)", None,
-     [("set_lock_timeout", None, None, None, {"value": "4s"})]),
+    (
+        "SET sql_mode = '', SESSION lock_wait_timeout = 3",
+        "mysql",
+        [("set_lock_timeout", None, None, None, {"value": "3"})],
+    ),
+    ("SELECT set_config('lock_timeout', '3s', true)", None, [("set_lock_timeout", None, None, None, {"value": "3s"})]),
+    (
+        "SELECT pg_catalog.set_config('lock_timeout', $$4s$$, false)",
+        None,
+        [("set_lock_timeout", None, None, None, {"value": "4s"})],
+    ),
     ("SELECT set_config('statement_timeout', '3s', true)", None, [("select", None, None, None, {})]),
     ("SET statement_timeout = '10s'", None, [("set", None, None, None, {"name": "statement_timeout"})]),
     ("SET search_path TO app, public", None, [("set", None, None, None, {"name": "search_path"})]),
@@ -309,10 +408,14 @@ CASES = [
     ("SET NAMES utf8mb4", "mysql", [("set", None, None, None, {})]),
     ("RESET lock_timeout", None, [("set", None, None, None, {})]),
     ("PRAGMA foreign_keys = OFF", "sqlite", [("set", None, None, None, {"name": "foreign_keys", "value": "OFF"})]),
-    ("SET STATEMENT lock_wait_timeout = 5 FOR ALTER TABLE t DROP COLUMN c", "mariadb", [
-        ("set_lock_timeout", None, None, None, {"value": "5"}),
-        ("drop_column", None, "t", "c", {}),
-    ]),
+    (
+        "SET STATEMENT lock_wait_timeout = 5 FOR ALTER TABLE t DROP COLUMN c",
+        "mariadb",
+        [
+            ("set_lock_timeout", None, None, None, {"value": "5"}),
+            ("drop_column", None, "t", "c", {}),
+        ],
+    ),
     # transactions
     ("BEGIN", None, [("transaction", None, None, None, {"action": "begin"})]),
     ("BEGIN TRANSACTION", None, [("transaction", None, None, None, {})]),
@@ -324,45 +427,86 @@ CASES = [
     ("END", "postgresql", [("transaction", None, None, None, {})]),
     # other objects
     ("CREATE VIEW v AS SELECT 1", None, [("create_other", None, None, None, {"object_type": "view", "name": "v"})]),
-    ("CREATE OR REPLACE VIEW s.v AS SELECT 1", None,
-     [("create_other", "s", None, None, {"object_type": "view", "name": "v"})]),
-    ("CREATE MATERIALIZED VIEW IF NOT EXISTS mv AS SELECT 1", None,
-     [("create_other", None, None, None, {"object_type": "materialized view", "name": "mv"})]),
-    ("DROP MATERIALIZED VIEW IF EXISTS mv CASCADE", None,
-     [("drop_other", None, None, None, {"object_type": "materialized view", "name": "mv", "cascade": True})]),
-    ("DROP VIEW a, b", None, [
-        ("drop_other", None, None, None, {"object_type": "view", "name": "a"}),
-        ("drop_other", None, None, None, {"object_type": "view", "name": "b"}),
-    ]),
+    (
+        "CREATE OR REPLACE VIEW s.v AS SELECT 1",
+        None,
+        [("create_other", "s", None, None, {"object_type": "view", "name": "v"})],
+    ),
+    (
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS mv AS SELECT 1",
+        None,
+        [("create_other", None, None, None, {"object_type": "materialized view", "name": "mv"})],
+    ),
+    (
+        "DROP MATERIALIZED VIEW IF EXISTS mv CASCADE",
+        None,
+        [("drop_other", None, None, None, {"object_type": "materialized view", "name": "mv", "cascade": True})],
+    ),
+    (
+        "DROP VIEW a, b",
+        None,
+        [
+            ("drop_other", None, None, None, {"object_type": "view", "name": "a"}),
+            ("drop_other", None, None, None, {"object_type": "view", "name": "b"}),
+        ],
+    ),
     ("ALTER VIEW v RENAME TO w", None, [("alter_other", None, None, None, {"object_type": "view", "name": "v"})]),
-    ("DROP FUNCTION IF EXISTS f(int, text), g()", None, [
-        ("drop_other", None, None, None, {"object_type": "function", "name": "f", "if_exists": True}),
-        ("drop_other", None, None, None, {"object_type": "function", "name": "g"}),
-    ]),
-    ("CREATE PROCEDURE p() LANGUAGE sql AS $$ DELETE FROM t $$", None,
-     [("create_other", None, None, None, {"object_type": "procedure", "name": "p"})]),
-    ("CREATE TRIGGER tr BEFORE INSERT OR UPDATE ON public.t FOR EACH ROW EXECUTE FUNCTION f()", None,
-     [("create_other", "public", "t", None, {"object_type": "trigger", "name": "tr"})]),
-    ("CREATE CONSTRAINT TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", None,
-     [("create_other", None, "t", None, {"object_type": "trigger"})]),
+    (
+        "DROP FUNCTION IF EXISTS f(int, text), g()",
+        None,
+        [
+            ("drop_other", None, None, None, {"object_type": "function", "name": "f", "if_exists": True}),
+            ("drop_other", None, None, None, {"object_type": "function", "name": "g"}),
+        ],
+    ),
+    (
+        "CREATE PROCEDURE p() LANGUAGE sql AS $$ DELETE FROM t $$",
+        None,
+        [("create_other", None, None, None, {"object_type": "procedure", "name": "p"})],
+    ),
+    (
+        "CREATE TRIGGER tr BEFORE INSERT OR UPDATE ON public.t FOR EACH ROW EXECUTE FUNCTION f()",
+        None,
+        [("create_other", "public", "t", None, {"object_type": "trigger", "name": "tr"})],
+    ),
+    (
+        "CREATE CONSTRAINT TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+        None,
+        [("create_other", None, "t", None, {"object_type": "trigger"})],
+    ),
     ("DROP TRIGGER IF EXISTS tr ON t", None, [("drop_other", None, "t", None, {"object_type": "trigger"})]),
     ("DROP TRIGGER db.tr", "mysql", [("drop_other", "db", None, None, {"object_type": "trigger", "name": "tr"})]),
-    ("CREATE EXTENSION IF NOT EXISTS pg_trgm", None,
-     [("create_other", None, None, None, {"object_type": "extension", "name": "pg_trgm"})]),
+    (
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        None,
+        [("create_other", None, None, None, {"object_type": "extension", "name": "pg_trgm"})],
+    ),
     ("DROP EXTENSION postgis CASCADE", None, [("drop_other", None, None, None, {"object_type": "extension"})]),
     ("CREATE TYPE mood AS ENUM ('sad', 'ok')", None, [("create_other", None, None, None, {"object_type": "type"})]),
     ("ALTER TYPE mood ADD VALUE 'happy'", None, [("alter_other", None, None, None, {"object_type": "type"})]),
     ("DROP TYPE mood", None, [("drop_other", None, None, None, {"object_type": "type", "name": "mood"})]),
-    ("CREATE SEQUENCE s.seq START 1", None,
-     [("create_other", "s", None, None, {"object_type": "sequence", "name": "seq"})]),
+    (
+        "CREATE SEQUENCE s.seq START 1",
+        None,
+        [("create_other", "s", None, None, {"object_type": "sequence", "name": "seq"})],
+    ),
     ("ALTER SEQUENCE seq RESTART WITH 10", None, [("alter_other", None, None, None, {"object_type": "sequence"})]),
-    ("CREATE DOMAIN posint AS int CHECK (VALUE > 0)", None,
-     [("create_other", None, None, None, {"object_type": "domain"})]),
-    ("CREATE RULE r AS ON DELETE TO t DO INSTEAD NOTHING", None,
-     [("create_other", None, "t", None, {"object_type": "rule", "name": "r"})]),
+    (
+        "CREATE DOMAIN posint AS int CHECK (VALUE > 0)",
+        None,
+        [("create_other", None, None, None, {"object_type": "domain"})],
+    ),
+    (
+        "CREATE RULE r AS ON DELETE TO t DO INSTEAD NOTHING",
+        None,
+        [("create_other", None, "t", None, {"object_type": "rule", "name": "r"})],
+    ),
     ("DROP RULE r ON t", None, [("drop_other", None, "t", None, {"object_type": "rule"})]),
-    ("CREATE POLICY p ON s.t USING (owner = current_user)", None,
-     [("create_other", "s", "t", None, {"object_type": "policy", "name": "p"})]),
+    (
+        "CREATE POLICY p ON s.t USING (owner = current_user)",
+        None,
+        [("create_other", "s", "t", None, {"object_type": "policy", "name": "p"})],
+    ),
     ("DROP POLICY p ON t", None, [("drop_other", None, "t", None, {"object_type": "policy"})]),
     ("ALTER INDEX ix RENAME TO ix2", None, [("alter_other", None, None, None, {"object_type": "index"})]),
     # harmless other statements
@@ -375,7 +519,11 @@ CASES = [
     ("CLUSTER t USING ix", None, [("other", None, None, None, {})]),
     ("LOCK TABLE s.t IN ACCESS EXCLUSIVE MODE", None, [("other", "s", "t", None, {"command": "lock"})]),
     ("NOTIFY channel", None, [("other", None, None, None, {})]),
-    ("DO $$ BEGIN DELETE FROM x; END $$", None, [("unparsed", None, None, None, {"reason": "DO block: procedural code is not analysed"})]),
+    (
+        "DO $$ BEGIN DELETE FROM x; END $$",
+        None,
+        [("unparsed", None, None, None, {"reason": "DO block: procedural code is not analysed"})],
+    ),
     ("REFRESH MATERIALIZED VIEW CONCURRENTLY mv", None, [("other", None, None, None, {})]),
 ]
 
@@ -391,86 +539,178 @@ ALTER_CASES = [
     # DROP COLUMN, and the DROPs that are not columns
     ("ALTER TABLE t DROP COLUMN c", None, [("drop_column", None, "t", "c", {"if_exists": False, "cascade": False})]),
     ("ALTER TABLE t DROP c", None, [("drop_column", None, "t", "c", {})]),
-    ("ALTER TABLE IF EXISTS ONLY s.t DROP COLUMN IF EXISTS c CASCADE", None,
-     [("drop_column", "s", "t", "c", {"if_exists": True, "cascade": True})]),
-    ("ALTER TABLE t DROP COLUMN a, DROP COLUMN b", None,
-     [("drop_column", None, "t", "a", {}), ("drop_column", None, "t", "b", {})]),
-    ("ALTER TABLE t DROP CONSTRAINT fk", None,
-     [("drop_constraint", None, "t", None, {"name": "fk", "if_exists": False})]),
-    ("ALTER TABLE t DROP CONSTRAINT IF EXISTS fk CASCADE", None,
-     [("drop_constraint", None, "t", None, {"name": "fk", "if_exists": True, "cascade": True})]),
-    ("ALTER TABLE t DROP FOREIGN KEY fk_a", "mysql",
-     [("drop_constraint", None, "t", None, {"name": "fk_a", "constraint_type": "foreign_key"})]),
-    ("ALTER TABLE t DROP PRIMARY KEY", "mysql",
-     [("drop_constraint", None, "t", None, {"name": None, "constraint_type": "primary_key"})]),
+    (
+        "ALTER TABLE IF EXISTS ONLY s.t DROP COLUMN IF EXISTS c CASCADE",
+        None,
+        [("drop_column", "s", "t", "c", {"if_exists": True, "cascade": True})],
+    ),
+    (
+        "ALTER TABLE t DROP COLUMN a, DROP COLUMN b",
+        None,
+        [("drop_column", None, "t", "a", {}), ("drop_column", None, "t", "b", {})],
+    ),
+    (
+        "ALTER TABLE t DROP CONSTRAINT fk",
+        None,
+        [("drop_constraint", None, "t", None, {"name": "fk", "if_exists": False})],
+    ),
+    (
+        "ALTER TABLE t DROP CONSTRAINT IF EXISTS fk CASCADE",
+        None,
+        [("drop_constraint", None, "t", None, {"name": "fk", "if_exists": True, "cascade": True})],
+    ),
+    (
+        "ALTER TABLE t DROP FOREIGN KEY fk_a",
+        "mysql",
+        [("drop_constraint", None, "t", None, {"name": "fk_a", "constraint_type": "foreign_key"})],
+    ),
+    (
+        "ALTER TABLE t DROP PRIMARY KEY",
+        "mysql",
+        [("drop_constraint", None, "t", None, {"name": None, "constraint_type": "primary_key"})],
+    ),
     ("ALTER TABLE t DROP CHECK ck", "mysql", [("drop_constraint", None, "t", None, {"name": "ck"})]),
     ("ALTER TABLE t DROP INDEX ix", "mysql", [("drop_index", None, "t", None, {"name": "ix", "concurrently": False})]),
     ("ALTER TABLE t DROP KEY ix", "mysql", [("drop_index", None, "t", None, {"name": "ix"})]),
     ("ALTER TABLE t DROP PARTITION p0", "mysql", [("alter_other", None, "t", None, {"action": "DROP PARTITION p0"})]),
     # ADD COLUMN
-    ("ALTER TABLE t ADD COLUMN c int", None,
-     [("add_column", None, "t", "c", {"nullable": True, "server_default": False, "type": "int"})]),
-    ("ALTER TABLE t ADD c VARCHAR(255) NOT NULL", None,
-     [("add_column", None, "t", "c", {"nullable": False, "server_default": False, "type": "varchar(255)"})]),
-    ("ALTER TABLE t ADD COLUMN IF NOT EXISTS c numeric(10, 2) NOT NULL DEFAULT 0", None,
-     [("add_column", None, "t", "c", {"nullable": False, "server_default": True, "type": "numeric(10, 2)"})]),
-    ("ALTER TABLE t ADD COLUMN c int DEFAULT 0", None,
-     [("add_column", None, "t", "c", {"nullable": True, "server_default": True})]),
+    (
+        "ALTER TABLE t ADD COLUMN c int",
+        None,
+        [("add_column", None, "t", "c", {"nullable": True, "server_default": False, "type": "int"})],
+    ),
+    (
+        "ALTER TABLE t ADD c VARCHAR(255) NOT NULL",
+        None,
+        [("add_column", None, "t", "c", {"nullable": False, "server_default": False, "type": "varchar(255)"})],
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS c numeric(10, 2) NOT NULL DEFAULT 0",
+        None,
+        [("add_column", None, "t", "c", {"nullable": False, "server_default": True, "type": "numeric(10, 2)"})],
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN c int DEFAULT 0",
+        None,
+        [("add_column", None, "t", "c", {"nullable": True, "server_default": True})],
+    ),
     ("ALTER TABLE t ADD COLUMN c int NULL", None, [("add_column", None, "t", "c", {"nullable": True})]),
-    ("ALTER TABLE t ADD COLUMN c int CHECK (c IS NOT NULL)", None,
-     [("add_column", None, "t", "c", {"nullable": True, "server_default": False})]),
+    (
+        "ALTER TABLE t ADD COLUMN c int CHECK (c IS NOT NULL)",
+        None,
+        [("add_column", None, "t", "c", {"nullable": True, "server_default": False})],
+    ),
     ("ALTER TABLE t ADD COLUMN id int PRIMARY KEY", None, [("add_column", None, "t", "id", {"nullable": False})]),
-    ("ALTER TABLE t ADD COLUMN id bigserial", None,
-     [("add_column", None, "t", "id", {"nullable": False, "server_default": True, "type": "bigserial"})]),
-    ("ALTER TABLE t ADD COLUMN id int GENERATED ALWAYS AS IDENTITY", None,
-     [("add_column", None, "t", "id", {"nullable": False, "server_default": True, "type": "int"})]),
-    ("ALTER TABLE t ADD COLUMN total int GENERATED ALWAYS AS (a + b) STORED", None,
-     [("add_column", None, "t", "total", {"nullable": True, "server_default": True})]),
-    ("ALTER TABLE t ADD COLUMN id INT NOT NULL AUTO_INCREMENT PRIMARY KEY FIRST", "mysql",
-     [("add_column", None, "t", "id", {"nullable": False, "server_default": True, "type": "int"})]),
-    ("ALTER TABLE t ADD COLUMN ts TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()", None,
-     [("add_column", None, "t", "ts", {"type": "timestamp with time zone", "server_default": True})]),
-    ("ALTER TABLE t ADD COLUMN d double  precision", None,
-     [("add_column", None, "t", "d", {"type": "double precision"})]),
-    ("ALTER TABLE t ADD COLUMN tags text[] NOT NULL", None,
-     [("add_column", None, "t", "tags", {"type": "text[]", "nullable": False})]),
-    ("ALTER TABLE t ADD c2 character varying(20) CHARACTER SET utf8mb4 NOT NULL AFTER c1", "mysql",
-     [("add_column", None, "t", "c2", {"type": "character varying(20)", "nullable": False})]),
-    ("ALTER TABLE t ADD COLUMN s ENUM('A', 'B') NOT NULL", "mysql",
-     [("add_column", None, "t", "s", {"type": "enum('a', 'b')", "nullable": False})]),
+    (
+        "ALTER TABLE t ADD COLUMN id bigserial",
+        None,
+        [("add_column", None, "t", "id", {"nullable": False, "server_default": True, "type": "bigserial"})],
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN id int GENERATED ALWAYS AS IDENTITY",
+        None,
+        [("add_column", None, "t", "id", {"nullable": False, "server_default": True, "type": "int"})],
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN total int GENERATED ALWAYS AS (a + b) STORED",
+        None,
+        [("add_column", None, "t", "total", {"nullable": True, "server_default": True})],
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN id INT NOT NULL AUTO_INCREMENT PRIMARY KEY FIRST",
+        "mysql",
+        [("add_column", None, "t", "id", {"nullable": False, "server_default": True, "type": "int"})],
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN ts TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()",
+        None,
+        [("add_column", None, "t", "ts", {"type": "timestamp with time zone", "server_default": True})],
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN d double  precision",
+        None,
+        [("add_column", None, "t", "d", {"type": "double precision"})],
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN tags text[] NOT NULL",
+        None,
+        [("add_column", None, "t", "tags", {"type": "text[]", "nullable": False})],
+    ),
+    (
+        "ALTER TABLE t ADD c2 character varying(20) CHARACTER SET utf8mb4 NOT NULL AFTER c1",
+        "mysql",
+        [("add_column", None, "t", "c2", {"type": "character varying(20)", "nullable": False})],
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN s ENUM('A', 'B') NOT NULL",
+        "mysql",
+        [("add_column", None, "t", "s", {"type": "enum('a', 'b')", "nullable": False})],
+    ),
     ("ALTER TABLE t ADD d INT AS (a + 1) STORED", "mysql", [("add_column", None, "t", "d", {"server_default": True})]),
-    ("ALTER TABLE t ADD (a INT NOT NULL, b INT DEFAULT 1)", "mysql", [
-        ("add_column", None, "t", "a", {"nullable": False, "server_default": False}),
-        ("add_column", None, "t", "b", {"nullable": True, "server_default": True}),
-    ]),
+    (
+        "ALTER TABLE t ADD (a INT NOT NULL, b INT DEFAULT 1)",
+        "mysql",
+        [
+            ("add_column", None, "t", "a", {"nullable": False, "server_default": False}),
+            ("add_column", None, "t", "b", {"nullable": True, "server_default": True}),
+        ],
+    ),
     # ALTER COLUMN
-    ("ALTER TABLE t ALTER COLUMN c TYPE bigint", None,
-     [("alter_column_type", None, "t", "c", {"new_type": "bigint", "type_change": "changed"})]),
-    ("ALTER TABLE t ALTER c SET DATA TYPE VARCHAR(10) USING c::varchar", None,
-     [("alter_column_type", None, "t", "c", {"new_type": "varchar(10)", "type_change": "changed"})]),
-    ("ALTER TABLE t ALTER COLUMN c TYPE numeric(12, 4) COLLATE \"C\"", None,
-     [("alter_column_type", None, "t", "c", {"new_type": "numeric(12, 4)"})]),
+    (
+        "ALTER TABLE t ALTER COLUMN c TYPE bigint",
+        None,
+        [("alter_column_type", None, "t", "c", {"new_type": "bigint", "type_change": "changed"})],
+    ),
+    (
+        "ALTER TABLE t ALTER c SET DATA TYPE VARCHAR(10) USING c::varchar",
+        None,
+        [("alter_column_type", None, "t", "c", {"new_type": "varchar(10)", "type_change": "changed"})],
+    ),
+    (
+        'ALTER TABLE t ALTER COLUMN c TYPE numeric(12, 4) COLLATE "C"',
+        None,
+        [("alter_column_type", None, "t", "c", {"new_type": "numeric(12, 4)"})],
+    ),
     ("ALTER TABLE t ALTER COLUMN c SET NOT NULL", None, [("set_not_null", None, "t", "c", {})]),
     ("ALTER TABLE t ALTER c DROP NOT NULL", None, [("drop_not_null", None, "t", "c", {})]),
-    ("ALTER TABLE t ALTER COLUMN c SET DEFAULT 0", None, [("alter_column", None, "t", "c", {"action": "set default 0"})]),
+    (
+        "ALTER TABLE t ALTER COLUMN c SET DEFAULT 0",
+        None,
+        [("alter_column", None, "t", "c", {"action": "set default 0"})],
+    ),
     ("ALTER TABLE t ALTER COLUMN c DROP DEFAULT", None, [("alter_column", None, "t", "c", {"action": "drop default"})]),
     ("ALTER TABLE t ALTER COLUMN c SET STATISTICS 100", None, [("alter_column", None, "t", "c", {})]),
     ("ALTER TABLE t ALTER CONSTRAINT fk DEFERRABLE", None, [("alter_other", None, "t", None, {})]),
     # MySQL MODIFY / CHANGE
-    ("ALTER TABLE t MODIFY c VARCHAR(20)", "mysql",
-     [("alter_column_type", None, "t", "c", {"new_type": "varchar(20)", "type_change": "changed"})]),
-    ("ALTER TABLE t MODIFY COLUMN c BIGINT NOT NULL DEFAULT 0", "mysql", [
-        ("alter_column_type", None, "t", "c", {"new_type": "bigint"}),
-        ("set_not_null", None, "t", "c", {}),
-    ]),
-    ("ALTER TABLE t CHANGE a b INT", "mysql", [
-        ("rename_column", None, "t", "a", {"new_name": "b"}),
-        ("alter_column_type", None, "t", "a", {"new_type": "int"}),
-    ]),
-    ("ALTER TABLE t CHANGE COLUMN a a BIGINT NOT NULL", "mysql", [
-        ("alter_column_type", None, "t", "a", {"new_type": "bigint"}),
-        ("set_not_null", None, "t", "a", {}),
-    ]),
+    (
+        "ALTER TABLE t MODIFY c VARCHAR(20)",
+        "mysql",
+        [("alter_column_type", None, "t", "c", {"new_type": "varchar(20)", "type_change": "changed"})],
+    ),
+    (
+        "ALTER TABLE t MODIFY COLUMN c BIGINT NOT NULL DEFAULT 0",
+        "mysql",
+        [
+            ("alter_column_type", None, "t", "c", {"new_type": "bigint"}),
+            ("set_not_null", None, "t", "c", {}),
+        ],
+    ),
+    (
+        "ALTER TABLE t CHANGE a b INT",
+        "mysql",
+        [
+            ("rename_column", None, "t", "a", {"new_name": "b"}),
+            ("alter_column_type", None, "t", "a", {"new_type": "int"}),
+        ],
+    ),
+    (
+        "ALTER TABLE t CHANGE COLUMN a a BIGINT NOT NULL",
+        "mysql",
+        [
+            ("alter_column_type", None, "t", "a", {"new_type": "bigint"}),
+            ("set_not_null", None, "t", "a", {}),
+        ],
+    ),
     # RENAME
     ("ALTER TABLE t RENAME COLUMN a TO b", None, [("rename_column", None, "t", "a", {"new_name": "b"})]),
     ("ALTER TABLE t RENAME a TO b", None, [("rename_column", None, "t", "a", {"new_name": "b"})]),
@@ -478,53 +718,99 @@ ALTER_CASES = [
     ("ALTER TABLE t RENAME CONSTRAINT a TO b", None, [("alter_other", None, "t", None, {})]),
     ("ALTER TABLE t RENAME INDEX a TO b", "mysql", [("alter_other", None, "t", None, {})]),
     # constraints
-    ("ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id) NOT VALID", None,
-     [("add_constraint", None, "t", None, {"constraint_type": "foreign_key", "not_valid": True, "name": "fk"})]),
-    ("ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id)", None,
-     [("add_constraint", None, "t", None, {"constraint_type": "foreign_key", "not_valid": False})]),
-    ("ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES u (id)", None,
-     [("add_constraint", None, "t", None, {"constraint_type": "foreign_key", "name": None})]),
-    ("ALTER TABLE t ADD CONSTRAINT uq UNIQUE (a, b)", None,
-     [("add_constraint", None, "t", None, {"constraint_type": "unique", "name": "uq"})]),
-    ("ALTER TABLE t ADD CONSTRAINT uq UNIQUE USING INDEX uq_idx", None,
-     [("add_constraint", None, "t", None, {"constraint_type": "unique", "using_index": True})]),
-    ("ALTER TABLE t ADD PRIMARY KEY (id)", None,
-     [("add_constraint", None, "t", None, {"constraint_type": "primary_key", "name": None})]),
-    ("ALTER TABLE t ADD CONSTRAINT ck CHECK (a > 0) NOT VALID", None,
-     [("add_constraint", None, "t", None, {"constraint_type": "check", "not_valid": True, "name": "ck"})]),
-    ("ALTER TABLE t ADD CONSTRAINT ex EXCLUDE USING gist (r WITH &&)", None,
-     [("add_constraint", None, "t", None, {"constraint_type": "exclude", "name": "ex"})]),
-    ("ALTER TABLE t ADD UNIQUE INDEX uq_a (a)", "mysql",
-     [("add_constraint", None, "t", None, {"constraint_type": "unique", "name": "uq_a"})]),
-    ("ALTER TABLE `t` ADD UNIQUE KEY `uq_a` (`a`)", "mysql",
-     [("add_constraint", None, "t", None, {"constraint_type": "unique", "name": "uq_a"})]),
-    ("ALTER TABLE t ADD UNIQUE KEY (a)", "mysql",
-     [("add_constraint", None, "t", None, {"constraint_type": "unique", "name": None})]),
-    ("ALTER TABLE t ADD CONSTRAINT UNIQUE (a)", "mysql",
-     [("add_constraint", None, "t", None, {"constraint_type": "unique", "name": None})]),
+    (
+        "ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id) NOT VALID",
+        None,
+        [("add_constraint", None, "t", None, {"constraint_type": "foreign_key", "not_valid": True, "name": "fk"})],
+    ),
+    (
+        "ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id)",
+        None,
+        [("add_constraint", None, "t", None, {"constraint_type": "foreign_key", "not_valid": False})],
+    ),
+    (
+        "ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES u (id)",
+        None,
+        [("add_constraint", None, "t", None, {"constraint_type": "foreign_key", "name": None})],
+    ),
+    (
+        "ALTER TABLE t ADD CONSTRAINT uq UNIQUE (a, b)",
+        None,
+        [("add_constraint", None, "t", None, {"constraint_type": "unique", "name": "uq"})],
+    ),
+    (
+        "ALTER TABLE t ADD CONSTRAINT uq UNIQUE USING INDEX uq_idx",
+        None,
+        [("add_constraint", None, "t", None, {"constraint_type": "unique", "using_index": True})],
+    ),
+    (
+        "ALTER TABLE t ADD PRIMARY KEY (id)",
+        None,
+        [("add_constraint", None, "t", None, {"constraint_type": "primary_key", "name": None})],
+    ),
+    (
+        "ALTER TABLE t ADD CONSTRAINT ck CHECK (a > 0) NOT VALID",
+        None,
+        [("add_constraint", None, "t", None, {"constraint_type": "check", "not_valid": True, "name": "ck"})],
+    ),
+    (
+        "ALTER TABLE t ADD CONSTRAINT ex EXCLUDE USING gist (r WITH &&)",
+        None,
+        [("add_constraint", None, "t", None, {"constraint_type": "exclude", "name": "ex"})],
+    ),
+    (
+        "ALTER TABLE t ADD UNIQUE INDEX uq_a (a)",
+        "mysql",
+        [("add_constraint", None, "t", None, {"constraint_type": "unique", "name": "uq_a"})],
+    ),
+    (
+        "ALTER TABLE `t` ADD UNIQUE KEY `uq_a` (`a`)",
+        "mysql",
+        [("add_constraint", None, "t", None, {"constraint_type": "unique", "name": "uq_a"})],
+    ),
+    (
+        "ALTER TABLE t ADD UNIQUE KEY (a)",
+        "mysql",
+        [("add_constraint", None, "t", None, {"constraint_type": "unique", "name": None})],
+    ),
+    (
+        "ALTER TABLE t ADD CONSTRAINT UNIQUE (a)",
+        "mysql",
+        [("add_constraint", None, "t", None, {"constraint_type": "unique", "name": None})],
+    ),
     ("ALTER TABLE t VALIDATE CONSTRAINT fk", None, [("validate_constraint", None, "t", None, {"name": "fk"})]),
     # MySQL indexes inside ALTER TABLE
-    ("ALTER TABLE t ADD INDEX ix (a)", "mysql",
-     [("create_index", None, "t", None, {"name": "ix", "concurrently": False, "unique": False})]),
+    (
+        "ALTER TABLE t ADD INDEX ix (a)",
+        "mysql",
+        [("create_index", None, "t", None, {"name": "ix", "concurrently": False, "unique": False})],
+    ),
     ("ALTER TABLE t ADD KEY (a, b)", "mysql", [("create_index", None, "t", None, {"name": None})]),
     ("ALTER TABLE t ADD FULLTEXT INDEX ft (body)", "mysql", [("create_index", None, "t", None, {"name": "ft"})]),
     # everything else
     ("ALTER TABLE t OWNER TO bob", None, [("alter_other", None, "t", None, {"action": "OWNER TO bob"})]),
     ("ALTER TABLE t ENABLE TRIGGER ALL", None, [("alter_other", None, "t", None, {})]),
-    ("ALTER TABLE t SET (fillfactor = 70, autovacuum_enabled = false)", None,
-     [("alter_other", None, "t", None, {})]),
+    ("ALTER TABLE t SET (fillfactor = 70, autovacuum_enabled = false)", None, [("alter_other", None, "t", None, {})]),
     ("ALTER TABLE t ENGINE = InnoDB", "mysql", [("alter_other", None, "t", None, {})]),
     # several actions, commas inside parentheses do not split
-    ("ALTER TABLE t ADD COLUMN c numeric(10, 2), DROP COLUMN d, ALGORITHM=INPLACE, LOCK=NONE", "mysql", [
-        ("add_column", None, "t", "c", {"type": "numeric(10, 2)"}),
-        ("drop_column", None, "t", "d", {}),
-        ("alter_other", None, "t", None, {"action": "ALGORITHM=INPLACE"}),
-        ("alter_other", None, "t", None, {"action": "LOCK=NONE"}),
-    ]),
-    ("ALTER TABLE t ADD COLUMN c int NOT NULL DEFAULT 0, ALTER COLUMN c DROP DEFAULT", None, [
-        ("add_column", None, "t", "c", {"nullable": False}),
-        ("alter_column", None, "t", "c", {}),
-    ]),
+    (
+        "ALTER TABLE t ADD COLUMN c numeric(10, 2), DROP COLUMN d, ALGORITHM=INPLACE, LOCK=NONE",
+        "mysql",
+        [
+            ("add_column", None, "t", "c", {"type": "numeric(10, 2)"}),
+            ("drop_column", None, "t", "d", {}),
+            ("alter_other", None, "t", None, {"action": "ALGORITHM=INPLACE"}),
+            ("alter_other", None, "t", None, {"action": "LOCK=NONE"}),
+        ],
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN c int NOT NULL DEFAULT 0, ALTER COLUMN c DROP DEFAULT",
+        None,
+        [
+            ("add_column", None, "t", "c", {"nullable": False}),
+            ("alter_column", None, "t", "c", {}),
+        ],
+    ),
 ]
 
 
@@ -616,10 +902,57 @@ def test_non_string_input(value):
 def test_never_raises_on_random_input():
     rng = random.Random(1234)
     alphabet = "abcdefghij ;'\"`$()[],.-*/#\n\\@:=?%!{}ENDBEGINCASE \x00é€"
-    words = ["DROP", "TABLE", "ALTER", "ADD", "COLUMN", "(", ")", ",", ";", "'", '"', "$$", "$x$", "BEGIN",
-             "END", "CASE", "IF", "NOT", "EXISTS", "CREATE", "PROCEDURE", "WITH", "AS", "SET", "=", ".", "--",
-             "/*", "*/", "DELETE", "FROM", "WHERE", "t", "CHANGE", "MODIFY", "RENAME", "TO", "ON", "INDEX",
-             "SELECT", "set_config", "FOR", "STATEMENT", "`", "[", "]", "E'", "\\'", "\n"]
+    words = [
+        "DROP",
+        "TABLE",
+        "ALTER",
+        "ADD",
+        "COLUMN",
+        "(",
+        ")",
+        ",",
+        ";",
+        "'",
+        '"',
+        "$$",
+        "$x$",
+        "BEGIN",
+        "END",
+        "CASE",
+        "IF",
+        "NOT",
+        "EXISTS",
+        "CREATE",
+        "PROCEDURE",
+        "WITH",
+        "AS",
+        "SET",
+        "=",
+        ".",
+        "--",
+        "/*",
+        "*/",
+        "DELETE",
+        "FROM",
+        "WHERE",
+        "t",
+        "CHANGE",
+        "MODIFY",
+        "RENAME",
+        "TO",
+        "ON",
+        "INDEX",
+        "SELECT",
+        "set_config",
+        "FOR",
+        "STATEMENT",
+        "`",
+        "[",
+        "]",
+        "E'",
+        "\\'",
+        "\n",
+    ]
     for dialect in (None, "postgresql", "mysql", "mariadb", "sqlite", "oracle"):
         for _ in range(300):
             chars = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))

@@ -1,5 +1,6 @@
 """The static reader of ``upgrade()`` (analysis/static.py): recognised calls, resolved SQL, and parity
 with the operations the offline capture produces for the same code."""
+
 from __future__ import annotations
 
 import textwrap
@@ -94,8 +95,13 @@ CASES: list[tuple[str, str, list[dict[str, Any]]]] = [
         ),
         [
             E(
-                "alter_column_type", "t", "a", line=1,
-                type_change="narrowing", old_type="varchar(50)", new_type="varchar(20)",
+                "alter_column_type",
+                "t",
+                "a",
+                line=1,
+                type_change="narrowing",
+                old_type="varchar(50)",
+                new_type="varchar(20)",
             ),
             E("alter_column_type", "t", "b", line=2, type_change="widening"),
             E("set_not_null", "t", "b", line=2),

@@ -11,6 +11,7 @@ On the command line (applies to every revision checked)::
 The target is ``table``, ``table.column`` or ``schema.table[.column]`` (globs allowed) and may be
 left out to allow every finding of that rule in the revision. A file acknowledgement needs a reason.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -49,7 +50,9 @@ class Acknowledgement:
         if len(parts) == 1:
             return table is not None and fnmatch.fnmatchcase(table, parts[0])
         if len(parts) == 2:
-            return any(a is not None and b is not None and _glob(a, parts[0]) and _glob(b, parts[1]) for a, b in candidates)
+            return any(
+                a is not None and b is not None and _glob(a, parts[0]) and _glob(b, parts[1]) for a, b in candidates
+            )
         return (
             None not in (schema, table, column)
             and _glob(schema, parts[0])  # type: ignore[arg-type]
@@ -89,7 +92,13 @@ def read_file_acks(path: str, source: str) -> tuple[list[Acknowledgement], list[
         directive = body[len(MARKER) :].strip()
         match = _DIRECTIVE.match(directive)
         if not match:
-            bad.append(BadAcknowledgement(path, line, f"cannot read acknowledgement {directive!r} (expected: allow RULE [TABLE[.COLUMN]] -- REASON)"))
+            bad.append(
+                BadAcknowledgement(
+                    path,
+                    line,
+                    f"cannot read acknowledgement {directive!r} (expected: allow RULE [TABLE[.COLUMN]] -- REASON)",
+                )
+            )
             continue
         if not (match["reason"] or "").strip():
             bad.append(BadAcknowledgement(path, line, f"acknowledgement of {match['rule']} needs a reason after '--'"))

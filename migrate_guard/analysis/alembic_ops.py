@@ -1,4 +1,5 @@
 """Alembic operation objects (``alembic.operations.ops``) -> normalised ``Operation`` records."""
+
 from __future__ import annotations
 
 import functools
@@ -33,21 +34,32 @@ def _create_table(op: ops.CreateTableOp) -> list[Operation]:
 
 
 def _drop_table(op: ops.DropTableOp) -> list[Operation]:
-    return [Operation("drop_table", _name(op.table_name), schema=_name(op.schema), details={"if_exists": bool(op.if_exists)})]
+    return [
+        Operation(
+            "drop_table", _name(op.table_name), schema=_name(op.schema), details={"if_exists": bool(op.if_exists)}
+        )
+    ]
 
 
 def _rename_table(op: ops.RenameTableOp) -> list[Operation]:
     return [
-        Operation("rename_table", _name(op.table_name), schema=_name(op.schema), details={"new_name": _name(op.new_table_name)})
+        Operation(
+            "rename_table",
+            _name(op.table_name),
+            schema=_name(op.schema),
+            details={"new_name": _name(op.new_table_name)},
+        )
     ]
 
 
 def _add_column(op: ops.AddColumnOp) -> list[Operation]:
     col: sa.Column = op.column
-    has_default = any(
-        x is not None for x in (col.server_default, col.computed, col.identity)
-    )
-    details = {"nullable": bool(col.nullable), "server_default": has_default, "type": str(col.type).lower() if not isinstance(col.type, sa.types.NullType) else None}
+    has_default = any(x is not None for x in (col.server_default, col.computed, col.identity))
+    details = {
+        "nullable": bool(col.nullable),
+        "server_default": has_default,
+        "type": str(col.type).lower() if not isinstance(col.type, sa.types.NullType) else None,
+    }
     return [Operation("add_column", _name(op.table_name), _name(col.name), _name(op.schema), details=details)]
 
 
@@ -61,7 +73,11 @@ def _alter_column(op: ops.AlterColumnOp, dialect: Any = None) -> list[Operation]
     if op.modify_type is not None:
         change = type_change(op.existing_type, op.modify_type, dialect)
         if change != "unchanged":
-            details = {"type_change": change, "old_type": _type_text(op.existing_type), "new_type": _type_text(op.modify_type)}
+            details = {
+                "type_change": change,
+                "old_type": _type_text(op.existing_type),
+                "new_type": _type_text(op.modify_type),
+            }
             result.append(Operation("alter_column_type", table, column, schema, details=details))
     if op.modify_nullable is False and op.existing_nullable is not False:
         result.append(Operation("set_not_null", table, column, schema))

@@ -1,4 +1,5 @@
 """Operations -> findings: the rules applied to what each revision does, then the acknowledgements."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -139,8 +140,14 @@ class Evaluator:
             if not lock_timeout_set and not lock_warned and _holds_long_lock(op):
                 lock_warned = True
                 marker = Operation(
-                    "lock_timeout_missing", op.table, op.column, op.schema, op.statement,
-                    revision=rev.revision, file=rev.file, line=op.line,
+                    "lock_timeout_missing",
+                    op.table,
+                    op.column,
+                    op.schema,
+                    op.statement,
+                    revision=rev.revision,
+                    file=rev.file,
+                    line=op.line,
                 )
                 found.append(self.synthetic("lock-timeout-missing", marker))  # type: ignore[arg-type]
         return [f for f in found if f is not None]
@@ -148,7 +155,10 @@ class Evaluator:
     # -- acknowledgements ----------------------------------------------------------------------
 
     def acknowledge(
-        self, findings: list[Finding], revisions: Iterable[RevisionOps], cli_acks: Sequence[Acknowledgement],
+        self,
+        findings: list[Finding],
+        revisions: Iterable[RevisionOps],
+        cli_acks: Sequence[Acknowledgement],
         report_stale: bool = True,
     ) -> list[Finding]:
         """Mark acknowledged findings as allowed; report acknowledgements that are wrong or (when
@@ -162,7 +172,11 @@ class Evaluator:
             for ack in rev.acks:
                 if ack.rule not in self.rules:
                     ack.used = True  # reported below, not again as stale
-                    extra.append(self._invalid(f"acknowledgement names unknown rule {ack.rule!r}", rev.revision, ack.file, ack.line))
+                    extra.append(
+                        self._invalid(
+                            f"acknowledgement names unknown rule {ack.rule!r}", rev.revision, ack.file, ack.line
+                        )
+                    )
         for f in findings:
             if f.rule == "invalid-acknowledgement":
                 continue
@@ -175,7 +189,11 @@ class Evaluator:
             for ack in rev.acks:
                 if not ack.used:
                     what = f"{ack.rule} {ack.target}" if ack.target else ack.rule
-                    extra.append(self._invalid(f"acknowledgement 'allow {what}' matches no finding", rev.revision, ack.file, ack.line))
+                    extra.append(
+                        self._invalid(
+                            f"acknowledgement 'allow {what}' matches no finding", rev.revision, ack.file, ack.line
+                        )
+                    )
         for ack in cli_acks:
             if not ack.used:
                 what = f"{ack.rule}:{ack.target}" if ack.target else ack.rule

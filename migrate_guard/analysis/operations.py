@@ -3,6 +3,7 @@
 Every source of evidence -- captured ``op.*`` calls, raw SQL split by sqlparse,
 the static AST fallback -- produces these plain data objects; rules match on them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -2,6 +2,7 @@
 
 Regenerate with ``python -m migrate_guard.analysis.ruledocs docs/rules``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -10,7 +11,9 @@ from pathlib import Path
 
 from .rules import CATEGORIES, Rule, load_rules
 
-GENERATED = "<!-- Generated from rules/{source} by `python -m migrate_guard.analysis.ruledocs docs/rules`; do not edit. -->"
+GENERATED = (
+    "<!-- Generated from rules/{source} by `python -m migrate_guard.analysis.ruledocs docs/rules`; do not edit. -->"
+)
 
 
 def _dialects(rule: Rule) -> str:
@@ -48,8 +51,7 @@ def render_rule_page(rule: Rule) -> str:
         "",
         f"# {rule.id}",
         "",
-        f"**Category:** {rule.category} · **Default severity:** {_severity(rule)} · "
-        f"**Dialects:** {_dialects(rule)}",
+        f"**Category:** {rule.category} · **Default severity:** {_severity(rule)} · **Dialects:** {_dialects(rule)}",
         "",
         "## What it flags",
         "",

@@ -3,6 +3,7 @@
 Rules are data, not code: a rule says which :class:`Operation` it matches and how to word the
 finding. Users add or override rules with extra directories of the same files.
 """
+
 from __future__ import annotations
 
 import fnmatch

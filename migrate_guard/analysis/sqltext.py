@@ -16,6 +16,7 @@ Pipeline, each step linear in the input:
 Identifiers are returned unquoted and lower case; anything not understood becomes one
 ``unparsed`` operation, and no input makes :func:`classify_sql` raise.
 """
+
 from __future__ import annotations
 
 import re
@@ -157,9 +158,7 @@ def _split(toks: list[_Tok]) -> Iterator[tuple[list[_Tok], bool]]:
             depth = max(depth - 1, 0)
         elif t.kind == "x":
             bad = True
-        elif up == "BEGIN" and (not stmt or stmt[-1].up != ".") and _is_routine(stmt):
-            block += 1
-        elif block and up == "CASE":
+        elif up == "BEGIN" and (not stmt or stmt[-1].up != ".") and _is_routine(stmt) or block and up == "CASE":
             block += 1
         elif block and up == "END":
             nxt = toks[i + 1].up if i + 1 < len(toks) else ""
@@ -291,8 +290,13 @@ class _Ctx:
     def op(self, kind: str, ref: Ref | None = None, column: str | None = None, **details) -> Operation:
         schema, table = ref or (None, None)
         return Operation(
-            kind=kind, table=table, column=column, schema=schema, statement=self.text,
-            details=details, source="sql",
+            kind=kind,
+            table=table,
+            column=column,
+            schema=schema,
+            statement=self.text,
+            details=details,
+            source="sql",
         )
 
 
@@ -301,15 +305,48 @@ Handler = Callable[[_Cur, _Ctx], list[Operation]]
 # ---------------------------------------------------------------- shared pieces
 
 _OBJECT_TYPES = sorted(  # longest first, so MATERIALIZED VIEW wins over VIEW
-    (tuple(s.split()) for s in (
-        "MATERIALIZED VIEW", "EVENT TRIGGER", "CONSTRAINT TRIGGER", "FOREIGN TABLE",
-        "FOREIGN DATA WRAPPER", "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY",
-        "ACCESS METHOD", "OPERATOR CLASS", "OPERATOR FAMILY", "VIEW", "FUNCTION", "PROCEDURE",
-        "TRIGGER", "EXTENSION", "TYPE", "SEQUENCE", "DOMAIN", "RULE", "POLICY", "AGGREGATE",
-        "COLLATION", "CONVERSION", "LANGUAGE", "OPERATOR", "CAST", "SERVER", "PUBLICATION",
-        "SUBSCRIPTION", "STATISTICS", "EVENT", "ROLE", "USER", "TABLESPACE", "INDEX", "SCHEMA",
-        "DATABASE",
-    )),
+    (
+        tuple(s.split())
+        for s in (
+            "MATERIALIZED VIEW",
+            "EVENT TRIGGER",
+            "CONSTRAINT TRIGGER",
+            "FOREIGN TABLE",
+            "FOREIGN DATA WRAPPER",
+            "TEXT SEARCH CONFIGURATION",
+            "TEXT SEARCH DICTIONARY",
+            "ACCESS METHOD",
+            "OPERATOR CLASS",
+            "OPERATOR FAMILY",
+            "VIEW",
+            "FUNCTION",
+            "PROCEDURE",
+            "TRIGGER",
+            "EXTENSION",
+            "TYPE",
+            "SEQUENCE",
+            "DOMAIN",
+            "RULE",
+            "POLICY",
+            "AGGREGATE",
+            "COLLATION",
+            "CONVERSION",
+            "LANGUAGE",
+            "OPERATOR",
+            "CAST",
+            "SERVER",
+            "PUBLICATION",
+            "SUBSCRIPTION",
+            "STATISTICS",
+            "EVENT",
+            "ROLE",
+            "USER",
+            "TABLESPACE",
+            "INDEX",
+            "SCHEMA",
+            "DATABASE",
+        )
+    ),
     key=len,
     reverse=True,
 )
@@ -355,11 +392,35 @@ def _other_object(c: _Cur, x: _Ctx, kind: str) -> list[Operation]:
     return out
 
 
-_TYPE_STOP = frozenset({  # words that end a column type and start its constraints
-    "NOT", "NULL", "DEFAULT", "PRIMARY", "UNIQUE", "REFERENCES", "CHECK", "CONSTRAINT", "COLLATE",
-    "GENERATED", "AUTO_INCREMENT", "AUTOINCREMENT", "IDENTITY", "COMMENT", "ON", "AS", "FIRST",
-    "AFTER", "CHARSET", "VISIBLE", "INVISIBLE", "COMPRESSION", "STORAGE", "KEY", "USING",
-})
+_TYPE_STOP = frozenset(
+    {  # words that end a column type and start its constraints
+        "NOT",
+        "NULL",
+        "DEFAULT",
+        "PRIMARY",
+        "UNIQUE",
+        "REFERENCES",
+        "CHECK",
+        "CONSTRAINT",
+        "COLLATE",
+        "GENERATED",
+        "AUTO_INCREMENT",
+        "AUTOINCREMENT",
+        "IDENTITY",
+        "COMMENT",
+        "ON",
+        "AS",
+        "FIRST",
+        "AFTER",
+        "CHARSET",
+        "VISIBLE",
+        "INVISIBLE",
+        "COMPRESSION",
+        "STORAGE",
+        "KEY",
+        "USING",
+    }
+)
 _SERIAL = frozenset({"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"})
 # the database fills these in; AS (expr) is a MySQL generated column
 _GENERATED = frozenset({"DEFAULT", "GENERATED", "IDENTITY", "AUTO_INCREMENT", "AUTOINCREMENT", "AS"})
@@ -422,16 +483,36 @@ def _drop_index(c: _Cur, x: _Ctx) -> list[Operation]:
     refs = _names(c)
     table = c.name() if c.seek("ON") else None
     return [
-        x.op("drop_index", (table[0] or s, table[1]) if table else (s, None),
-             name=n, concurrently=concurrently, if_exists=if_exists)
+        x.op(
+            "drop_index",
+            (table[0] or s, table[1]) if table else (s, None),
+            name=n,
+            concurrently=concurrently,
+            if_exists=if_exists,
+        )
         for s, n in refs
     ]
 
 
-_CREATE_MODIFIERS = frozenset({
-    "OR", "REPLACE", "TEMPORARY", "TEMP", "GLOBAL", "LOCAL", "UNLOGGED", "RECURSIVE", "UNIQUE",
-    "FULLTEXT", "SPATIAL", "ONLINE", "OFFLINE", "TRUSTED", "PROCEDURAL",
-})
+_CREATE_MODIFIERS = frozenset(
+    {
+        "OR",
+        "REPLACE",
+        "TEMPORARY",
+        "TEMP",
+        "GLOBAL",
+        "LOCAL",
+        "UNLOGGED",
+        "RECURSIVE",
+        "UNIQUE",
+        "FULLTEXT",
+        "SPATIAL",
+        "ONLINE",
+        "OFFLINE",
+        "TRUSTED",
+        "PROCEDURAL",
+    }
+)
 
 
 def _create(c: _Cur, x: _Ctx) -> list[Operation]:
@@ -552,8 +633,9 @@ def _alter_add(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
             name = a.ident()
         using_index = a.has("USING", "INDEX") and not a.has("USING", "INDEX", "TABLESPACE")
         not_valid = a.has("NOT", "VALID")
-        return [x.op("add_constraint", ref, constraint_type=ctype, not_valid=not_valid, name=name,
-                     using_index=using_index)]
+        return [
+            x.op("add_constraint", ref, constraint_type=ctype, not_valid=not_valid, name=name, using_index=using_index)
+        ]
     if a.take_any("INDEX", "KEY", "FULLTEXT", "SPATIAL"):  # MySQL: ADD INDEX ix (a)
         a.skip("INDEX", "KEY")
         index = a.ident() if a.peek() not in ("(", "USING") else None
@@ -565,8 +647,7 @@ def _alter_add(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
     group = a.group()  # MySQL: ADD (c1 INT, c2 INT)
     defs = [_column_def(part) for part in group.split()] if group else [_column_def(a)]
     return [
-        x.op("add_column", ref, d.name, nullable=d.nullable, server_default=d.server_default,
-             type=d.type)
+        x.op("add_column", ref, d.name, nullable=d.nullable, server_default=d.server_default, type=d.type)
         for d in defs
         if d.name
     ]
@@ -577,12 +658,12 @@ def _alter_drop(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
     if a.take("CONSTRAINT"):
         if_exists = a.take("IF", "EXISTS")
         name = a.ident()
-        return [x.op("drop_constraint", ref, name=name, constraint_type=None, if_exists=if_exists,
-                     cascade=a.has("CASCADE"))]
+        return [
+            x.op("drop_constraint", ref, name=name, constraint_type=None, if_exists=if_exists, cascade=a.has("CASCADE"))
+        ]
     for words, ctype in _CONSTRAINTS[1:4]:  # MySQL: DROP PRIMARY KEY / FOREIGN KEY fk / CHECK ck
         if a.take(*words):
-            return [x.op("drop_constraint", ref, name=a.ident(), constraint_type=ctype,
-                         if_exists=False, cascade=False)]
+            return [x.op("drop_constraint", ref, name=a.ident(), constraint_type=ctype, if_exists=False, cascade=False)]
     if a.take_any("INDEX", "KEY"):
         return [x.op("drop_index", ref, name=a.ident(), concurrently=False, if_exists=False)]
     if a.peek() in ("PARTITION", "SYSTEM", "PERIOD"):  # not columns; reported as alter_other
@@ -605,8 +686,17 @@ def _alter_column(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
         return []
     if a.take("SET", "DATA", "TYPE") or a.take("TYPE"):
         new_type = _type_text(a, frozenset({"USING", "COLLATE"}))
-        return [x.op("alter_column_type", ref, column, type_change="changed", old_type=None,
-                     new_type=new_type, using=a.has("USING"))]
+        return [
+            x.op(
+                "alter_column_type",
+                ref,
+                column,
+                type_change="changed",
+                old_type=None,
+                new_type=new_type,
+                using=a.has("USING"),
+            )
+        ]
     if a.take("SET", "NOT", "NULL"):
         return [x.op("set_not_null", ref, column)]
     if a.take("DROP", "NOT", "NULL"):
@@ -626,9 +716,7 @@ def _redefine_column(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
     ops = []
     if new.name and new.name != old:
         ops.append(x.op("rename_column", ref, old, new_name=new.name))
-    ops.append(
-        x.op("alter_column_type", ref, old, type_change="changed", old_type=None, new_type=new.type)
-    )
+    ops.append(x.op("alter_column_type", ref, old, type_change="changed", old_type=None, new_type=new.type))
     if new.not_null:
         ops.append(x.op("set_not_null", ref, old))
     return ops
@@ -682,10 +770,29 @@ def _truncate(c: _Cur, x: _Ctx) -> list[Operation]:
     return [x.op("truncate", r, cascade=cascade) for r in refs]
 
 
-_CLAUSES = frozenset({  # words after a DELETE target that are not its alias
-    "WHERE", "USING", "FROM", "SET", "RETURNING", "ORDER", "LIMIT", "JOIN", "INNER", "LEFT", "RIGHT",
-    "CROSS", "FULL", "NATURAL", "STRAIGHT_JOIN", "ON", "PARTITION", "WITH", "OUTPUT",
-})
+_CLAUSES = frozenset(
+    {  # words after a DELETE target that are not its alias
+        "WHERE",
+        "USING",
+        "FROM",
+        "SET",
+        "RETURNING",
+        "ORDER",
+        "LIMIT",
+        "JOIN",
+        "INNER",
+        "LEFT",
+        "RIGHT",
+        "CROSS",
+        "FULL",
+        "NATURAL",
+        "STRAIGHT_JOIN",
+        "ON",
+        "PARTITION",
+        "WITH",
+        "OUTPUT",
+    }
+)
 
 
 def _targets(c: _Cur) -> list[Ref]:
@@ -838,9 +945,7 @@ def _set(c: _Cur, x: _Ctx) -> list[Operation]:
     return [x.op("set", name=name or None, value=value, scope=scope), *ops]
 
 
-_TRANSACTION = frozenset(
-    {"BEGIN", "COMMIT", "ROLLBACK", "START", "SAVEPOINT", "RELEASE", "END", "ABORT"}
-)
+_TRANSACTION = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "START", "SAVEPOINT", "RELEASE", "END", "ABORT"})
 
 
 def _transaction(c: _Cur, x: _Ctx) -> list[Operation]:
@@ -853,11 +958,32 @@ def _transaction(c: _Cur, x: _Ctx) -> list[Operation]:
     return ops
 
 
-_OTHER = frozenset({
-    "GRANT", "REVOKE", "COMMENT", "ANALYZE", "ANALYSE", "VACUUM", "REINDEX", "CLUSTER", "LOCK",
-    "UNLOCK", "NOTIFY", "LISTEN", "UNLISTEN", "REFRESH", "DISCARD", "CHECKPOINT", "SHOW", "USE",
-    "OPTIMIZE", "FLUSH", "SECURITY", "DEALLOCATE",
-})
+_OTHER = frozenset(
+    {
+        "GRANT",
+        "REVOKE",
+        "COMMENT",
+        "ANALYZE",
+        "ANALYSE",
+        "VACUUM",
+        "REINDEX",
+        "CLUSTER",
+        "LOCK",
+        "UNLOCK",
+        "NOTIFY",
+        "LISTEN",
+        "UNLISTEN",
+        "REFRESH",
+        "DISCARD",
+        "CHECKPOINT",
+        "SHOW",
+        "USE",
+        "OPTIMIZE",
+        "FLUSH",
+        "SECURITY",
+        "DEALLOCATE",
+    }
+)
 
 
 def _other(c: _Cur, x: _Ctx) -> list[Operation]:

@@ -15,6 +15,7 @@ One walk over the function's syntax tree, in source order, recognises
 Names are resolved lazily through a flat scope of the assignments seen so far (module level first),
 so ``sql = "..."; op.execute(sql)`` and ``for stmt in STATEMENTS: op.execute(stmt)`` are understood.
 """
+
 from __future__ import annotations
 
 import ast
@@ -184,8 +185,15 @@ _CONSTRAINT_TYPES = {
 
 def _add_constraint(c: _Call) -> list[Operation]:
     kind = _CONSTRAINT_TYPES[c.method]
-    return [c.op("add_constraint", constraint_type=kind, name=c.name("name"), not_valid=c.flag("postgresql_not_valid"),
-                 using_index=False)]
+    return [
+        c.op(
+            "add_constraint",
+            constraint_type=kind,
+            name=c.name("name"),
+            not_valid=c.flag("postgresql_not_valid"),
+            using_index=False,
+        )
+    ]
 
 
 def _drop_constraint(c: _Call) -> list[Operation]:
@@ -313,8 +321,10 @@ class _Reader(ast.NodeVisitor):
     def bind(self, target: ast.expr, value: _Value) -> None:
         if isinstance(target, ast.Name):
             self.scope[target.id] = value
-        elif isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) and (
-            len(target.elts) == len(value.elts)
+        elif (
+            isinstance(target, (ast.Tuple, ast.List))
+            and isinstance(value, (ast.Tuple, ast.List))
+            and (len(target.elts) == len(value.elts))
         ):  # a, b = "x", "y"
             for t, v in zip(target.elts, value.elts):
                 self.bind(t, v)

@@ -7,6 +7,7 @@ derived for this file alone, the nonce binding the segment's position and whethe
 Unencrypted files are ``"MGP1" ‖ flags ‖ data``. Both directions stream: memory holds a segment
 (and the compressor's window), never a whole file.
 """
+
 from __future__ import annotations
 
 import base64
@@ -82,11 +83,13 @@ def decode_key(text: str, source: str = "MIGRATE_GUARD_KEY") -> bytes:
     try:
         key = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise GuardError(f"{source}: not valid base64 (expected a key from `migrate-guard key generate`)",
-                         EXIT_USAGE) from None
+        raise GuardError(
+            f"{source}: not valid base64 (expected a key from `migrate-guard key generate`)", EXIT_USAGE
+        ) from None
     if len(key) != KEY_SIZE:
-        raise GuardError(f"{source}: the key is {len(key)} bytes, expected {KEY_SIZE} "
-                         "(use `migrate-guard key generate`)", EXIT_USAGE)
+        raise GuardError(
+            f"{source}: the key is {len(key)} bytes, expected {KEY_SIZE} (use `migrate-guard key generate`)", EXIT_USAGE
+        )
     return key
 
 
@@ -135,11 +138,11 @@ def _segments(pieces: Iterable[bytes], size: int = SEGMENT_SIZE) -> Iterator[tup
         pos, end = 0, len(view)
         while pos < end:
             if not buf and end - pos >= size:
-                segment = bytes(view[pos:pos + size])
+                segment = bytes(view[pos : pos + size])
                 pos += size
             else:
                 take = min(size - len(buf), end - pos)
-                buf += view[pos:pos + take]
+                buf += view[pos : pos + take]
                 pos += take
                 if len(buf) < size:
                     break
@@ -172,8 +175,9 @@ def compression_parameters(level: int):
 
     params = zstandard.ZstdCompressionParameters.from_level(level, write_content_size=False)
     if level <= 4:
-        params = zstandard.ZstdCompressionParameters.from_level(level, write_content_size=False,
-                                                                min_match=max(6, params.min_match))
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, write_content_size=False, min_match=max(6, params.min_match)
+        )
     return params
 
 
@@ -191,7 +195,9 @@ def _one_shot_compressor(level: int):
 def _compressed(chunks: Iterable[bytes], level: int) -> Iterator[bytes]:
     import zstandard
 
-    chunker = zstandard.ZstdCompressor(compression_params=compression_parameters(level)).chunker(chunk_size=SEGMENT_SIZE)
+    chunker = zstandard.ZstdCompressor(compression_params=compression_parameters(level)).chunker(
+        chunk_size=SEGMENT_SIZE
+    )
     for chunk in chunks:
         if chunk:
             yield from chunker.compress(chunk)
@@ -220,8 +226,9 @@ def seal(chunks: Iterable[bytes], key: bytes | None, compress: bool = True, leve
         yield aead.encrypt(_nonce(prefix, counter, last), segment, header)
 
 
-def seal_whole(data: bytes | bytearray | memoryview, key: bytes | None, compress: bool = True,
-               level: int = 3) -> list[bytes | memoryview]:
+def seal_whole(
+    data: bytes | bytearray | memoryview, key: bytes | None, compress: bool = True, level: int = 3
+) -> list[bytes | memoryview]:
     """``seal([data], ...)`` for data already whole in memory (a chunk, a manifest): the same
     framing, in pieces to write one after the other. The plaintext is compressed in one call (one
     zstd frame without a content size, as the streaming compressor writes it) and the segments are
@@ -243,7 +250,7 @@ def seal_whole(data: bytes | bytearray | memoryview, key: bytes | None, compress
         raise GuardError("file too large for the framing (2^32 segments)", EXIT_FAILED)
     out: list[bytes | memoryview] = [header]
     for counter in range(count):
-        segment = view[counter * SEGMENT_SIZE:(counter + 1) * SEGMENT_SIZE]
+        segment = view[counter * SEGMENT_SIZE : (counter + 1) * SEGMENT_SIZE]
         out.append(aead.encrypt(_nonce(prefix, counter, counter == count - 1), segment, header))
     return out
 
@@ -273,10 +280,10 @@ class _Reader:
                 self._eof = True
                 break
             if self._pos:
-                del self._buf[:self._pos]
+                del self._buf[: self._pos]
                 self._pos = 0
             self._buf += chunk
-        out = bytes(self._buf[self._pos:self._pos + n])
+        out = bytes(self._buf[self._pos : self._pos + n])
         self._pos += len(out)
         if self._pos == len(self._buf):
             self._buf.clear()
@@ -285,8 +292,8 @@ class _Reader:
 
 
 def _decrypted(reader: _Reader, header: bytes, key: bytes, name: str) -> Iterator[bytes]:
-    salt = header[5:5 + SALT_SIZE]
-    prefix = header[5 + SALT_SIZE:HEADER_SIZE]
+    salt = header[5 : 5 + SALT_SIZE]
+    prefix = header[5 + SALT_SIZE : HEADER_SIZE]
     aead = AESGCM(file_key(key, salt))
     counter = 0
     current = reader.read(SEALED_SEGMENT_SIZE)
@@ -306,10 +313,13 @@ def _decrypted(reader: _Reader, header: bytes, key: bytes, name: str) -> Iterato
                 except InvalidTag:
                     pass
                 else:
-                    raise IntegrityError(f"{name}: truncated (segment {counter} is not the final one; "
-                                         "the rest of the file is missing)") from None
-            raise TagMismatch(f"{name}: tag mismatch in segment {counter}"
-                                 f"{' (the final segment: tampered or cut short)' if last else ''}") from None
+                    raise IntegrityError(
+                        f"{name}: truncated (segment {counter} is not the final one; the rest of the file is missing)"
+                    ) from None
+            raise TagMismatch(
+                f"{name}: tag mismatch in segment {counter}"
+                f"{' (the final segment: tampered or cut short)' if last else ''}"
+            ) from None
         yield plain
         if last:
             return
@@ -327,14 +337,17 @@ def _decompressed(pieces: Iterable[bytes], name: str) -> Iterator[bytes]:
             for start in range(0, len(view), _DECOMPRESS_SLICE):
                 if dobj.eof:
                     raise IntegrityError(f"{name}: data after the end of the compressed stream")
-                out = dobj.decompress(view[start:start + _DECOMPRESS_SLICE])
+                out = dobj.decompress(view[start : start + _DECOMPRESS_SLICE])
                 if out:
                     yield out
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"{name}: cannot decompress ({exc})") from None
     if not dobj.eof or dobj.unused_data:
-        raise IntegrityError(f"{name}: the compressed stream is incomplete" if not dobj.eof
-                             else f"{name}: data after the end of the compressed stream")
+        raise IntegrityError(
+            f"{name}: the compressed stream is incomplete"
+            if not dobj.eof
+            else f"{name}: data after the end of the compressed stream"
+        )
 
 
 def unseal(chunks: Iterable[bytes], key: bytes | None, name: str = "file") -> Iterator[bytes]:
@@ -347,8 +360,11 @@ def unseal(chunks: Iterable[bytes], key: bytes | None, name: str = "file") -> It
         if magic == MAGIC_PLAIN:
             raise IntegrityError(f"{name}: not encrypted, in an encrypted repository")
         if magic != MAGIC_ENCRYPTED:
-            raise IntegrityError(f"{name}: bad magic {magic!r} (expected b'MGE1')" if len(magic) == 4
-                                 else f"{name}: truncated ({len(magic)} bytes)")
+            raise IntegrityError(
+                f"{name}: bad magic {magic!r} (expected b'MGE1')"
+                if len(magic) == 4
+                else f"{name}: truncated ({len(magic)} bytes)"
+            )
         rest = reader.read(HEADER_SIZE - 4)
         if len(rest) < HEADER_SIZE - 4:
             raise IntegrityError(f"{name}: truncated header ({4 + len(rest)} of {HEADER_SIZE} bytes)")
@@ -361,8 +377,11 @@ def unseal(chunks: Iterable[bytes], key: bytes | None, name: str = "file") -> It
         if magic == MAGIC_ENCRYPTED:
             raise IntegrityError(f"{name}: encrypted, in an unencrypted repository")
         if magic != MAGIC_PLAIN:
-            raise IntegrityError(f"{name}: bad magic {magic!r} (expected b'MGP1')" if len(magic) == 4
-                                 else f"{name}: truncated ({len(magic)} bytes)")
+            raise IntegrityError(
+                f"{name}: bad magic {magic!r} (expected b'MGP1')"
+                if len(magic) == 4
+                else f"{name}: truncated ({len(magic)} bytes)"
+            )
         flag_byte = reader.read(1)
         if not flag_byte:
             raise IntegrityError(f"{name}: truncated header")
@@ -396,7 +415,7 @@ def _zstd_frame_end(data: memoryview | bytes) -> int | None:
     checksum = 4 if data[4] & 0x04 else 0
     end = len(data)
     while pos + 3 <= end:
-        block = int.from_bytes(data[pos:pos + 3], "little")
+        block = int.from_bytes(data[pos : pos + 3], "little")
         kind, size = (block >> 1) & 3, block >> 3
         pos += 3 + (1 if kind == 1 else size)  # an RLE block stores one byte
         if kind == 3:
@@ -427,11 +446,14 @@ def unseal_whole(data: bytes, key: bytes | None, limit: int) -> bytes | None:
             count = -(-len(body) // SEALED_SEGMENT_SIZE)
             if flags & ~KNOWN_FLAGS or count > MAX_SEGMENTS or len(body) - (count - 1) * SEALED_SEGMENT_SIZE < TAG_SIZE:
                 return None
-            aead = AESGCM(file_key(key, header[5:5 + SALT_SIZE]))
-            prefix = header[5 + SALT_SIZE:HEADER_SIZE]
+            aead = AESGCM(file_key(key, header[5 : 5 + SALT_SIZE]))
+            prefix = header[5 + SALT_SIZE : HEADER_SIZE]
             parts = [
-                aead.decrypt(_nonce(prefix, i, i == count - 1),
-                             body[i * SEALED_SEGMENT_SIZE:(i + 1) * SEALED_SEGMENT_SIZE], header)
+                aead.decrypt(
+                    _nonce(prefix, i, i == count - 1),
+                    body[i * SEALED_SEGMENT_SIZE : (i + 1) * SEALED_SEGMENT_SIZE],
+                    header,
+                )
                 for i in range(count)
             ]
             payload: bytes | memoryview = parts[0] if count == 1 else b"".join(parts)

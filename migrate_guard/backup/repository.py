@@ -4,6 +4,7 @@ the database. docs/repository-format.md is the format; this module follows it.
 Streams are cut into ``chunk_size`` chunks; each chunk is a blob named by its keyed hash, stored once
 however many snapshots name it. A snapshot is a manifest naming its streams' blobs, written last.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,22 +23,22 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from ..times import parse_iso
 from ..errors import EXIT_FAILED, EXIT_USAGE, GuardError
+from ..times import parse_iso
 from .crypto import (
     HEADER_SIZE,
     KEY_CHECK_PLAINTEXT,
     PLAIN_HEADER_SIZE,
     SALT_SIZE,
-    SEALED_SEGMENT_SIZE,
     SCRYPT_N,
     SCRYPT_P,
     SCRYPT_R,
+    SEALED_SEGMENT_SIZE,
     TAG_SIZE,
     IntegrityError,
     WrongKey,
@@ -91,11 +92,11 @@ class RepositoryLocked(GuardError):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(dt: datetime, micro: bool = False) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds" if micro else "seconds").replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat(timespec="microseconds" if micro else "seconds").replace("+00:00", "Z")
 
 
 def _user() -> str:
@@ -134,7 +135,7 @@ def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[memoryview | bytear
         pos, end = 0, len(view)
         if buf is not None:
             take = min(size - filled, end)
-            buf[filled:filled + take] = view[:take]
+            buf[filled : filled + take] = view[:take]
             filled += take
             pos = take
             if filled < size:
@@ -142,7 +143,7 @@ def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[memoryview | bytear
             yield buf
             buf, filled = None, 0
         while end - pos >= size:
-            yield view[pos:pos + size]
+            yield view[pos : pos + size]
             pos += size
         if pos < end:
             buf = bytearray(size)
@@ -190,8 +191,9 @@ class KeySource:
 class Repository:
     """A repository opened (or just created) at ``location``. Use ``init`` or ``open``."""
 
-    def __init__(self, storage: Storage, config: dict[str, Any], master: bytes | None,
-                 compression_level: int | None = None):
+    def __init__(
+        self, storage: Storage, config: dict[str, Any], master: bytes | None, compression_level: int | None = None
+    ):
         self.storage = storage
         self.location = storage.location
         self.config = config
@@ -220,18 +222,23 @@ class Repository:
     # --- creating and opening ------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, location: str, keys: KeySource, *, compression_level: int = 3,
-             chunk_size: int = DEFAULT_CHUNK_SIZE) -> Repository:
+    def init(
+        cls, location: str, keys: KeySource, *, compression_level: int = 3, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Repository:
         """Create an empty repository; encrypted exactly when ``keys`` is configured."""
         _check_level(compression_level)
         if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
-            raise GuardError(f"chunk size {chunk_size}: expected {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes", EXIT_USAGE)
+            raise GuardError(
+                f"chunk size {chunk_size}: expected {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes", EXIT_USAGE
+            )
         storage = open_storage(location)
         if storage.exists(CONFIG):
             raise GuardError(f"a repository already exists at {location}", EXIT_USAGE)
         if not storage.is_empty():
-            raise GuardError(f"{location} is not empty and holds no repository (no config.json): "
-                             "choose a new or empty location", EXIT_USAGE)
+            raise GuardError(
+                f"{location} is not empty and holds no repository (no config.json): choose a new or empty location",
+                EXIT_USAGE,
+            )
         repo_id = secrets.token_hex(16)
         config: dict[str, Any] = {
             "format": FORMAT,
@@ -247,8 +254,13 @@ class Repository:
             master = keys.key
         elif keys.passphrase:
             salt = os.urandom(SALT_SIZE)
-            config["kdf"] = {"algorithm": "scrypt", "salt": base64.b64encode(salt).decode("ascii"),
-                             "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P}
+            config["kdf"] = {
+                "algorithm": "scrypt",
+                "salt": base64.b64encode(salt).decode("ascii"),
+                "n": SCRYPT_N,
+                "r": SCRYPT_R,
+                "p": SCRYPT_P,
+            }
             master = passphrase_key(keys.passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
         if master is not None:
             check = seal_bytes(KEY_CHECK_PLAINTEXT, master, compress=False)
@@ -263,8 +275,9 @@ class Repository:
         return cls(storage, config, master)
 
     @classmethod
-    def open(cls, location: str, keys: KeySource, *, create: bool = False,
-             compression_level: int | None = None) -> Repository:
+    def open(
+        cls, location: str, keys: KeySource, *, create: bool = False, compression_level: int | None = None
+    ) -> Repository:
         """Open the repository at ``location`` (create it when ``create`` and there is none).
         ``compression_level`` overrides the repository's level for what this session writes."""
         if compression_level is not None:
@@ -275,22 +288,30 @@ class Repository:
         except FileNotFoundError:
             if create:
                 return cls.init(location, keys, compression_level=compression_level or 3)
-            raise RepositoryNotFound(f"no backup repository at {location} (`migrate-guard backup` creates it)") from None
+            raise RepositoryNotFound(
+                f"no backup repository at {location} (`migrate-guard backup` creates it)"
+            ) from None
         except OSError as exc:
             raise GuardError(f"{location}: cannot read config.json ({exc.strerror or exc})", EXIT_USAGE) from None
         config = _parse_config(raw, location)
         master: bytes | None = None
         if config["encrypted"]:
             if not keys.configured:
-                raise GuardError(f"repository is encrypted: set MIGRATE_GUARD_KEY or MIGRATE_GUARD_PASSPHRASE "
-                                 f"(or backup.key_file) to open {location}", EXIT_USAGE)
+                raise GuardError(
+                    f"repository is encrypted: set MIGRATE_GUARD_KEY or MIGRATE_GUARD_PASSPHRASE "
+                    f"(or backup.key_file) to open {location}",
+                    EXIT_USAGE,
+                )
             if keys.key is not None:
                 master = keys.key
             else:
                 kdf = config.get("kdf")
                 if not kdf:
-                    raise GuardError(f"repository at {location} uses a key, not a passphrase: set MIGRATE_GUARD_KEY "
-                                     "or backup.key_file", EXIT_USAGE)
+                    raise GuardError(
+                        f"repository at {location} uses a key, not a passphrase: set MIGRATE_GUARD_KEY "
+                        "or backup.key_file",
+                        EXIT_USAGE,
+                    )
                 master = passphrase_key(keys.passphrase or "", *_kdf_params(kdf, location))
             try:
                 check = base64.b64decode(config["key_check"], validate=True)
@@ -300,9 +321,11 @@ class Repository:
             if not matches:
                 raise WrongKey(f"wrong key for the repository at {location}")
         elif keys.configured:
-            raise GuardError(f"repository at {location} is not encrypted: refusing to use a key with it "
-                             "(unset MIGRATE_GUARD_KEY / MIGRATE_GUARD_PASSPHRASE; a repository never mixes both)",
-                             EXIT_USAGE)
+            raise GuardError(
+                f"repository at {location} is not encrypted: refusing to use a key with it "
+                "(unset MIGRATE_GUARD_KEY / MIGRATE_GUARD_PASSPHRASE; a repository never mixes both)",
+                EXIT_USAGE,
+            )
         repo = cls(storage, config, master, compression_level)
         try:
             storage.clean_temp(TEMP_MAX_AGE)
@@ -429,7 +452,9 @@ class Repository:
             raise IntegrityError(f"{name}: cannot read it ({exc})") from None
         actual = blob_id(data, self._id_key)
         if actual != bid:
-            raise IntegrityError(f"{name}: id mismatch (its content is blob {actual[:16]}…: stored under the wrong name)")
+            raise IntegrityError(
+                f"{name}: id mismatch (its content is blob {actual[:16]}…: stored under the wrong name)"
+            )
         return data
 
     def read_stream(self, ref: StreamRef) -> Iterator[bytes]:
@@ -574,8 +599,11 @@ class Repository:
         if not matches:
             raise GuardError(f"no snapshot {snapshot_id} in {self.location}", EXIT_USAGE)
         if len(matches) > 1:
-            raise GuardError(f"snapshot id {snapshot_id} is ambiguous: it matches {', '.join(matches[:5])}"
-                             f"{' …' if len(matches) > 5 else ''}", EXIT_USAGE)
+            raise GuardError(
+                f"snapshot id {snapshot_id} is ambiguous: it matches {', '.join(matches[:5])}"
+                f"{' …' if len(matches) > 5 else ''}",
+                EXIT_USAGE,
+            )
         return matches[0]
 
     def save_manifest(self, manifest: dict[str, Any]) -> None:
@@ -623,7 +651,7 @@ class Repository:
                 note = f"skipped {exc.message}"
                 if note not in self.warnings:
                     self.warnings.append(note)
-        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
         found.sort(key=lambda m: (parse_iso(m.get("created_at")) or epoch, m["id"]))
         return found
 
@@ -739,8 +767,15 @@ class Repository:
             finally:
                 self._lock_depth -= 1
             return
-        mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "user": _user(),
-                           "created_at": _iso(_now(), micro=True), "command": command}).encode("utf-8")
+        mine = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "user": _user(),
+                "created_at": _iso(_now(), micro=True),
+                "command": command,
+            }
+        ).encode("utf-8")
         deadline = time.monotonic() + max(0.0, wait)
         retries = 0
         while not self.storage.create_exclusive(LOCK, mine):
@@ -776,11 +811,15 @@ class Repository:
 
 def _locked_message(location: str, holder: dict[str, Any] | None) -> str:
     if holder is None:
-        return (f"repository {location} is locked (the lock file is being written or unreadable); "
-                f"try again, or delete {LOCK} if no migrate-guard runs")
-    return (f"repository {location} is locked by pid {holder.get('pid')} on {holder.get('host')} "
-            f"(user {holder.get('user')}) since {holder.get('created_at')}, running {holder.get('command')!r}; "
-            f"wait for it, or delete {LOCK} if that process is gone")
+        return (
+            f"repository {location} is locked (the lock file is being written or unreadable); "
+            f"try again, or delete {LOCK} if no migrate-guard runs"
+        )
+    return (
+        f"repository {location} is locked by pid {holder.get('pid')} on {holder.get('host')} "
+        f"(user {holder.get('user')}) since {holder.get('created_at')}, running {holder.get('command')!r}; "
+        f"wait for it, or delete {LOCK} if that process is gone"
+    )
 
 
 def _check_level(level: int) -> None:
@@ -808,8 +847,12 @@ def _parse_config(raw: bytes, location: str) -> dict[str, Any]:
     if not isinstance(chunk, int) or not MIN_CHUNK_SIZE <= chunk <= MAX_CHUNK_SIZE:
         raise bad("has a bad chunk_size")
     compression = config.get("compression")
-    if (not isinstance(compression, dict) or compression.get("algorithm") != "zstd"
-            or not isinstance(compression.get("level"), int) or not 1 <= compression["level"] <= 22):
+    if (
+        not isinstance(compression, dict)
+        or compression.get("algorithm") != "zstd"
+        or not isinstance(compression.get("level"), int)
+        or not 1 <= compression["level"] <= 22
+    ):
         raise bad("has a bad compression setting")
     if config["encrypted"] and not isinstance(config.get("key_check"), str):
         raise bad("has no key_check")

@@ -15,12 +15,13 @@ add up to more than it, the oldest unprotected kept snapshot is removed. With no
 but a ``max_size``, every snapshot starts kept ("within max size") and only the cap removes any.
 An empty policy (nothing set) removes nothing; the caller refuses to prune with it.
 """
+
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from ..errors import UsageError
@@ -81,7 +82,7 @@ _CALENDAR: list[tuple[str, Callable[[datetime], object], Callable[[datetime], st
 def _utc(t: datetime) -> datetime:
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError(f"naive datetime {t.isoformat()}: retention needs timezone-aware times")
-    return t.astimezone(timezone.utc)
+    return t.astimezone(UTC)
 
 
 def plan_prune(
@@ -157,8 +158,14 @@ def plan_prune(
 
 # --- durations and sizes, as written on the command line or in the config --------------------------
 
-_DURATION_UNITS = {"y": timedelta(days=365), "mo": timedelta(days=30), "w": timedelta(weeks=1),
-                   "d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
+_DURATION_UNITS = {
+    "y": timedelta(days=365),
+    "mo": timedelta(days=30),
+    "w": timedelta(weeks=1),
+    "d": timedelta(days=1),
+    "h": timedelta(hours=1),
+    "m": timedelta(minutes=1),
+}
 _DURATION_HELP = "e.g. 90m, 36h, 7d, 2w, 1y6mo3d (y=365d, mo=30d, w=7d, m=minutes; largest unit first)"
 
 

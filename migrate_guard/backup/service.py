@@ -1,4 +1,5 @@
 """The backup use cases: backup, list, verify, restore, prune, forget. The CLI calls these."""
+
 from __future__ import annotations
 
 import getpass
@@ -14,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Project, dialect_family
-from ..times import iso, parse_iso, utcnow  # noqa: F401 - iso/utcnow are this module's API too
-from ..progress import Progress
 from ..errors import ConfigError, GuardError, UsageError
-from .engines.base import DumpResult, Engine, StreamRef, TableDump, engine_for
+from ..progress import Progress
+from ..times import iso, parse_iso, utcnow  # noqa: F401 - iso/utcnow are this module's API too
+from .engines import engine_for
+from .engines.base import DumpResult, Engine, StreamRef, TableDump
 from .repository import KeySource, Repository
+
 
 def parse_time(text: str) -> datetime:
     """ISO 8601 (``2026-11-25T10:00``, ``2026-11-25``; UTC unless an offset is given) or a duration ago (``2h``)."""
@@ -31,7 +34,9 @@ def parse_time(text: str) -> datetime:
     try:
         return utcnow() - parse_duration(value)
     except GuardError:
-        raise UsageError(f"--before {text!r}: expected an ISO 8601 time (2026-11-25T10:00Z) or a duration ago (2h, 3d)") from None
+        raise UsageError(
+            f"--before {text!r}: expected an ISO 8601 time (2026-11-25T10:00Z) or a duration ago (2h, 3d)"
+        ) from None
 
 
 # --- repository and engine ------------------------------------------------------------------------
@@ -89,11 +94,29 @@ def dump_from_manifest(manifest: dict[str, Any]) -> DumpResult:
     return DumpResult(manifest.get("engine", {}), _ref(manifest["schema"]), tables)
 
 
-def _manifest(snapshot_id: str, dump: DumpResult, *, dialect: str, database: str | None, revision: list[str],
-              label: str | None, pinned: bool, encrypted: bool, stored_bytes: int, kind: str) -> dict[str, Any]:
+def _manifest(
+    snapshot_id: str,
+    dump: DumpResult,
+    *,
+    dialect: str,
+    database: str | None,
+    revision: list[str],
+    label: str | None,
+    pinned: bool,
+    encrypted: bool,
+    stored_bytes: int,
+    kind: str,
+) -> dict[str, Any]:
     tables = [
-        {"name": t.name, "schema": t.schema, "rows": t.rows, "bytes": t.stream.bytes, "blobs": t.stream.blobs,
-         "depends_on": t.depends_on, **({"marker": t.marker} if t.marker else {})}
+        {
+            "name": t.name,
+            "schema": t.schema,
+            "rows": t.rows,
+            "bytes": t.stream.bytes,
+            "blobs": t.stream.blobs,
+            "depends_on": t.depends_on,
+            **({"marker": t.marker} if t.marker else {}),
+        }
         for t in dump.tables
     ]
     return {
@@ -157,8 +180,16 @@ def take_snapshot(
 
         dump = engine.dump(write, tables=tables, exclude=exclude, previous=_previous_dumps(repo, engine.dialect))
         manifest = _manifest(
-            snapshot_id, dump, dialect=engine.dialect, database=make_url(url).database, revision=revision,
-            label=label, pinned=pin, encrypted=repo.encrypted, stored_bytes=repo.added_bytes - before, kind=kind,
+            snapshot_id,
+            dump,
+            dialect=engine.dialect,
+            database=make_url(url).database,
+            revision=revision,
+            label=label,
+            pinned=pin,
+            encrypted=repo.encrypted,
+            stored_bytes=repo.added_bytes - before,
+            kind=kind,
         )
         repo.save_manifest(manifest)
     return manifest
@@ -218,7 +249,9 @@ def list_snapshots(project: Project) -> tuple[list[dict[str, Any]], list[str]]:
             "bytes": m.get("bytes", 0),
             "encrypted": m.get("encrypted", False),
             "pinned": m.get("pinned", False),
-            "verified_at": (verified.get(m["id"]) or {}).get("verified_at") if (verified.get(m["id"]) or {}).get("ok") else None,
+            "verified_at": (verified.get(m["id"]) or {}).get("verified_at")
+            if (verified.get(m["id"]) or {}).get("ok")
+            else None,
         }
         for m in manifests
     ], warnings
@@ -236,8 +269,9 @@ class VerifyResult:
     seconds: float = 0.0
 
 
-def verify(project: Project, snapshot_ids: Sequence[str] | None, read_data: bool = False,
-           progress: Progress | None = None) -> list[VerifyResult]:
+def verify(
+    project: Project, snapshot_ids: Sequence[str] | None, read_data: bool = False, progress: Progress | None = None
+) -> list[VerifyResult]:
     """Check every blob of the snapshots (all when None); with read_data, restore each into a scratch
     database and compare per-table row counts with the manifest. Results are recorded in the repository."""
     repo = open_repository(project)
@@ -265,8 +299,13 @@ def verify(project: Project, snapshot_ids: Sequence[str] | None, read_data: bool
     for r in results:
         if r.snapshot == "manifest":
             continue
-        state[r.snapshot] = {"verified_at": iso(utcnow()), "ok": r.ok, "read_data": r.read_data,
-                             "problems": r.problems[:20], "seconds": r.seconds}
+        state[r.snapshot] = {
+            "verified_at": iso(utcnow()),
+            "ok": r.ok,
+            "read_data": r.read_data,
+            "problems": r.problems[:20],
+            "seconds": r.seconds,
+        }
     repo.write_state("verify", state)
     return results
 
@@ -310,7 +349,9 @@ def scratch_database(dialect: str, server_url: str | None) -> Iterator[str]:
         raise ConfigError(f"verify --read-data of a {dialect} snapshot needs a {dialect} server: pass --url")
     base = make_url(server_url)
     if dialect_family(base.get_backend_name()) != dialect_family(dialect):
-        raise ConfigError(f"verify --read-data of a {dialect} snapshot needs a {dialect} server, not {base.get_backend_name()}")
+        raise ConfigError(
+            f"verify --read-data of a {dialect} snapshot needs a {dialect} server, not {base.get_backend_name()}"
+        )
     name = f"mg_verify_{uuid.uuid4().hex[:12]}"
     quote = '"' if dialect == "postgresql" else "`"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
@@ -350,7 +391,9 @@ class RestorePlan:
         return lines
 
 
-def select_snapshot(repo: Repository, snapshot_id: str | None, before: str | None, at_revision: str | None) -> dict[str, Any]:
+def select_snapshot(
+    repo: Repository, snapshot_id: str | None, before: str | None, at_revision: str | None
+) -> dict[str, Any]:
     given = [x for x in (snapshot_id, before, at_revision) if x]
     if len(given) != 1:
         raise UsageError("name exactly one of: a snapshot ID, --before TIME, --at-revision REV")
@@ -363,15 +406,20 @@ def select_snapshot(repo: Repository, snapshot_id: str | None, before: str | Non
         if not chosen:
             raise UsageError(f"no snapshot taken before {iso(limit)}")
         return chosen[-1]
-    chosen = [m for m in manifests if at_revision in (m.get("revision") or []) or
-              any(r.startswith(at_revision or "\0") for r in m.get("revision") or [])]
+    chosen = [
+        m
+        for m in manifests
+        if at_revision in (m.get("revision") or [])
+        or any(r.startswith(at_revision or "\0") for r in m.get("revision") or [])
+    ]
     if not chosen:
         raise UsageError(f"no snapshot taken at revision {at_revision}")
     return chosen[-1]
 
 
-def plan_restore(project: Project, snapshot: dict[str, Any], tables: Sequence[str] | None, to_url: str | None,
-                 pre_snapshot: bool) -> RestorePlan:
+def plan_restore(
+    project: Project, snapshot: dict[str, Any], tables: Sequence[str] | None, to_url: str | None, pre_snapshot: bool
+) -> RestorePlan:
     from sqlalchemy.engine import make_url
 
     target = database_url(project, to_url)
@@ -382,12 +430,16 @@ def plan_restore(project: Project, snapshot: dict[str, Any], tables: Sequence[st
         missing = sorted(wanted - set(known))
         if missing:
             raise UsageError(f"not in snapshot {snapshot['id']}: {', '.join(missing)}")
-        entries = [e for e in entries if e["name"].lower() in wanted or f"{e.get('schema')}.{e['name']}".lower() in wanted]
+        entries = [
+            e for e in entries if e["name"].lower() in wanted or f"{e.get('schema')}.{e['name']}".lower() in wanted
+        ]
     shown = make_url(target).render_as_string(hide_password=True)
     return RestorePlan(snapshot, entries, shown, full=not tables, pre_snapshot=pre_snapshot)
 
 
-def restore(project: Project, plan: RestorePlan, to_url: str | None = None, progress: Progress | None = None) -> dict[str, Any] | None:
+def restore(
+    project: Project, plan: RestorePlan, to_url: str | None = None, progress: Progress | None = None
+) -> dict[str, Any] | None:
     """Carry out a plan: pre-snapshot, restore, stamp. Returns the pre-snapshot's manifest, if one was taken.
 
     Every blob is checked before anything is committed. With a pre-snapshot the check comes first (a
@@ -401,7 +453,9 @@ def restore(project: Project, plan: RestorePlan, to_url: str | None = None, prog
     engine = database_engine(target)
     snapshot_dialect = plan.snapshot.get("dialect")
     if dialect_family(engine.dialect) != dialect_family(snapshot_dialect or ""):
-        raise UsageError(f"snapshot {plan.snapshot['id']} is a {snapshot_dialect} snapshot; the target is {engine.dialect}")
+        raise UsageError(
+            f"snapshot {plan.snapshot['id']} is a {snapshot_dialect} snapshot; the target is {engine.dialect}"
+        )
     repo = open_repository(project)
     progress = progress or Progress()
     pre = None
@@ -412,18 +466,31 @@ def restore(project: Project, plan: RestorePlan, to_url: str | None = None, prog
         progress.step(f"checking snapshot {plan.snapshot['id']}")
         _raise_if_damaged(plan, _damage(repo, plan))
         progress.step("taking a snapshot of the current state")
-        pre = take_snapshot(project, url=target, label=f"before restore of {plan.snapshot['id']}", kind="pre-restore",
-                            repo=repo, progress=progress)
+        pre = take_snapshot(
+            project,
+            url=target,
+            label=f"before restore of {plan.snapshot['id']}",
+            kind="pre-restore",
+            repo=repo,
+            progress=progress,
+        )
     dump = dump_from_manifest(plan.snapshot)
-    with repo.lock(f"restore {plan.snapshot['id']}"), ThreadPoolExecutor(1, thread_name_prefix="migrate-guard-check") as pool:
+    with (
+        repo.lock(f"restore {plan.snapshot['id']}"),
+        ThreadPoolExecutor(1, thread_name_prefix="migrate-guard-check") as pool,
+    ):
         checking = pool.submit(lambda: None if taking_pre_snapshot else _damage(repo, plan))
         progress.step(f"restoring snapshot {plan.snapshot['id']}")
         progress.set_total(plan.snapshot["schema"]["bytes"] + sum(t["bytes"] for t in plan.tables))
         names = [f"{t['schema']}.{t['name']}" if t.get("schema") else t["name"] for t in plan.tables]
         try:
             with reviewed_environment(engine.dialect):  # confirmed, with a pre-snapshot: past the protection
-                engine.restore(dump, lambda ref: progress.counted(repo.read_stream(ref)), tables=None if plan.full else names,
-                               before_commit=lambda: _raise_if_damaged(plan, checking.result()))
+                engine.restore(
+                    dump,
+                    lambda ref: progress.counted(repo.read_stream(ref)),
+                    tables=None if plan.full else names,
+                    before_commit=lambda: _raise_if_damaged(plan, checking.result()),
+                )
         except GuardError:
             _raise_if_damaged(plan, checking.result())  # the check names the blob better than a failed read does
             raise
@@ -436,8 +503,12 @@ def _is_missing_sqlite_file(url: str) -> bool:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    return parsed.get_backend_name() == "sqlite" and bool(parsed.database) and parsed.database != ":memory:" \
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and bool(parsed.database)
+        and parsed.database != ":memory:"
         and not Path(parsed.database).exists()
+    )
 
 
 def _damage(repo: Repository, plan: RestorePlan) -> str | None:
@@ -500,8 +571,13 @@ def prune(project: Project, overrides: dict[str, Any], dry_run: bool = False) ->
     current = tuple(current_revision(project, url)) if url else ()
     manifests = repo.manifests()
     infos = [
-        SnapshotInfo(m["id"], parse_iso(m["created_at"]), int(m.get("stored_bytes", 0)),
-                     bool(m.get("pinned")), tuple(m.get("revision") or ()))
+        SnapshotInfo(
+            m["id"],
+            parse_iso(m["created_at"]),
+            int(m.get("stored_bytes", 0)),
+            bool(m.get("pinned")),
+            tuple(m.get("revision") or ()),
+        )
         for m in manifests
     ]
     plan = plan_prune(infos, policy, now=utcnow(), current_revision=current)

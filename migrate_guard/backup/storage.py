@@ -3,6 +3,7 @@
 Paths are relative to the repository root, ``/``-separated. The repository needs only these few
 operations; everything about the format lives in ``repository.py``.
 """
+
 from __future__ import annotations
 
 import os
@@ -282,8 +283,9 @@ class FsspecStorage(Storage):
         try:
             self.fs, root = fsspec.core.url_to_fs(url)
         except ImportError as exc:
-            raise GuardError(f"{url}: a package this URL needs is missing ({exc}); pip install fsspec s3fs",
-                             EXIT_USAGE) from None
+            raise GuardError(
+                f"{url}: a package this URL needs is missing ({exc}); pip install fsspec s3fs", EXIT_USAGE
+            ) from None
         except (ValueError, OSError) as exc:
             raise GuardError(f"{url}: cannot open this location ({exc})", EXIT_USAGE) from None
         self.root = root.rstrip("/")
@@ -296,7 +298,7 @@ class FsspecStorage(Storage):
     def _rel(self, full: str) -> str:
         full = self.fs._strip_protocol(full)
         root = self.fs._strip_protocol(self.root).rstrip("/")
-        return full[len(root):].lstrip("/") if full.startswith(root) else full
+        return full[len(root) :].lstrip("/") if full.startswith(root) else full
 
     def write_atomic(self, path: str, chunks: Iterable[bytes]) -> int:
         data = b"".join(bytes(c) for c in chunks)
@@ -360,7 +362,7 @@ class FsspecStorage(Storage):
             def pieces() -> Iterator[bytes]:
                 view = memoryview(data)
                 for start in range(0, len(view), READ_SIZE):
-                    yield bytes(view[start:start + READ_SIZE])
+                    yield bytes(view[start : start + READ_SIZE])
 
             return pieces()
         f = self.fs.open(full, "rb")

@@ -5,6 +5,7 @@ is remembered in a small JSON file beside the project (``.migrate-guard/alerts.j
 backup repository: the repository may be exactly what is broken. Sending never raises: every
 problem comes back as one line, so an alert failure can never hide the failure it reports.
 """
+
 from __future__ import annotations
 
 import json
@@ -171,11 +172,15 @@ def _post(hook: WebhookSettings, payload: dict[str, Any]) -> str:
     url = webhook_url(hook)
     if hook.format == "slack":
         icon = _ICON.get(payload["severity"], "")
-        body: dict[str, Any] = {"text": f"{icon} *{payload['title']}*\n{payload['message']}\n_{payload['host']}: {payload['project']}_".strip()}
+        body: dict[str, Any] = {
+            "text": f"{icon} *{payload['title']}*\n{payload['message']}\n_{payload['host']}: {payload['project']}_".strip()
+        }
     else:
         body = payload
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode("utf-8"), method="POST",
+        url,
+        data=json.dumps(body).encode("utf-8"),
+        method="POST",
         headers={"Content-Type": "application/json", "User-Agent": f"migrate-guard/{__version__}"},
     )
     try:
@@ -186,7 +191,7 @@ def _post(hook: WebhookSettings, payload: dict[str, Any]) -> str:
     except urllib.error.URLError as exc:
         reason = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
         raise RuntimeError(f"cannot reach {_shown(url)} ({reason})") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise RuntimeError(f"{_shown(url)} did not answer within {hook.timeout:g}s") from None
     except OSError as exc:
         raise RuntimeError(f"cannot reach {_shown(url)} ({exc.strerror or exc})") from None
@@ -239,7 +244,7 @@ def _mail(mail: EmailSettings, payload: dict[str, Any]) -> str:
         raise RuntimeError(f"SMTP server {where} refused: {exc.smtp_code} {' '.join(text.split())}") from None
     except (smtplib.SMTPException, ssl.SSLError) as exc:
         raise RuntimeError(f"SMTP server {where}: {_reason(exc)}") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise RuntimeError(f"SMTP server {where} did not answer within {mail.timeout:g}s") from None
     except OSError as exc:
         raise RuntimeError(f"cannot connect to SMTP server {where} ({exc.strerror or exc})") from None
@@ -262,22 +267,60 @@ def _told(outcome: Outcome, warn: Warn | None) -> Outcome:
 def status_alert(project: Project, status: Any, warn: Warn | None = None) -> Outcome:
     """An unhealthy status alerts once per set of critical checks; a healthy one after an alert says so."""
     if not project.settings.alerts.configured:
-        return _told(Outcome(problems=["--alert: no alert channel is configured ([alerts.webhook] or [alerts.email])"]), warn)
+        return _told(
+            Outcome(problems=["--alert: no alert channel is configured ([alerts.webhook] or [alerts.email])"]), warn
+        )
     if status.healthy:
         if not resolve(project, "status:"):
             return Outcome()
-        return _told(deliver(project, Alert("status:resolved", "resolved", "ok", "migrate-guard is healthy again",
-                                            "every status check passes again", {"figures": status.figures})), warn)
+        return _told(
+            deliver(
+                project,
+                Alert(
+                    "status:resolved",
+                    "resolved",
+                    "ok",
+                    "migrate-guard is healthy again",
+                    "every status check passes again",
+                    {"figures": status.figures},
+                ),
+            ),
+            warn,
+        )
     critical = status.critical
     key = "status:" + ",".join(sorted(c.name for c in critical))
     message = "\n".join(f"{c.name}: {c.message}" for c in critical)
-    return _told(send(project, Alert(key, "unhealthy", "critical", f"migrate-guard is unhealthy: {', '.join(c.name for c in critical)}",
-                                     message, {"checks": [c.__dict__ for c in status.checks], "figures": status.figures})), warn)
+    return _told(
+        send(
+            project,
+            Alert(
+                key,
+                "unhealthy",
+                "critical",
+                f"migrate-guard is unhealthy: {', '.join(c.name for c in critical)}",
+                message,
+                {"checks": [c.__dict__ for c in status.checks], "figures": status.figures},
+            ),
+        ),
+        warn,
+    )
 
 
 def backup_failed(project: Project, error: str, warn: Warn | None = None) -> Outcome:
-    return _told(send(project, Alert("backup-failed", "backup-failed", "critical", "backup failed", error,
-                                     {"repository": service.repository_location(project)})), warn)
+    return _told(
+        send(
+            project,
+            Alert(
+                "backup-failed",
+                "backup-failed",
+                "critical",
+                "backup failed",
+                error,
+                {"repository": service.repository_location(project)},
+            ),
+        ),
+        warn,
+    )
 
 
 def backup_succeeded(project: Project) -> None:
@@ -286,25 +329,60 @@ def backup_succeeded(project: Project) -> None:
 
 def verify_failed(project: Project, damaged: dict[str, list[str]], warn: Warn | None = None) -> Outcome:
     """``damaged``: snapshot id -> its problems (one line each)."""
-    message = "\n".join(f"snapshot {sid}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-                        for sid, problems in damaged.items())
-    return _told(send(project, Alert("verify-failed:" + ",".join(sorted(damaged)), "verify-failed", "critical",
-                                     f"verify found {len(damaged)} damaged snapshot{'s' if len(damaged) != 1 else ''}",
-                                     message, {"snapshots": damaged})), warn)
+    message = "\n".join(
+        f"snapshot {sid}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        for sid, problems in damaged.items()
+    )
+    return _told(
+        send(
+            project,
+            Alert(
+                "verify-failed:" + ",".join(sorted(damaged)),
+                "verify-failed",
+                "critical",
+                f"verify found {len(damaged)} damaged snapshot{'s' if len(damaged) != 1 else ''}",
+                message,
+                {"snapshots": damaged},
+            ),
+        ),
+        warn,
+    )
 
 
-def migrate_safe_failed(project: Project, exit_code: int, message: str, snapshot: str | None,
-                        warn: Warn | None = None) -> Outcome:
+def migrate_safe_failed(
+    project: Project, exit_code: int, message: str, snapshot: str | None, warn: Warn | None = None
+) -> Outcome:
     restored = exit_code == 1
     event = "migrate-safe-failed" if restored else "migrate-safe-not-restored"
     title = "migrate-safe failed and was restored" if restored else "migrate-safe failed and was NOT restored"
-    return _told(send(project, Alert(f"{event}:{message}", event, "warning" if restored else "critical", title, message,
-                                     {"exit_code": exit_code, "snapshot": snapshot})), warn)
+    return _told(
+        send(
+            project,
+            Alert(
+                f"{event}:{message}",
+                event,
+                "warning" if restored else "critical",
+                title,
+                message,
+                {"exit_code": exit_code, "snapshot": snapshot},
+            ),
+        ),
+        warn,
+    )
 
 
 def send_test(project: Project) -> Outcome:
     if not project.settings.alerts.configured:
         source = project.settings.source.name if project.settings.source else "migrate-guard.toml"
         raise ConfigError(f"{source}: no alert channel configured: add [alerts.webhook] or [alerts.email]")
-    return send(project, Alert("test", "test", "ok", "test alert",
-                               "migrate-guard can reach you: this is the test `migrate-guard alert test` sends"), force=True)
+    return send(
+        project,
+        Alert(
+            "test",
+            "test",
+            "ok",
+            "test alert",
+            "migrate-guard can reach you: this is the test `migrate-guard alert test` sends",
+        ),
+        force=True,
+    )

@@ -1,12 +1,13 @@
 """`report --html FILE`: one self-contained HTML page (inline CSS, script and SVG; a Content-Security-Policy
 that forbids every fetch) with the status, the snapshots over time, verify results, the guarded runs
 and the current findings. The figures are those `status --format json` gives, verbatim."""
+
 from __future__ import annotations
 
 import html
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import __version__
@@ -42,20 +43,22 @@ def build(project: Project) -> Built:
     except IntegrityError:
         runs = []
     findings, findings_note = _findings(project)
-    body = "\n".join([
-        _header(project, status),
-        _figures(status),
-        _checks(status),
-        _snapshots(manifests, verified),
-        _verify(manifests, verified),
-        _runs(runs),
-        _findings_section(findings, findings_note),
-    ])
+    body = "\n".join(
+        [
+            _header(project, status),
+            _figures(status),
+            _checks(status),
+            _snapshots(manifests, verified),
+            _verify(manifests, verified),
+            _runs(runs),
+            _findings_section(findings, findings_note),
+        ]
+    )
     return Built(_page(f"migrate-guard status: {project.root.name}", body, status), status, manifests, runs)
 
 
 def _findings(project: Project) -> tuple[list[dict[str, Any]], str]:
-    from ..check import CheckOptions, run_check
+    from ..analysis.check import CheckOptions, run_check
 
     try:
         report = run_check(project, CheckOptions())
@@ -85,9 +88,11 @@ def _table(headers: list[str], rows: list[list[str]], empty: str, cls: str = "")
 
 def _header(project: Project, status: Status) -> str:
     badge = "healthy" if status.healthy else "unhealthy"
-    return (f'<header><h1>migrate-guard <span class="badge {badge}" id="health">{badge.upper()}</span></h1>'
-            f'<p>project <code>{e(project.root)}</code> &middot; repository <code>{e(status.repository)}</code> '
-            f'&middot; checked {_time(status.checked_at)} UTC &middot; migrate-guard {e(__version__)}</p></header>')
+    return (
+        f'<header><h1>migrate-guard <span class="badge {badge}" id="health">{badge.upper()}</span></h1>'
+        f"<p>project <code>{e(project.root)}</code> &middot; repository <code>{e(status.repository)}</code> "
+        f"&middot; checked {_time(status.checked_at)} UTC &middot; migrate-guard {e(__version__)}</p></header>"
+    )
 
 
 def _figure_text(name: str, value: Any) -> str:
@@ -100,14 +105,18 @@ def _figure_text(name: str, value: Any) -> str:
 
 
 def _figures(status: Status) -> str:
-    rows = [[f"<code>{e(k)}</code>", f'<span data-figure="{e(k)}">{_figure_text(k, v)}</span>']
-            for k, v in status.figures.items()]
+    rows = [
+        [f"<code>{e(k)}</code>", f'<span data-figure="{e(k)}">{_figure_text(k, v)}</span>']
+        for k, v in status.figures.items()
+    ]
     return "<section><h2>Figures</h2>" + _table(["figure", "value"], rows, "no figures", "figures") + "</section>"
 
 
 def _checks(status: Status) -> str:
-    rows = [[f'<span class="level {e(c.level)}">{e(c.level)}</span>', f"<code>{e(c.name)}</code>", e(c.message)]
-            for c in status.checks]
+    rows = [
+        [f'<span class="level {e(c.level)}">{e(c.level)}</span>', f"<code>{e(c.name)}</code>", e(c.message)]
+        for c in status.checks
+    ]
     return "<section><h2>Checks</h2>" + _table(["level", "check", "detail"], rows, "no checks") + "</section>"
 
 
@@ -116,12 +125,25 @@ def _snapshots(manifests: list[dict[str, Any]], verified: dict[str, Any]) -> str
     for m in reversed(manifests):
         v = verified.get(m["id"]) if isinstance(verified.get(m["id"]), dict) else None
         state = "-" if v is None else ("ok" if v.get("ok") else "FAILED")
-        rows.append([f"<code>{e(m['id'])}</code>", _time(m.get("created_at")), e(m.get("kind")), e(m.get("label") or ""),
-                     e(",".join(m.get("revision") or []) or "base"), e(len(m.get("tables", []))), e(m.get("rows", 0)),
-                     f'{e(m.get("bytes", 0))} <small>({e(human_bytes(int(m.get("bytes", 0))))})</small>',
-                     e(human_bytes(int(m.get("stored_bytes", 0)))), e(state)])
-    table = _table(["id", "created (UTC)", "kind", "label", "revision", "tables", "rows", "data bytes", "added", "verify"],
-                   rows, "no snapshots yet")
+        rows.append(
+            [
+                f"<code>{e(m['id'])}</code>",
+                _time(m.get("created_at")),
+                e(m.get("kind")),
+                e(m.get("label") or ""),
+                e(",".join(m.get("revision") or []) or "base"),
+                e(len(m.get("tables", []))),
+                e(m.get("rows", 0)),
+                f"{e(m.get('bytes', 0))} <small>({e(human_bytes(int(m.get('bytes', 0))))})</small>",
+                e(human_bytes(int(m.get("stored_bytes", 0)))),
+                e(state),
+            ]
+        )
+    table = _table(
+        ["id", "created (UTC)", "kind", "label", "revision", "tables", "rows", "data bytes", "added", "verify"],
+        rows,
+        "no snapshots yet",
+    )
     return f"<section><h2>Snapshots</h2>{_plot(manifests)}{table}</section>"
 
 
@@ -145,64 +167,121 @@ def _plot(manifests: list[dict[str, Any]]) -> str:
     def y(v: float) -> float:
         return top + (height - top - bottom) * (1 - v / top_value)
 
-    parts = [f'<svg id="size-plot" role="img" aria-label="snapshot sizes over time" viewBox="0 0 {width} {height}" '
-             f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg id="size-plot" role="img" aria-label="snapshot sizes over time" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
     for frac in (0, 0.5, 1):
         ty = y(top_value * frac)
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{ty:.1f}" y2="{ty:.1f}" class="grid"/>'
-                     f'<text x="{left - 6}" y="{ty + 4:.1f}" text-anchor="end">{e(human_bytes(int(top_value * frac)))}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{ty:.1f}" y2="{ty:.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{ty + 4:.1f}" text-anchor="end">{e(human_bytes(int(top_value * frac)))}</text>'
+        )
     for t, anchor in ((t0, "start"), (t1, "end")) if t1 > t0 else ((t0, "middle"),):
-        label = datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        label = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
         parts.append(f'<text x="{x(t):.1f}" y="{height - 12}" text-anchor="{anchor}">{e(label)}</text>')
     for index, cls in ((1, "data"), (2, "added")):
         line = " ".join(f"{x(p[0]):.1f},{y(p[index]):.1f}" for p in points)
         parts.append(f'<polyline class="{cls}" points="{line}"/>')
         for p in points:
-            parts.append(f'<circle class="{cls}" cx="{x(p[0]):.1f}" cy="{y(p[index]):.1f}" r="3.5">'
-                         f'<title>{e(p[3]["id"])} {e(p[3]["created_at"])}: {e(human_bytes(p[index]))} '
-                         f'{"of data" if index == 1 else "added"}</title></circle>')
+            parts.append(
+                f'<circle class="{cls}" cx="{x(p[0]):.1f}" cy="{y(p[index]):.1f}" r="3.5">'
+                f"<title>{e(p[3]['id'])} {e(p[3]['created_at'])}: {e(human_bytes(p[index]))} "
+                f"{'of data' if index == 1 else 'added'}</title></circle>"
+            )
     parts.append("</svg>")
-    legend = ('<p class="legend"><span class="key data"></span> data size of the snapshot '
-              '<span class="key added"></span> bytes it added to the repository</p>')
+    legend = (
+        '<p class="legend"><span class="key data"></span> data size of the snapshot '
+        '<span class="key added"></span> bytes it added to the repository</p>'
+    )
     return "".join(parts) + legend
 
 
 def _verify(manifests: list[dict[str, Any]], verified: dict[str, Any]) -> str:
     known = {m["id"] for m in manifests}
-    records = sorted(((sid, r) for sid, r in verified.items() if isinstance(r, dict)),
-                     key=lambda item: str(item[1].get("verified_at", "")), reverse=True)
-    rows = [[f"<code>{e(sid)}</code>" + ("" if sid in known else " <small>(removed)</small>"), _time(r.get("verified_at")),
-             f'<span class="level {"ok" if r.get("ok") else "critical"}">{"ok" if r.get("ok") else "FAILED"}</span>',
-             "yes" if r.get("read_data") else "no", e(r.get("seconds")), e("; ".join(r.get("problems") or []))]
-            for sid, r in records]
-    return "<section><h2>Verify results</h2>" + _table(
-        ["snapshot", "verified (UTC)", "result", "data restored", "seconds", "problems"], rows, "no verify has run yet") + "</section>"
+    records = sorted(
+        ((sid, r) for sid, r in verified.items() if isinstance(r, dict)),
+        key=lambda item: str(item[1].get("verified_at", "")),
+        reverse=True,
+    )
+    rows = [
+        [
+            f"<code>{e(sid)}</code>" + ("" if sid in known else " <small>(removed)</small>"),
+            _time(r.get("verified_at")),
+            f'<span class="level {"ok" if r.get("ok") else "critical"}">{"ok" if r.get("ok") else "FAILED"}</span>',
+            "yes" if r.get("read_data") else "no",
+            e(r.get("seconds")),
+            e("; ".join(r.get("problems") or [])),
+        ]
+        for sid, r in records
+    ]
+    return (
+        "<section><h2>Verify results</h2>"
+        + _table(
+            ["snapshot", "verified (UTC)", "result", "data restored", "seconds", "problems"],
+            rows,
+            "no verify has run yet",
+        )
+        + "</section>"
+    )
 
 
 def _runs(runs: list[dict[str, Any]]) -> str:
     rows = []
     for r in reversed(runs):
         state = r.get("state")
-        level = "ok" if state in ("succeeded", "recovered") else CRITICAL if state in ("not-restored", "started") else WARNING
+        level = (
+            "ok"
+            if state in ("succeeded", "recovered")
+            else CRITICAL
+            if state in ("not-restored", "started")
+            else WARNING
+        )
         to = r.get("to")
-        rows.append([f"<code>{e(r.get('run'))}</code>", _time(r.get("started_at")), e(f"{r.get('user')}@{r.get('host')}"),
-                     e(r.get("direction", "upgrade")), e(f"{','.join(r.get('from') or []) or 'base'} -> "
-                                                         f"{to if isinstance(to, str) else ','.join(to or []) or 'base'}"),
-                     f'<span class="level {level}">{e(state)}</span>', e(r.get("snapshot") or "-"), e(r.get("seconds", "")),
-                     e(r.get("error") or "")])
-    return "<section><h2>Guarded runs (migrate-safe)</h2>" + _table(
-        ["run", "started (UTC)", "by", "direction", "from -> to", "outcome", "snapshot", "seconds", "error"], rows,
-        "no migrate-safe run yet") + "</section>"
+        rows.append(
+            [
+                f"<code>{e(r.get('run'))}</code>",
+                _time(r.get("started_at")),
+                e(f"{r.get('user')}@{r.get('host')}"),
+                e(r.get("direction", "upgrade")),
+                e(
+                    f"{','.join(r.get('from') or []) or 'base'} -> "
+                    f"{to if isinstance(to, str) else ','.join(to or []) or 'base'}"
+                ),
+                f'<span class="level {level}">{e(state)}</span>',
+                e(r.get("snapshot") or "-"),
+                e(r.get("seconds", "")),
+                e(r.get("error") or ""),
+            ]
+        )
+    return (
+        "<section><h2>Guarded runs (migrate-safe)</h2>"
+        + _table(
+            ["run", "started (UTC)", "by", "direction", "from -> to", "outcome", "snapshot", "seconds", "error"],
+            rows,
+            "no migrate-safe run yet",
+        )
+        + "</section>"
+    )
 
 
 def _findings_section(findings: list[dict[str, Any]], note: str) -> str:
-    rows = [[f'<span class="level {"critical" if f["severity"] == "error" else "warning" if f["severity"] == "warning" else "ok"}">'
-             f'{e(f["severity"])}</span>' + (" <small>(allowed)</small>" if f["allowed"] else ""),
-             f"<code>{e(f['rule'])}</code>", e(f.get("revision")), e(".".join(x for x in (f.get("table"), f.get("column")) if x)),
-             e(f["message"])] for f in findings]
-    return (f'<section><h2>Current findings</h2><p class="note">{e(note)}</p>'
-            + _table(["severity", "rule", "revision", "target", "message"], rows, "no findings in the pending revisions")
-            + "</section>")
+    rows = [
+        [
+            f'<span class="level {"critical" if f["severity"] == "error" else "warning" if f["severity"] == "warning" else "ok"}">'
+            f"{e(f['severity'])}</span>" + (" <small>(allowed)</small>" if f["allowed"] else ""),
+            f"<code>{e(f['rule'])}</code>",
+            e(f.get("revision")),
+            e(".".join(x for x in (f.get("table"), f.get("column")) if x)),
+            e(f["message"]),
+        ]
+        for f in findings
+    ]
+    return (
+        f'<section><h2>Current findings</h2><p class="note">{e(note)}</p>'
+        + _table(["severity", "rule", "revision", "target", "message"], rows, "no findings in the pending revisions")
+        + "</section>"
+    )
 
 
 _CSS = """

@@ -1,5 +1,6 @@
 """Scheduling without a daemon: `backup --if-older-than D` takes a snapshot only when the newest one
 (with the same label, when one is given) is older than D, so a cron line every few minutes is idempotent."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from ..backup.repository import RepositoryLocked
 from ..backup.retention import parse_duration
 from ..config import Project
 from ..errors import GuardError
-from .status import _ago, _age, backup_snapshots
+from .status import _age, _ago, backup_snapshots
 
 
 @dataclass
@@ -20,12 +21,16 @@ class Skipped:
     reason: str
 
 
-def backup(project: Project, *, if_older_than: str | None, warn: Callable[[str], None], **snapshot: Any) -> dict[str, Any] | Skipped:
+def backup(
+    project: Project, *, if_older_than: str | None, warn: Callable[[str], None], **snapshot: Any
+) -> dict[str, Any] | Skipped:
     """`backup`: take a snapshot (only when the newest is older than ``if_older_than``, when given); a
     failure alerts through [alerts] and is raised unchanged, whether or not the alert went out."""
     from . import alerts
 
-    older_than = parse_duration(if_older_than) if if_older_than else None  # a bad duration is a usage error, not an alert
+    older_than = (
+        parse_duration(if_older_than) if if_older_than else None
+    )  # a bad duration is a usage error, not an alert
 
     def take(repo: Any = None) -> dict[str, Any]:
         return service.take_snapshot(project, repo=repo, **snapshot)
@@ -40,8 +45,9 @@ def backup(project: Project, *, if_older_than: str | None, warn: Callable[[str],
     return result
 
 
-def backup_if_older(project: Project, older_than: timedelta, label: str | None,
-                    take: Callable[[Any], dict[str, Any]]) -> dict[str, Any] | Skipped:
+def backup_if_older(
+    project: Project, older_than: timedelta, label: str | None, take: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any] | Skipped:
     """Call ``take(repo)`` under the repository lock unless a recent enough snapshot exists. The check
     is made under that lock, so two cron runs at once never both take one."""
     repo = service.open_repository(project, create=True)
@@ -63,5 +69,8 @@ def _recent(repo: Any, older_than: timedelta, label: str | None) -> Skipped | No
     age = _age(newest["created_at"], service.utcnow())
     if age is None or age >= older_than.total_seconds():
         return None
-    return Skipped(f"skipped: snapshot {newest['id']}" + (f" ({label})" if label else "")
-                   + f" is {_ago(age)} old, newer than {_ago(int(older_than.total_seconds()))}")
+    return Skipped(
+        f"skipped: snapshot {newest['id']}"
+        + (f" ({label})" if label else "")
+        + f" is {_ago(age)} old, newer than {_ago(int(older_than.total_seconds()))}"
+    )

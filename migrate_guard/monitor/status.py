@@ -8,12 +8,13 @@ an unfinished migrate-safe run; the database not answering; more pending revisio
 ``max_pending`` (when set). Warnings: disk at ``disk_warning`` %, the last migrate-safe run failed
 but was restored, pending revisions. Unknown: free space of a remote repository.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +83,31 @@ def _ago(seconds: int) -> str:
 
 def backup_snapshots(manifests: list[dict[str, Any]], label: str | None = None) -> list[dict[str, Any]]:
     """The snapshots `backup` took (oldest first), optionally only those with ``label``."""
-    return [m for m in manifests if m.get("kind", "manual") in BACKUP_KINDS and (label is None or m.get("label") == label)]
+    return [
+        m for m in manifests if m.get("kind", "manual") in BACKUP_KINDS and (label is None or m.get("label") == label)
+    ]
 
 
 FIGURES = (
-    "snapshots", "last_snapshot_id", "last_snapshot_at", "last_snapshot_age_seconds", "repository_bytes",
-    "disk_total_bytes", "disk_free_bytes", "disk_used_percent", "last_verify_at", "last_verify_age_seconds",
-    "last_verify_ok", "verify_failed_snapshots", "last_run", "last_run_state", "last_run_at", "unfinished_runs",
-    "database_up", "database_revision", "pending_revisions",
+    "snapshots",
+    "last_snapshot_id",
+    "last_snapshot_at",
+    "last_snapshot_age_seconds",
+    "repository_bytes",
+    "disk_total_bytes",
+    "disk_free_bytes",
+    "disk_used_percent",
+    "last_verify_at",
+    "last_verify_age_seconds",
+    "last_verify_ok",
+    "verify_failed_snapshots",
+    "last_run",
+    "last_run_state",
+    "last_run_at",
+    "unfinished_runs",
+    "database_up",
+    "database_revision",
+    "pending_revisions",
 )
 
 
@@ -127,12 +145,22 @@ def _check_repository(status: Status, repo: Any, cfg: Any) -> list[dict[str, Any
     if damaged:
         status.add("repository", CRITICAL, f"{len(damaged)} snapshot manifest(s) cannot be read: {damaged[0]}")
     else:
-        status.add("repository", OK, f"{repo.location}: {len(manifests)} snapshots" + (", encrypted" if repo.encrypted else ""))
+        status.add(
+            "repository", OK, f"{repo.location}: {len(manifests)} snapshots" + (", encrypted" if repo.encrypted else "")
+        )
     if cfg.max_size is not None and size > cfg.max_size:
-        status.add("repository_size", CRITICAL, f"{human_bytes(size)} ({size} bytes), over max_size {human_bytes(cfg.max_size)}")
+        status.add(
+            "repository_size",
+            CRITICAL,
+            f"{human_bytes(size)} ({size} bytes), over max_size {human_bytes(cfg.max_size)}",
+        )
     else:
-        status.add("repository_size", OK, f"{human_bytes(size)} ({size} bytes)"
-                   + (f" of max_size {human_bytes(cfg.max_size)}" if cfg.max_size is not None else ""))
+        status.add(
+            "repository_size",
+            OK,
+            f"{human_bytes(size)} ({size} bytes)"
+            + (f" of max_size {human_bytes(cfg.max_size)}" if cfg.max_size is not None else ""),
+        )
     return manifests
 
 
@@ -140,14 +168,19 @@ def _check_snapshots(status: Status, manifests: list[dict[str, Any]], cfg: Any, 
     backups = backup_snapshots(manifests)
     limit = f" (max_age {format_duration(cfg.max_age)})" if cfg.max_age else ""
     if not backups:
-        status.add("snapshot_age", CRITICAL if cfg.max_age else OK, "no backup snapshot yet (run `migrate-guard backup`)")
+        status.add(
+            "snapshot_age", CRITICAL if cfg.max_age else OK, "no backup snapshot yet (run `migrate-guard backup`)"
+        )
         return
     newest = backups[-1]
     age = _age(newest["created_at"], now) or 0
-    status.figures.update(last_snapshot_id=newest["id"], last_snapshot_at=newest["created_at"], last_snapshot_age_seconds=age)
+    status.figures.update(
+        last_snapshot_id=newest["id"], last_snapshot_at=newest["created_at"], last_snapshot_age_seconds=age
+    )
     too_old = cfg.max_age is not None and age > cfg.max_age.total_seconds()
-    status.add("snapshot_age", CRITICAL if too_old else OK,
-               f"newest backup snapshot {newest['id']} is {_ago(age)} old{limit}")
+    status.add(
+        "snapshot_age", CRITICAL if too_old else OK, f"newest backup snapshot {newest['id']} is {_ago(age)} old{limit}"
+    )
 
 
 def _check_verify(status: Status, repo: Any, manifests: list[dict[str, Any]], cfg: Any, now: datetime) -> None:
@@ -159,22 +192,40 @@ def _check_verify(status: Status, repo: Any, manifests: list[dict[str, Any]], cf
         status.add("verify", WARNING, f"past verify results cannot be read: {exc.message}")
         return
     records = {m["id"]: state[m["id"]] for m in manifests if isinstance(state.get(m["id"]), dict)}
-    failed = sorted((sid for sid, r in records.items() if not r.get("ok")), key=lambda s: records[s].get("verified_at", ""))
+    failed = sorted(
+        (sid for sid, r in records.items() if not r.get("ok")), key=lambda s: records[s].get("verified_at", "")
+    )
     times = [r["verified_at"] for r in records.values() if r.get("verified_at")]
-    last = max(times, key=lambda t: parse_iso(t) or datetime.min.replace(tzinfo=timezone.utc)) if times else None
+    last = max(times, key=lambda t: parse_iso(t) or datetime.min.replace(tzinfo=UTC)) if times else None
     age = _age(last, now) if last else None
-    status.figures.update(last_verify_at=last, last_verify_age_seconds=age, verify_failed_snapshots=failed,
-                          last_verify_ok=(not failed) if records else None)
+    status.figures.update(
+        last_verify_at=last,
+        last_verify_age_seconds=age,
+        verify_failed_snapshots=failed,
+        last_verify_ok=(not failed) if records else None,
+    )
     if failed:
         problems = records[failed[-1]].get("problems") or ["damaged"]
-        status.add("verify", CRITICAL, f"{len(failed)} snapshot(s) failed their latest verify: {failed[-1]} "
-                   f"({problems[0]}) at {records[failed[-1]].get('verified_at')}")
+        status.add(
+            "verify",
+            CRITICAL,
+            f"{len(failed)} snapshot(s) failed their latest verify: {failed[-1]} "
+            f"({problems[0]}) at {records[failed[-1]].get('verified_at')}",
+        )
     elif not manifests:
         status.add("verify", OK, "no snapshot to verify")
     elif last is None:
-        status.add("verify", CRITICAL if cfg.verify_max_age else WARNING, "no snapshot was ever verified (run `migrate-guard verify --all`)")
+        status.add(
+            "verify",
+            CRITICAL if cfg.verify_max_age else WARNING,
+            "no snapshot was ever verified (run `migrate-guard verify --all`)",
+        )
     elif cfg.verify_max_age is not None and age is not None and age > cfg.verify_max_age.total_seconds():
-        status.add("verify", CRITICAL, f"last verify was {_ago(age)} ago (verify_max_age {format_duration(cfg.verify_max_age)})")
+        status.add(
+            "verify",
+            CRITICAL,
+            f"last verify was {_ago(age)} ago (verify_max_age {format_duration(cfg.verify_max_age)})",
+        )
     else:
         status.add("verify", OK, f"last verify ok, {_ago(age or 0)} ago")
 
@@ -206,8 +257,12 @@ def _check_disk(status: Status, repo: Any, location: str, cfg: Any) -> None:
     used = round(100.0 * usage.used / max(1, usage.used + usage.free), 1)  # as df shows it: reserved blocks excluded
     status.figures.update(disk_total_bytes=usage.total, disk_free_bytes=usage.free, disk_used_percent=used)
     level = CRITICAL if used >= cfg.disk_critical else WARNING if used >= cfg.disk_warning else OK
-    status.add("disk", level, f"{used:g}% used, {human_bytes(usage.free)} free where the repository lives"
-               + (f" (warning at {cfg.disk_warning:g}%, critical at {cfg.disk_critical:g}%)" if level != OK else ""))
+    status.add(
+        "disk",
+        level,
+        f"{used:g}% used, {human_bytes(usage.free)} free where the repository lives"
+        + (f" (warning at {cfg.disk_warning:g}%, critical at {cfg.disk_critical:g}%)" if level != OK else ""),
+    )
 
 
 def _check_database(status: Status, project: Project) -> tuple[str, ...] | None:
@@ -247,9 +302,11 @@ def _check_runs(status: Status, repo: Any, project: Project, now: datetime) -> N
         state = last.get("state")
         when = last.get("finished_at") or last.get("started_at")
         status.figures.update(last_run=last.get("run"), last_run_state=state, last_run_at=when)
-        text = (f"last run {last.get('run')} ({','.join(last.get('from') or []) or 'base'} -> "
-                f"{last['to'] if isinstance(last.get('to'), str) else ','.join(last.get('to') or []) or 'base'}) "
-                f"{state} {_ago(_age(when, now) or 0)} ago" + (f": {last['error']}" if last.get("error") else ""))
+        text = (
+            f"last run {last.get('run')} ({','.join(last.get('from') or []) or 'base'} -> "
+            f"{last['to'] if isinstance(last.get('to'), str) else ','.join(last.get('to') or []) or 'base'}) "
+            f"{state} {_ago(_age(when, now) or 0)} ago" + (f": {last['error']}" if last.get("error") else "")
+        )
         level = CRITICAL if state == "not-restored" else WARNING if state in FAILED_RUN_STATES else OK
         status.add("migrate_safe", level, text)
     else:
@@ -259,16 +316,21 @@ def _check_runs(status: Status, repo: Any, project: Project, now: datetime) -> N
         return
     r = unfinished[-1]
     if _run_in_progress(project):
-        status.add("unfinished_runs", WARNING, f"migrate-safe run {r['run']} is in progress (started {r.get('started_at')})")
+        status.add(
+            "unfinished_runs", WARNING, f"migrate-safe run {r['run']} is in progress (started {r.get('started_at')})"
+        )
         return
-    status.add("unfinished_runs", CRITICAL,
-               f"{len(unfinished)} unfinished migrate-safe run(s): {r['run']} started {r.get('started_at')} by "
-               f"{r.get('user')}@{r.get('host')} did not finish: run `migrate-guard recover`")
+    status.add(
+        "unfinished_runs",
+        CRITICAL,
+        f"{len(unfinished)} unfinished migrate-safe run(s): {r['run']} started {r.get('started_at')} by "
+        f"{r.get('user')}@{r.get('host')} did not finish: run `migrate-guard recover`",
+    )
 
 
 def _run_in_progress(project: Project) -> bool:
     """True when another process holds the database's migration lock right now."""
-    from ..migration_lock import MigrationLocked, migration_lock
+    from ..safe.lock import MigrationLocked, migration_lock
 
     if not project.url:
         return False
@@ -300,8 +362,11 @@ def _check_pending(status: Status, project: Project, heads: tuple[str, ...] | No
         status.add("pending_revisions", OK, "none: the database is at the newest revision")
         return
     over = cfg.max_pending is not None and len(pending) > cfg.max_pending
-    status.add("pending_revisions", CRITICAL if over else WARNING,
-               f"{len(pending)} pending: {', '.join(pending)}" + (f" (max_pending {cfg.max_pending})" if over else ""))
+    status.add(
+        "pending_revisions",
+        CRITICAL if over else WARNING,
+        f"{len(pending)} pending: {', '.join(pending)}" + (f" (max_pending {cfg.max_pending})" if over else ""),
+    )
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -320,20 +385,49 @@ _METRICS = (  # name, type, help, figure (or a function of the status)
     ("healthy", "gauge", "1 when no status check is critical, else 0.", lambda s: int(s.healthy)),
     ("snapshots", "gauge", "Snapshots in the backup repository.", "snapshots"),
     ("last_snapshot_age_seconds", "gauge", "Age of the newest backup snapshot.", "last_snapshot_age_seconds"),
-    ("last_snapshot_timestamp_seconds", "gauge", "When the newest backup snapshot was taken (Unix time).",
-     lambda s: _epoch(s.figures["last_snapshot_at"])),
+    (
+        "last_snapshot_timestamp_seconds",
+        "gauge",
+        "When the newest backup snapshot was taken (Unix time).",
+        lambda s: _epoch(s.figures["last_snapshot_at"]),
+    ),
     ("repository_size_bytes", "gauge", "Bytes the backup repository occupies.", "repository_bytes"),
     ("disk_free_bytes", "gauge", "Free bytes on the filesystem holding the repository.", "disk_free_bytes"),
-    ("disk_used_ratio", "gauge", "Used share (0-1) of the filesystem holding the repository.",
-     lambda s: None if s.figures["disk_used_percent"] is None else s.figures["disk_used_percent"] / 100),
+    (
+        "disk_used_ratio",
+        "gauge",
+        "Used share (0-1) of the filesystem holding the repository.",
+        lambda s: None if s.figures["disk_used_percent"] is None else s.figures["disk_used_percent"] / 100,
+    ),
     ("last_verify_age_seconds", "gauge", "Age of the newest verify result.", "last_verify_age_seconds"),
-    ("last_verify_success", "gauge", "1 when every snapshot's latest verify passed, else 0.",
-     lambda s: None if s.figures["last_verify_ok"] is None else int(s.figures["last_verify_ok"])),
-    ("last_migrate_safe_success", "gauge", "1 when the last finished migrate-safe run succeeded, else 0.",
-     lambda s: None if s.figures["last_run_state"] is None else int(s.figures["last_run_state"] in ("succeeded", "recovered"))),
-    ("unfinished_runs", "gauge", "migrate-safe runs that did not finish (need `migrate-guard recover`).", "unfinished_runs"),
-    ("database_up", "gauge", "1 when the database answers, else 0.",
-     lambda s: None if s.figures["database_up"] is None else int(s.figures["database_up"])),
+    (
+        "last_verify_success",
+        "gauge",
+        "1 when every snapshot's latest verify passed, else 0.",
+        lambda s: None if s.figures["last_verify_ok"] is None else int(s.figures["last_verify_ok"]),
+    ),
+    (
+        "last_migrate_safe_success",
+        "gauge",
+        "1 when the last finished migrate-safe run succeeded, else 0.",
+        lambda s: (
+            None
+            if s.figures["last_run_state"] is None
+            else int(s.figures["last_run_state"] in ("succeeded", "recovered"))
+        ),
+    ),
+    (
+        "unfinished_runs",
+        "gauge",
+        "migrate-safe runs that did not finish (need `migrate-guard recover`).",
+        "unfinished_runs",
+    ),
+    (
+        "database_up",
+        "gauge",
+        "1 when the database answers, else 0.",
+        lambda s: None if s.figures["database_up"] is None else int(s.figures["database_up"]),
+    ),
     ("pending_revisions", "gauge", "Alembic revisions the database has not run.", "pending_revisions"),
 )
 
@@ -354,10 +448,15 @@ def render_prometheus(status: Status) -> str:
         value = source(status) if callable(source) else status.figures.get(source)
         if value is None:
             continue
-        lines += [f"# HELP migrate_guard_{name} {help_text}", f"# TYPE migrate_guard_{name} {kind}",
-                  f"migrate_guard_{name} {_value(value)}"]
-    lines += ["# HELP migrate_guard_check_status Each status check: 0 ok, 1 warning, 2 critical, 3 unknown.",
-              "# TYPE migrate_guard_check_status gauge"]
+        lines += [
+            f"# HELP migrate_guard_{name} {help_text}",
+            f"# TYPE migrate_guard_{name} {kind}",
+            f"migrate_guard_{name} {_value(value)}",
+        ]
+    lines += [
+        "# HELP migrate_guard_check_status Each status check: 0 ok, 1 warning, 2 critical, 3 unknown.",
+        "# TYPE migrate_guard_check_status gauge",
+    ]
     lines += [f'migrate_guard_check_status{{check="{c.name}"}} {LEVEL_VALUE[c.level]}' for c in status.checks]
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,5 @@
 """`history --all`: snapshots taken, verify results and migrate-safe runs as one timeline, oldest first."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,22 +17,42 @@ def events(project: Project) -> list[dict[str, Any]]:
     manifests = repo.manifests()
     out: list[dict[str, Any]] = []
     for m in manifests:
-        out.append({"time": m["created_at"], "type": "snapshot", "id": m["id"], "outcome": m.get("kind", "manual"),
-                    "detail": f"{m.get('label') or '-'}, {len(m.get('tables', []))} tables, {m.get('rows', 0)} rows, "
-                              f"{human_bytes(int(m.get('bytes', 0)))}, {human_bytes(int(m.get('stored_bytes', 0)))} added"})
+        out.append(
+            {
+                "time": m["created_at"],
+                "type": "snapshot",
+                "id": m["id"],
+                "outcome": m.get("kind", "manual"),
+                "detail": f"{m.get('label') or '-'}, {len(m.get('tables', []))} tables, {m.get('rows', 0)} rows, "
+                f"{human_bytes(int(m.get('bytes', 0)))}, {human_bytes(int(m.get('stored_bytes', 0)))} added",
+            }
+        )
     try:
         verified = repo.read_state("verify") or {}
     except IntegrityError:  # damaged verify results: `status` reports them; the timeline goes on without
         verified = {}
     for sid, r in verified.items():
         if isinstance(r, dict) and r.get("verified_at"):
-            out.append({"time": r["verified_at"], "type": "verify", "id": sid, "outcome": "ok" if r.get("ok") else "failed",
-                        "detail": ("data restored and counted" if r.get("read_data") else "blobs checked")
-                        + (f": {r['problems'][0]}" if r.get("problems") else "")})
+            out.append(
+                {
+                    "time": r["verified_at"],
+                    "type": "verify",
+                    "id": sid,
+                    "outcome": "ok" if r.get("ok") else "failed",
+                    "detail": ("data restored and counted" if r.get("read_data") else "blobs checked")
+                    + (f": {r['problems'][0]}" if r.get("problems") else ""),
+                }
+            )
     for r in safe.runs(repo):
         to = r.get("to")
-        out.append({"time": r.get("finished_at") or r.get("started_at"), "type": "migrate-safe", "id": r.get("run"),
-                    "outcome": r.get("state"),
-                    "detail": f"{','.join(r.get('from') or []) or 'base'} -> {to if isinstance(to, str) else ','.join(to or []) or 'base'}"
-                              f" by {r.get('user')}@{r.get('host')}" + (f": {r['error']}" if r.get("error") else "")})
+        out.append(
+            {
+                "time": r.get("finished_at") or r.get("started_at"),
+                "type": "migrate-safe",
+                "id": r.get("run"),
+                "outcome": r.get("state"),
+                "detail": f"{','.join(r.get('from') or []) or 'base'} -> {to if isinstance(to, str) else ','.join(to or []) or 'base'}"
+                f" by {r.get('user')}@{r.get('host')}" + (f": {r['error']}" if r.get("error") else ""),
+            }
+        )
     return sorted(out, key=lambda e: service.parse_time(e["time"]) if e["time"] else service.utcnow())

@@ -16,6 +16,7 @@ Idempotent: a constraint present with the same definition is left alone, a chang
 "Same" is decided by the database itself: the new expression is added to an empty temporary copy of
 the table and the server's rendering of both is compared (on SQLite, the trigger's SQL).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,8 @@ import sqlalchemy as sa
 
 from ..errors import EXIT_BLOCKED, GuardError, one_line
 from . import sqlutil as q
-from .sqlutil import GuardReport
 from .definitions import Constraint, Definitions
+from .sqlutil import GuardReport
 
 
 class ConstraintsBlocked(GuardError):
@@ -67,8 +68,17 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.constraint
-        return {"name": c.name, "table": c.table, "schema": c.schema, "severity": c.severity, "expression": self.expression,
-                "status": self.status, "violations": self.violations, "sample": self.sample, "note": self.note or None}
+        return {
+            "name": c.name,
+            "table": c.table,
+            "schema": c.schema,
+            "severity": c.severity,
+            "expression": self.expression,
+            "status": self.status,
+            "violations": self.violations,
+            "sample": self.sample,
+            "note": self.note or None,
+        }
 
     def line(self) -> str:
         c = self.constraint
@@ -87,18 +97,31 @@ class CheckReport(GuardReport):
     def summary(self) -> str:
         violated = [r for r in self.results if r.status == "violated"]
         rows = sum(r.violations for r in violated)
-        return (f"checked {len(self.results)} constraint{'s' if len(self.results) != 1 else ''} ({self.dialect}): "
-                f"{len(violated)} violated ({rows} row{'s' if rows != 1 else ''}), "
-                f"{sum(r.status == 'skipped' for r in self.results)} skipped, {sum(r.status == 'error' for r in self.results)} failed to run")
+        return (
+            f"checked {len(self.results)} constraint{'s' if len(self.results) != 1 else ''} ({self.dialect}): "
+            f"{len(violated)} violated ({rows} row{'s' if rows != 1 else ''}), "
+            f"{sum(r.status == 'skipped' for r in self.results)} skipped, {sum(r.status == 'error' for r in self.results)} failed to run"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dialect": self.dialect, "constraints": [r.to_dict() for r in self.results],
-                "summary": {"constraints": len(self.results), "violated": sum(r.status == "violated" for r in self.results),
-                            "rows": sum(r.violations for r in self.results), "blocking": len(self.blocking)}}
+        return {
+            "dialect": self.dialect,
+            "constraints": [r.to_dict() for r in self.results],
+            "summary": {
+                "constraints": len(self.results),
+                "violated": sum(r.status == "violated" for r in self.results),
+                "rows": sum(r.violations for r in self.results),
+                "blocking": len(self.blocking),
+            },
+        }
 
     def blocked_message(self) -> str:
-        parts = [f"{r.constraint.name}: {r.violations} row{'s' if r.violations != 1 else ''} of {r.constraint.table} violate it"
-                 if r.status == "violated" else f"{r.constraint.name}: {r.note}" for r in self.blocking]
+        parts = [
+            f"{r.constraint.name}: {r.violations} row{'s' if r.violations != 1 else ''} of {r.constraint.table} violate it"
+            if r.status == "violated"
+            else f"{r.constraint.name}: {r.note}"
+            for r in self.blocking
+        ]
         return "rows violate constraints to enforce: " + "; ".join(parts)
 
 
@@ -124,20 +147,32 @@ def check_one(conn: sa.Connection, c: Constraint) -> CheckResult:
     try:
         with q.isolated(conn):
             count = q.run(conn, f"SELECT COUNT(*) FROM {target} WHERE {where}").scalar() or 0
-            sample = q.rows_as_dicts(q.run(conn, 
-                f"SELECT {select} FROM {target} WHERE {where} ORDER BY {select} LIMIT {q.SAMPLE_ROWS}")) if count else []
+            sample = (
+                q.rows_as_dicts(
+                    q.run(conn, f"SELECT {select} FROM {target} WHERE {where} ORDER BY {select} LIMIT {q.SAMPLE_ROWS}")
+                )
+                if count
+                else []
+            )
     except sa.exc.DBAPIError as exc:
         if _missing_column(exc):  # migrating to a revision before the column exists: not applicable yet
-            return CheckResult(c, expression, "skipped", note=f"a column it reads does not exist (yet): {one_line(exc.orig or exc)}")
-        return CheckResult(c, expression, "error", note=f"the expression cannot be evaluated: {one_line(exc.orig or exc)}")
+            return CheckResult(
+                c, expression, "skipped", note=f"a column it reads does not exist (yet): {one_line(exc.orig or exc)}"
+            )
+        return CheckResult(
+            c, expression, "error", note=f"the expression cannot be evaluated: {one_line(exc.orig or exc)}"
+        )
     return CheckResult(c, expression, "violated" if count else "ok", int(count), sample)
 
 
 def _missing_column(exc: sa.exc.DBAPIError) -> bool:
     orig = exc.orig
-    return (getattr(orig, "sqlstate", None) == "42703" or getattr(orig, "pgcode", None) == "42703"  # PostgreSQL
-            or (getattr(orig, "args", None) or [None])[0] == 1054  # MariaDB/MySQL: Unknown column
-            or "no such column" in str(orig))  # SQLite
+    return (
+        getattr(orig, "sqlstate", None) == "42703"
+        or getattr(orig, "pgcode", None) == "42703"  # PostgreSQL
+        or (getattr(orig, "args", None) or [None])[0] == 1054  # MariaDB/MySQL: Unknown column
+        or "no such column" in str(orig)
+    )  # SQLite
 
 
 # --- applying ---------------------------------------------------------------------------------------------
@@ -152,13 +187,24 @@ class Action:
 
     def line(self) -> str:
         c = self.constraint
-        verb = {"add": "added", "replace": "replaced", "validate": "validated", "unchanged": "unchanged",
-                "skipped": "skipped", "report-only": "not enforced (severity warning)"}[self.action]
+        verb = {
+            "add": "added",
+            "replace": "replaced",
+            "validate": "validated",
+            "unchanged": "unchanged",
+            "skipped": "skipped",
+            "report-only": "not enforced (severity warning)",
+        }[self.action]
         return f"{verb:14} {c.name} on {c.table}" + (f" ({self.note})" if self.note else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.constraint.name, "table": self.constraint.table, "action": self.action,
-                "statements": [s for group in self.statements for s in group], "note": self.note or None}
+        return {
+            "name": self.constraint.name,
+            "table": self.constraint.table,
+            "action": self.action,
+            "statements": [s for group in self.statements for s in group],
+            "note": self.note or None,
+        }
 
 
 @dataclass
@@ -175,8 +221,14 @@ class Plan:
         for a in self.actions:
             counts[a.action] = counts.get(a.action, 0) + 1
         order = ("add", "replace", "validate", "unchanged", "skipped", "report-only")
-        words = {"add": "added", "replace": "replaced", "validate": "validated", "unchanged": "unchanged",
-                 "skipped": "skipped", "report-only": "report-only"}
+        words = {
+            "add": "added",
+            "replace": "replaced",
+            "validate": "validated",
+            "unchanged": "unchanged",
+            "skipped": "skipped",
+            "report-only": "report-only",
+        }
         return "constraints: " + (", ".join(f"{counts[k]} {words[k]}" for k in order if k in counts) or "none defined")
 
 
@@ -196,7 +248,9 @@ def plan(conn: sa.Connection, definitions: Definitions) -> Plan:
         else:
             planner = _PLANNERS.get(q.family(conn))
             if planner is None:
-                raise ConstraintError(f"constraints cannot be applied on {conn.dialect.name} (PostgreSQL, MariaDB/MySQL and SQLite can)")
+                raise ConstraintError(
+                    f"constraints cannot be applied on {conn.dialect.name} (PostgreSQL, MariaDB/MySQL and SQLite can)"
+                )
             actions.append(planner(conn, c, result.expression))
     return Plan(report, actions)
 
@@ -214,10 +268,15 @@ def execute(conn: sa.Connection, the_plan: Plan, commit: Callable[[], None] | No
                     conn.rollback()
                     c = action.constraint
                     with contextlib.suppress(sa.exc.DBAPIError):
-                        q.run(conn, f"ALTER TABLE {q.table_ref(conn, c.table, c.schema)} DROP CONSTRAINT IF EXISTS {q.quote(conn, c.name)}")
+                        q.run(
+                            conn,
+                            f"ALTER TABLE {q.table_ref(conn, c.table, c.schema)} DROP CONSTRAINT IF EXISTS {q.quote(conn, c.name)}",
+                        )
                         commit()
-                raise ConstraintError(f"constraint {action.constraint.name} on {action.constraint.table} was not applied: "
-                                      f"{one_line(exc.orig or exc)}") from None
+                raise ConstraintError(
+                    f"constraint {action.constraint.name} on {action.constraint.table} was not applied: "
+                    f"{one_line(exc.orig or exc)}"
+                ) from None
             if commit:
                 commit()
 
@@ -225,9 +284,13 @@ def execute(conn: sa.Connection, the_plan: Plan, commit: Callable[[], None] | No
 def _postgresql(conn: sa.Connection, c: Constraint, expression: str) -> Action:
     target = q.table_ref(conn, c.table, c.schema)
     name = q.quote(conn, c.name)
-    current = conn.execute(sa.text(
-        "SELECT pg_get_constraintdef(oid), convalidated, contype FROM pg_constraint "
-        "WHERE conrelid = CAST(:t AS regclass) AND conname = :n"), {"t": target, "n": c.name}).first()
+    current = conn.execute(
+        sa.text(
+            "SELECT pg_get_constraintdef(oid), convalidated, contype FROM pg_constraint "
+            "WHERE conrelid = CAST(:t AS regclass) AND conname = :n"
+        ),
+        {"t": target, "n": c.name},
+    ).first()
     add = [f"ALTER TABLE {target} ADD CONSTRAINT {name} CHECK ({expression}) NOT VALID"]
     validate = [f"ALTER TABLE {target} VALIDATE CONSTRAINT {name}"]
     if current is None:
@@ -238,15 +301,29 @@ def _postgresql(conn: sa.Connection, c: Constraint, expression: str) -> Action:
         q.run(conn, f"CREATE TEMPORARY TABLE mg_probe (LIKE {target})")
         try:
             q.run(conn, f"ALTER TABLE mg_probe ADD CONSTRAINT {name} CHECK ({expression})")
-            wanted = conn.execute(sa.text("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
-                                          "CAST('pg_temp.mg_probe' AS regclass) AND conname = :n"), {"n": c.name}).scalar()
+            wanted = conn.execute(
+                sa.text(
+                    "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
+                    "CAST('pg_temp.mg_probe' AS regclass) AND conname = :n"
+                ),
+                {"n": c.name},
+            ).scalar()
         finally:
             q.run(conn, "DROP TABLE pg_temp.mg_probe")
     have = current[0].removesuffix(" NOT VALID")
     if have == wanted:
-        return Action(c, "unchanged") if current.convalidated else Action(c, "validate", [validate], note="was NOT VALID")
-    return Action(c, "replace", [[f"ALTER TABLE {target} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} CHECK ({expression}) NOT VALID"],
-                                 validate], note=f"was {have}")
+        return (
+            Action(c, "unchanged") if current.convalidated else Action(c, "validate", [validate], note="was NOT VALID")
+        )
+    return Action(
+        c,
+        "replace",
+        [
+            [f"ALTER TABLE {target} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} CHECK ({expression}) NOT VALID"],
+            validate,
+        ],
+        note=f"was {have}",
+    )
 
 
 def _mysql_checks(conn: sa.Connection, target: str) -> dict[str, str]:
@@ -274,8 +351,12 @@ def _mysql(conn: sa.Connection, c: Constraint, expression: str) -> Action:
         q.run(conn, "DROP TEMPORARY TABLE mg_probe")
     if have == wanted:
         return Action(c, "unchanged")
-    return Action(c, "replace", [[f"ALTER TABLE {target} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} CHECK ({expression})"]],
-                  note=f"was {have}")
+    return Action(
+        c,
+        "replace",
+        [[f"ALTER TABLE {target} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} CHECK ({expression})"]],
+        note=f"was {have}",
+    )
 
 
 def sqlite_triggers(conn: sa.Connection, c: Constraint, expression: str) -> dict[str, str]:
@@ -301,11 +382,17 @@ def _sqlite(conn: sa.Connection, c: Constraint, expression: str) -> Action:
         if (ck.get("name") or "").lower() == c.name.lower():  # a CHECK in the table's own CREATE TABLE
             if _normal(ck["sqltext"]) == _normal(expression):
                 return Action(c, "unchanged", note="a CHECK in the table definition")
-            raise ConstraintError(f"constraint {c.name}: {c.table}'s CREATE TABLE has a CHECK of that name with another "
-                                  f"expression ({ck['sqltext']}); change it in a migration")
+            raise ConstraintError(
+                f"constraint {c.name}: {c.table}'s CREATE TABLE has a CHECK of that name with another "
+                f"expression ({ck['sqltext']}); change it in a migration"
+            )
     wanted = sqlite_triggers(conn, c, expression)
-    have = dict(conn.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (:a, :b)"),
-                             dict(zip("ab", wanted))).all())
+    have = dict(
+        conn.execute(
+            sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (:a, :b)"),
+            dict(zip("ab", wanted)),
+        ).all()
+    )
     if have == wanted:
         return Action(c, "unchanged")
     statements = [f"DROP TRIGGER IF EXISTS {q.quote(conn, n)}" for n in have] + list(wanted.values())

@@ -14,6 +14,7 @@ A file holds any of these arrays of tables (the format is described in ``docs/co
 Which files: ``constraints = [...]`` in the guard settings, else ``constraints.toml`` beside
 alembic.ini when it exists. Every unknown key or bad value is a one-line ``ConfigError``.
 """
+
 from __future__ import annotations
 
 import re
@@ -118,7 +119,9 @@ def load(project: Project) -> Definitions:
     seen: dict[str, str] = {}
     for item in [*constraints, *uniques, *checks, *fks]:
         if item.name.lower() in seen:
-            raise ConfigError(f"{files[0].name if len(files) == 1 else 'constraints'}: name {item.name!r} is defined twice")
+            raise ConfigError(
+                f"{files[0].name if len(files) == 1 else 'constraints'}: name {item.name!r} is defined twice"
+            )
         seen[item.name.lower()] = item.name
     return Definitions(tuple(constraints), tuple(uniques), tuple(checks), tuple(fks), tuple(files), fk_severity)
 
@@ -201,18 +204,40 @@ def parse_file(path: Path) -> tuple[list[Constraint], list[Unique], list[Check],
                 expression = text("expression")
                 if ";" in expression or any(";" in e for e in overrides.values()):
                     raise fail(f"{where}.expression", "must be one SQL expression (no ';')")
-                out[kind].append(Constraint(name, text("table"), expression, overrides, severity, description,
-                                            text("schema", False), str(path)))
+                out[kind].append(
+                    Constraint(
+                        name,
+                        text("table"),
+                        expression,
+                        overrides,
+                        severity,
+                        description,
+                        text("schema", False),
+                        str(path),
+                    )
+                )
             elif kind == "unique":
-                out[kind].append(Unique(name, text("table"), names("columns"), severity, description, text("schema", False)))
+                out[kind].append(
+                    Unique(name, text("table"), names("columns"), severity, description, text("schema", False))
+                )
             elif kind == "check":
                 query = text("query")
                 tables = names("tables") if "tables" in entry else ()
-                out[kind].append(Check(name, query.rstrip(";"), {d: e.rstrip(";") for d, e in overrides.items()}, tables,
-                                       severity, description))
+                out[kind].append(
+                    Check(
+                        name,
+                        query.rstrip(";"),
+                        {d: e.rstrip(";") for d, e in overrides.items()},
+                        tables,
+                        severity,
+                        description,
+                    )
+                )
             else:
                 columns, referenced = names("columns"), names("referenced_columns")
                 if len(columns) != len(referenced):
                     raise fail(f"{where}.referenced_columns", "must name as many columns as columns")
-                out[kind].append(DeclaredForeignKey(name, text("table"), columns, text("references"), referenced, severity))
+                out[kind].append(
+                    DeclaredForeignKey(name, text("table"), columns, text("references"), referenced, severity)
+                )
     return out["constraint"], out["unique"], out["check"], out["foreign_key"], settings.get("foreign_keys")

@@ -1,6 +1,7 @@
 """The schema guard inside migrate-safe: after the upgrade, on its connection and inside its run,
 check the constraints and the integrity rules, then enforce the constraints. Any failure raises, so
 migrate-safe's undo path (rollback, or snapshot restore) takes the whole run back."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,8 +17,12 @@ from .protect import reviewed_environment, session_statements
 __all__ = ["after_upgrade", "load", "reviewed_environment", "session_statements"]
 
 
-def after_upgrade(conn: sa.Connection, project: Project, definitions: Definitions | None = None,
-                  say: Callable[[str], None] | None = None) -> None:
+def after_upgrade(
+    conn: sa.Connection,
+    project: Project,
+    definitions: Definitions | None = None,
+    say: Callable[[str], None] | None = None,
+) -> None:
     """Everything is checked before anything is changed (MariaDB commits each ALTER on its own)."""
     say = say or (lambda line: None)
     definitions = load(project) if definitions is None else definitions

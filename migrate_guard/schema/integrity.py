@@ -6,6 +6,7 @@ Foreign keys are reflected from the database and checked whether or not the engi
 load, PostgreSQL ``NOT VALID``); MyISAM keeps no foreign keys at all, so those are declared in the
 definitions (``[[foreign_key]]``) and checked the same way.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ import sqlalchemy as sa
 
 from ..errors import EXIT_BLOCKED, GuardError, one_line
 from . import sqlutil as q
-from .sqlutil import GuardReport
 from .definitions import Definitions
+from .sqlutil import GuardReport
 
 
 class IntegrityFailed(GuardError):
@@ -46,8 +47,17 @@ class Result:
         return self.count if self.status == "failed" else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "table": self.table, "severity": self.severity, "status": self.status,
-                "detail": self.detail, "count": self.count, "sample": self.sample, "note": self.note or None}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "table": self.table,
+            "severity": self.severity,
+            "status": self.status,
+            "detail": self.detail,
+            "count": self.count,
+            "sample": self.sample,
+            "note": self.note or None,
+        }
 
     def line(self) -> str:
         what = {"foreign_key": "orphaned row", "unique": "duplicated value", "check": "row"}[self.kind]
@@ -65,19 +75,30 @@ class Report(GuardReport):
 
     def summary(self) -> str:
         failed = [r for r in self.results if r.status in ("failed", "error")]
-        return (f"integrity ({self.dialect}): {len(self.results)} checks, "
-                f"{sum(r.severity == 'error' for r in failed)} errors, {sum(r.severity == 'warning' for r in failed)} warnings, "
-                f"{sum(r.status == 'skipped' for r in self.results)} skipped")
+        return (
+            f"integrity ({self.dialect}): {len(self.results)} checks, "
+            f"{sum(r.severity == 'error' for r in failed)} errors, {sum(r.severity == 'warning' for r in failed)} warnings, "
+            f"{sum(r.status == 'skipped' for r in self.results)} skipped"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dialect": self.dialect, "checks": [r.to_dict() for r in self.results],
-                "summary": {"checks": len(self.results), "errors": len(self.blocking),
-                            "warnings": sum(r.severity == "warning" and r.status in ("failed", "error") for r in self.results)}}
+        return {
+            "dialect": self.dialect,
+            "checks": [r.to_dict() for r in self.results],
+            "summary": {
+                "checks": len(self.results),
+                "errors": len(self.blocking),
+                "warnings": sum(r.severity == "warning" and r.status in ("failed", "error") for r in self.results),
+            },
+        }
 
     def blocked_message(self) -> str:
         return "integrity check failed: " + "; ".join(
-            f"{r.kind} {r.name} ({r.detail}): {r.count} row{'s' if r.count != 1 else ''}" if r.status == "failed"
-            else f"{r.kind} {r.name}: {r.note}" for r in self.blocking)
+            f"{r.kind} {r.name} ({r.detail}): {r.count} row{'s' if r.count != 1 else ''}"
+            if r.status == "failed"
+            else f"{r.kind} {r.name}: {r.note}"
+            for r in self.blocking
+        )
 
 
 def run(conn: sa.Connection, definitions: Definitions) -> Report:
@@ -91,20 +112,52 @@ def run(conn: sa.Connection, definitions: Definitions) -> Report:
             if not fk.get("referred_table") or fk.get("referred_schema"):
                 continue
             name = fk.get("name") or f"{table}({', '.join(fk['constrained_columns'])})"
-            results.append(_orphans(conn, name, definitions.reflected_fk_severity, table, fk["constrained_columns"], fk["referred_table"],
-                                     fk["referred_columns"], existing, unenforced.get(table, "")))
+            results.append(
+                _orphans(
+                    conn,
+                    name,
+                    definitions.reflected_fk_severity,
+                    table,
+                    fk["constrained_columns"],
+                    fk["referred_table"],
+                    fk["referred_columns"],
+                    existing,
+                    unenforced.get(table, ""),
+                )
+            )
     for fk in definitions.foreign_keys:
-        results.append(_orphans(conn, fk.name, fk.severity, fk.table, list(fk.columns), fk.references,
-                                list(fk.referenced_columns), existing,
-                                 "; ".join(filter(None, ["declared in the definitions", unenforced.get(fk.table, "")]))))
+        results.append(
+            _orphans(
+                conn,
+                fk.name,
+                fk.severity,
+                fk.table,
+                list(fk.columns),
+                fk.references,
+                list(fk.referenced_columns),
+                existing,
+                "; ".join(filter(None, ["declared in the definitions", unenforced.get(fk.table, "")])),
+            )
+        )
     for u in definitions.uniques:
         results.append(_duplicates(conn, u.name, u.severity, u.table, list(u.columns), u.schema, existing))
     for c in definitions.checks:
         missing = [t for t in c.tables if t.lower() not in existing]
         if missing:
-            results.append(Result("check", c.name, c.severity, "skipped", c.description or "query", note=f"table {missing[0]} does not exist (yet)"))
+            results.append(
+                Result(
+                    "check",
+                    c.name,
+                    c.severity,
+                    "skipped",
+                    c.description or "query",
+                    note=f"table {missing[0]} does not exist (yet)",
+                )
+            )
             continue
-        results.append(_query(conn, c.name, c.severity, c.description or "query must return no rows", c.sql(q.family(conn))))
+        results.append(
+            _query(conn, c.name, c.severity, c.description or "query must return no rows", c.sql(q.family(conn)))
+        )
     return Report(q.family(conn), results)
 
 
@@ -116,13 +169,26 @@ def _unenforced(conn: sa.Connection, tables: list[str]) -> dict[str, str]:
     if dialect == "mysql":
         if not q.run(conn, "SELECT @@foreign_key_checks").scalar():
             return {t: "not enforced: foreign_key_checks is off" for t in tables}
-        engines = dict(q.run(conn, "SELECT table_name, engine FROM information_schema.tables WHERE table_schema = DATABASE()").all())
+        engines = dict(
+            q.run(
+                conn, "SELECT table_name, engine FROM information_schema.tables WHERE table_schema = DATABASE()"
+            ).all()
+        )
         return {t: f"not enforced: {e} table" for t, e in engines.items() if e and e.lower() != "innodb"}
     return {}
 
 
-def _orphans(conn: sa.Connection, name: str, severity: str, table: str, columns: list[str], parent: str,
-             parent_columns: list[str], existing: set[str], note: str) -> Result:
+def _orphans(
+    conn: sa.Connection,
+    name: str,
+    severity: str,
+    table: str,
+    columns: list[str],
+    parent: str,
+    parent_columns: list[str],
+    existing: set[str],
+    note: str,
+) -> Result:
     detail = f"{table}({', '.join(columns)}) -> {parent}({', '.join(parent_columns)})"
     if table.lower() not in existing or parent.lower() not in existing:
         return Result("foreign_key", name, severity, "skipped", detail, table, note="table does not exist (yet)")
@@ -132,36 +198,80 @@ def _orphans(conn: sa.Connection, name: str, severity: str, table: str, columns:
     where = f"{not_null} AND NOT EXISTS (SELECT 1 FROM {q.table_ref(conn, parent)} p WHERE {match})"
     shown = list(dict.fromkeys(q.primary_key(conn, table) + columns))
     select = ", ".join(f"c.{c(conn, col)}" for col in shown)
-    return _counted(conn, "foreign_key", name, severity, detail, table, note,
-                    f"SELECT COUNT(*) FROM {q.table_ref(conn, table)} c WHERE {where}",
-                    f"SELECT {select} FROM {q.table_ref(conn, table)} c WHERE {where} ORDER BY {select} LIMIT {q.SAMPLE_ROWS}")
+    return _counted(
+        conn,
+        "foreign_key",
+        name,
+        severity,
+        detail,
+        table,
+        note,
+        f"SELECT COUNT(*) FROM {q.table_ref(conn, table)} c WHERE {where}",
+        f"SELECT {select} FROM {q.table_ref(conn, table)} c WHERE {where} ORDER BY {select} LIMIT {q.SAMPLE_ROWS}",
+    )
 
 
-def _duplicates(conn: sa.Connection, name: str, severity: str, table: str, columns: list[str], schema: str | None,
-                existing: set[str]) -> Result:
+def _duplicates(
+    conn: sa.Connection,
+    name: str,
+    severity: str,
+    table: str,
+    columns: list[str],
+    schema: str | None,
+    existing: set[str],
+) -> Result:
     detail = f"{table}({', '.join(columns)}) unique"
     if table.lower() not in existing and not q.has_table(conn, table, schema):
         return Result("unique", name, severity, "skipped", detail, table, note="table does not exist (yet)")
     cols = ", ".join(q.quote(conn, col) for col in columns)
     not_null = " AND ".join(f"{q.quote(conn, col)} IS NOT NULL" for col in columns)
     groups = f"SELECT {cols}, COUNT(*) AS n FROM {q.table_ref(conn, table, schema)} WHERE {not_null} GROUP BY {cols} HAVING COUNT(*) > 1"
-    return _counted(conn, "unique", name, severity, detail, table, "",
-                    f"SELECT COUNT(*) FROM ({groups}) d", f"{groups} ORDER BY n DESC, {cols} LIMIT {q.SAMPLE_ROWS}")
+    return _counted(
+        conn,
+        "unique",
+        name,
+        severity,
+        detail,
+        table,
+        "",
+        f"SELECT COUNT(*) FROM ({groups}) d",
+        f"{groups} ORDER BY n DESC, {cols} LIMIT {q.SAMPLE_ROWS}",
+    )
 
 
 def _query(conn: sa.Connection, name: str, severity: str, detail: str, sql: str) -> Result:
-    return _counted(conn, "check", name, severity, detail, None, "", f"SELECT COUNT(*) FROM ({sql}) q",
-                    f"SELECT * FROM ({sql}) q LIMIT {q.SAMPLE_ROWS}")
+    return _counted(
+        conn,
+        "check",
+        name,
+        severity,
+        detail,
+        None,
+        "",
+        f"SELECT COUNT(*) FROM ({sql}) q",
+        f"SELECT * FROM ({sql}) q LIMIT {q.SAMPLE_ROWS}",
+    )
 
 
-def _counted(conn: sa.Connection, kind: str, name: str, severity: str, detail: str, table: str | None, note: str,
-             count_sql: str, sample_sql: str) -> Result:
+def _counted(
+    conn: sa.Connection,
+    kind: str,
+    name: str,
+    severity: str,
+    detail: str,
+    table: str | None,
+    note: str,
+    count_sql: str,
+    sample_sql: str,
+) -> Result:
     try:
         with q.isolated(conn):
             count = int(q.run(conn, count_sql).scalar() or 0)
             sample = q.rows_as_dicts(q.run(conn, sample_sql)) if count else []
     except sa.exc.DBAPIError as exc:
-        return Result(kind, name, severity, "error", detail, table, note=f"the query failed: {one_line(exc.orig or exc)}")
+        return Result(
+            kind, name, severity, "error", detail, table, note=f"the query failed: {one_line(exc.orig or exc)}"
+        )
     return Result(kind, name, severity, "failed" if count else "ok", detail, table, count, sample, note)
 
 

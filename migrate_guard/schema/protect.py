@@ -11,6 +11,7 @@
   connection that attached a database named ``migrate_guard_reviewed``). DROP, TRUNCATE (MariaDB) and
   ALTER stay unprotected there: take those privileges from the application's user.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,12 @@ MYSQL_VARIABLE = "@migrate_guard_reviewed"
 SQLITE_MARKER = "migrate_guard_reviewed"  # the name of an attached in-memory database
 TRUNCATE_TRIGGER = "migrate_guard_no_truncate"
 KEEP_PREFIX = "migrate_guard_keep_"
-EVENT_TRIGGERS = ("migrate_guard_drop", "migrate_guard_before_alter", "migrate_guard_after_alter", "migrate_guard_on_create")
+EVENT_TRIGGERS = (
+    "migrate_guard_drop",
+    "migrate_guard_before_alter",
+    "migrate_guard_after_alter",
+    "migrate_guard_on_create",
+)
 
 
 class ProtectError(GuardError):
@@ -114,9 +120,9 @@ def _glob_regex(pattern: str) -> str:
             out.append(".*")
         elif ch == "?":
             out.append(".")
-        elif ch == "[" and "]" in pattern[i + 1:]:
+        elif ch == "[" and "]" in pattern[i + 1 :]:
             end = pattern.index("]", i + 1)
-            body = pattern[i + 1:end]
+            body = pattern[i + 1 : end]
             out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
             i = end
         else:
@@ -130,8 +136,12 @@ def _literal(text: str) -> str:
 
 
 def _pg_is_protected_sql(patterns: tuple[str, ...]) -> str:
-    tests = [f"lower(nsp || '.' || rel) ~ {_literal(_glob_regex(p))}" if "." in p else f"lower(rel) ~ {_literal(_glob_regex(p))}"
-             for p in patterns]
+    tests = [
+        f"lower(nsp || '.' || rel) ~ {_literal(_glob_regex(p))}"
+        if "." in p
+        else f"lower(rel) ~ {_literal(_glob_regex(p))}"
+        for p in patterns
+    ]
     return " OR ".join(tests) or "false"
 
 
@@ -216,15 +226,19 @@ def _pg_install_sql(settings: GuardSettings) -> list[str]:
     ]
 
 
-_PG_TABLES = ("SELECT n.nspname, c.relname, EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = :trigger) "
-              "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
-              "AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' ORDER BY 1, 2")
+_PG_TABLES = (
+    "SELECT n.nspname, c.relname, EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = :trigger) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+    "AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' ORDER BY 1, 2"
+)
 
 
 def _pg_tables(conn: sa.Connection, settings: GuardSettings) -> list[tuple[str, str, bool, bool]]:
     """(schema, table, protected, has the truncate trigger) for every table."""
-    return [(s, t, settings.is_protected(t, s), bool(has))
-            for s, t, has in conn.execute(sa.text(_PG_TABLES), {"trigger": TRUNCATE_TRIGGER})]
+    return [
+        (s, t, settings.is_protected(t, s), bool(has))
+        for s, t, has in conn.execute(sa.text(_PG_TABLES), {"trigger": TRUNCATE_TRIGGER})
+    ]
 
 
 def _pg_install(conn: sa.Connection, settings: GuardSettings) -> list[str]:
@@ -234,8 +248,11 @@ def _pg_install(conn: sa.Connection, settings: GuardSettings) -> list[str]:
     for schema, table, protected, has in _pg_tables(conn, settings):
         target = f"{q.quote(conn, schema)}.{q.quote(conn, table)}"
         if protected and not has:
-            q.run(conn, f"CREATE TRIGGER {TRUNCATE_TRIGGER} BEFORE TRUNCATE ON {target} FOR EACH STATEMENT "
-                                 "EXECUTE FUNCTION migrate_guard.refuse_truncate()")
+            q.run(
+                conn,
+                f"CREATE TRIGGER {TRUNCATE_TRIGGER} BEFORE TRUNCATE ON {target} FOR EACH STATEMENT "
+                "EXECUTE FUNCTION migrate_guard.refuse_truncate()",
+            )
         elif has and not protected:  # no longer protected by the settings
             q.run(conn, f"DROP TRIGGER {TRUNCATE_TRIGGER} ON {target}")
         if protected:
@@ -251,8 +268,14 @@ def _pg_uninstall(conn: sa.Connection) -> None:
 
 def _pg_status(conn: sa.Connection, settings: GuardSettings) -> Status:
     status = Status("postgresql", False)
-    events = dict(conn.execute(sa.text("SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname LIKE 'migrate\\_guard\\_%'")).all())
-    comment = conn.execute(sa.text("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'migrate_guard'")).scalar()
+    events = dict(
+        conn.execute(
+            sa.text("SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname LIKE 'migrate\\_guard\\_%'")
+        ).all()
+    )
+    comment = conn.execute(
+        sa.text("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'migrate_guard'")
+    ).scalar()
     status.installed = bool(events)
     for name in EVENT_TRIGGERS:
         if name not in events:
@@ -261,12 +284,16 @@ def _pg_status(conn: sa.Connection, settings: GuardSettings) -> Status:
         elif events[name] == "D":
             status.problems.append(f"event trigger {name} is disabled")
     if events:
-        status.guards.append(f"event triggers: {', '.join(sorted(events))} (DROP TABLE, DROP/ALTER COLUMN, table rename)")
+        status.guards.append(
+            f"event triggers: {', '.join(sorted(events))} (DROP TABLE, DROP/ALTER COLUMN, table rename)"
+        )
     if comment:
         status.patterns = json.loads(comment).get("protected_tables")
         if status.patterns != list(settings.protected_tables):
-            status.problems.append(f"installed for {status.patterns}, the settings say {list(settings.protected_tables)}: "
-                                   "run `protect install` again")
+            status.problems.append(
+                f"installed for {status.patterns}, the settings say {list(settings.protected_tables)}: "
+                "run `protect install` again"
+            )
     for schema, table, protected, has in _pg_tables(conn, settings):
         name = table if schema == "public" else f"{schema}.{table}"
         if protected:
@@ -297,32 +324,52 @@ def _keep_trigger(conn: sa.Connection, table: str) -> str:
     target = q.quote(conn, table)
     pk = q.primary_key(conn, table)
     if family == "sqlite":
-        ddl = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": table}).scalar() or ""
+        ddl = (
+            conn.execute(
+                sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": table}
+            ).scalar()
+            or ""
+        )
         key = None if "WITHOUT ROWID" in ddl.upper() else "rowid"
     else:
         key = q.quote(conn, pk[0]) if len(pk) == 1 else None
     if key:  # the other rows are found through the key index: cheap for every deleted row
-        last = (f"NOT EXISTS (SELECT 1 FROM {target} WHERE {key} > OLD.{key}) AND "
-                f"NOT EXISTS (SELECT 1 FROM {target} WHERE {key} < OLD.{key})")
+        last = (
+            f"NOT EXISTS (SELECT 1 FROM {target} WHERE {key} > OLD.{key}) AND "
+            f"NOT EXISTS (SELECT 1 FROM {target} WHERE {key} < OLD.{key})"
+        )
     else:
         last = f"(SELECT COUNT(*) FROM (SELECT 1 FROM {target} LIMIT 2) x) < 2"
-    message = f"migrate-guard: refused: this DELETE would remove every row of protected table {table}".replace("'", "''")
+    message = f"migrate-guard: refused: this DELETE would remove every row of protected table {table}".replace(
+        "'", "''"
+    )
     name = q.quote(conn, _keep_name(table))
     if family == "sqlite":
-        return (f"CREATE TRIGGER {name} BEFORE DELETE ON {target} FOR EACH ROW WHEN {last} AND NOT EXISTS "
-                f"(SELECT 1 FROM pragma_database_list WHERE name = '{SQLITE_MARKER}') BEGIN SELECT RAISE(ABORT, '{message}'); END")
-    return (f"CREATE TRIGGER {name} BEFORE DELETE ON {target} FOR EACH ROW BEGIN "
-            f"IF COALESCE({MYSQL_VARIABLE}, 0) <> 1 AND {last} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'; END IF; END")
+        return (
+            f"CREATE TRIGGER {name} BEFORE DELETE ON {target} FOR EACH ROW WHEN {last} AND NOT EXISTS "
+            f"(SELECT 1 FROM pragma_database_list WHERE name = '{SQLITE_MARKER}') BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        )
+    return (
+        f"CREATE TRIGGER {name} BEFORE DELETE ON {target} FOR EACH ROW BEGIN "
+        f"IF COALESCE({MYSQL_VARIABLE}, 0) <> 1 AND {last} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'; END IF; END"
+    )
 
 
 def _row_triggers(conn: sa.Connection) -> dict[str, str]:
     """Our keep-triggers: trigger name -> table."""
     if q.family(conn) == "sqlite":
-        rows = conn.execute(sa.text("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' AND name LIKE :p"),
-                            {"p": KEEP_PREFIX + "%"}).all()
+        rows = conn.execute(
+            sa.text("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' AND name LIKE :p"),
+            {"p": KEEP_PREFIX + "%"},
+        ).all()
     else:
-        rows = conn.execute(sa.text("SELECT trigger_name, event_object_table FROM information_schema.triggers "
-                                    "WHERE trigger_schema = DATABASE() AND trigger_name LIKE :p"), {"p": KEEP_PREFIX + "%"}).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT trigger_name, event_object_table FROM information_schema.triggers "
+                "WHERE trigger_schema = DATABASE() AND trigger_name LIKE :p"
+            ),
+            {"p": KEEP_PREFIX + "%"},
+        ).all()
     return {name: table for name, table in rows if name.startswith(KEEP_PREFIX)}
 
 
@@ -389,8 +436,10 @@ def install(url: str, settings: GuardSettings) -> list[str]:
                     return _pg_install(conn, settings)
                 except sa.exc.ProgrammingError as exc:
                     if "superuser" in str(exc.orig) or "permission denied" in str(exc.orig):
-                        raise ProtectError("protect install needs a PostgreSQL superuser (event triggers can only be created by one): "
-                                           f"{one_line(exc.orig)}") from None
+                        raise ProtectError(
+                            "protect install needs a PostgreSQL superuser (event triggers can only be created by one): "
+                            f"{one_line(exc.orig)}"
+                        ) from None
                     raise
             return _rows_install(conn, settings)
     except sa.exc.DBAPIError as exc:

@@ -1,4 +1,5 @@
 """Small helpers the schema guard shares: quoting, reflection, JSON-safe values, the report shape."""
+
 from __future__ import annotations
 
 import datetime as _dt

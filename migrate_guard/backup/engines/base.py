@@ -4,6 +4,7 @@ An engine turns a live database into named byte streams (a schema stream, one st
 and back. It never sees blobs, keys or files: it writes a stream through ``StreamWriter`` and reads
 one through ``StreamReader``, so memory stays bounded whatever the database size.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -84,16 +85,26 @@ class Engine(ABC):
         """(schema, name) of every user table, ``alembic_version`` included."""
 
     @abstractmethod
-    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = (),
-             previous: Mapping[str, TableDump] | None = None) -> DumpResult:
+    def dump(
+        self,
+        write: StreamWriter,
+        tables: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        previous: Mapping[str, TableDump] | None = None,
+    ) -> DumpResult:
         """One consistent snapshot of ``tables`` (all when None, minus ``exclude``).
 
         ``previous`` maps qualified table names to their newest earlier dump whose blobs are all in
         the repository: an engine that takes markers reuses such a stream when the marker is equal."""
 
     @abstractmethod
-    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None,
-                before_commit: Callable[[], None] | None = None) -> None:
+    def restore(
+        self,
+        dump: DumpResult,
+        read: StreamReader,
+        tables: Sequence[str] | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
         """Make ``tables`` (all in the dump when None) equal to the dump: schema and rows.
         Other tables are left alone; foreign keys between them survive.
 
@@ -108,28 +119,3 @@ class Engine(ABC):
     @abstractmethod
     def drop_tables(self, tables: Sequence[str]) -> None:
         """Drop these tables (those a failed migration created)."""
-
-
-def engine_for(url: str) -> Engine:
-    """The engine for a SQLAlchemy URL's dialect."""
-    from sqlalchemy.engine import make_url
-
-    from ...errors import ConfigError
-
-    try:
-        backend = make_url(url).get_backend_name()
-    except Exception as exc:
-        raise ConfigError(f"bad database URL: {exc}") from None
-    if backend == "sqlite":
-        from .sqlite import SQLiteEngine
-
-        return SQLiteEngine(url)
-    if backend == "postgresql":
-        from .postgresql import PostgreSQLEngine
-
-        return PostgreSQLEngine(url)
-    if backend in ("mysql", "mariadb"):
-        from .mysql import MySQLEngine
-
-        return MySQLEngine(url)
-    raise ConfigError(f"no backup engine for {backend!r} databases (supported: sqlite, postgresql, mysql/mariadb)")

@@ -35,6 +35,7 @@ Not covered: stored routines and events (not table-scoped: ``--skip-routines``),
 (not listed as tables, left alone by restore), the history rows of system-versioned tables, and the
 consistency of non-transactional (MyISAM/Aria) tables, which ``--single-transaction`` cannot give.
 """
+
 from __future__ import annotations
 
 import os
@@ -199,9 +200,9 @@ def _scan(buf: bytes, hold: int) -> Iterator[tuple[str, bytes, str | None]]:
             yield "text", buf[pos:start], None
         if m.group(1):
             kind = _STRUCTURE if m.group(1) == b"Table structure for table" else _DATA
-            yield kind, buf[start:m.end()], _marker_name(m.group(2))
+            yield kind, buf[start : m.end()], _marker_name(m.group(2))
         else:
-            yield (_UNLOCK if m.group(3) else _FOOTER), buf[start:m.end()], None
+            yield (_UNLOCK if m.group(3) else _FOOTER), buf[start : m.end()], None
         pos = m.end()
     end = min(max(hold, pos), len(buf))
     if end > pos:
@@ -365,8 +366,13 @@ class MySQLEngine(Engine):
             raise GuardError(f"cannot back up a table whose name holds a line break: {bad[0]!r}")
         return chosen
 
-    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = (),
-             previous: Mapping[str, TableDump] | None = None) -> DumpResult:
+    def dump(
+        self,
+        write: StreamWriter,
+        tables: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        previous: Mapping[str, TableDump] | None = None,
+    ) -> DumpResult:
         tool = require_tool(DUMP_TOOLS, PACKAGE)
         names = self._select(tables, exclude)
         deps = self._foreign_keys()
@@ -374,8 +380,11 @@ class MySQLEngine(Engine):
         if not names:
             return DumpResult(engine_info, write("schema", iter(())), [])
 
-        with self._tool_args() as conn_args, tempfile.TemporaryFile() as err, \
-                tempfile.SpooledTemporaryFile(max_size=8 << 20) as schema:
+        with (
+            self._tool_args() as conn_args,
+            tempfile.TemporaryFile() as err,
+            tempfile.SpooledTemporaryFile(max_size=8 << 20) as schema,
+        ):
             cmd = [tool, *conn_args, *DUMP_OPTIONS, "--", self.database, *names]
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
             assert proc.stdout is not None
@@ -406,8 +415,9 @@ class MySQLEngine(Engine):
             schema_ref = write("schema", _pieces(schema))  # type: ignore[arg-type]
         return DumpResult(engine_info, schema_ref, results)
 
-    def _split_dump(self, stdout: BinaryIO, names: list[str], deps: dict[str, list[str]],
-                    write: StreamWriter, schema: Any) -> list[TableDump]:
+    def _split_dump(
+        self, stdout: BinaryIO, names: list[str], deps: dict[str, list[str]], write: StreamWriter, schema: Any
+    ) -> list[TableDump]:
         remaining = set(names)
         results: list[TableDump] = []
         events = _Lookahead(_events(_pieces(stdout)))
@@ -422,16 +432,18 @@ class MySQLEngine(Engine):
                 ref = write(name, self._table_stream(chunk, events, counter, remaining, done=finished))
                 if not finished:
                     raise GuardError(f"the repository did not read the whole stream of table {name}")
-                results.append(TableDump(name=name, schema=None, rows=counter.rows, stream=ref,
-                                         depends_on=deps.get(name, [])))
+                results.append(
+                    TableDump(name=name, schema=None, rows=counter.rows, stream=ref, depends_on=deps.get(name, []))
+                )
                 current = None
                 continue
             schema.write(chunk)
         return results
 
     @staticmethod
-    def _table_stream(first: bytes, events: _Lookahead, counter: RowCounter, remaining: set[str],
-                      done: list[bool]) -> Iterator[bytes]:
+    def _table_stream(
+        first: bytes, events: _Lookahead, counter: RowCounter, remaining: set[str], done: list[bool]
+    ) -> Iterator[bytes]:
         """The table's data section: its INSERTs (counted up to "UNLOCK TABLES;") and its triggers,
         up to the next expected table's structure section or, after the last table, the footer."""
         yield first
@@ -448,8 +460,13 @@ class MySQLEngine(Engine):
             yield chunk
         done.append(True)
 
-    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None,
-                before_commit: Callable[[], None] | None = None) -> None:
+    def restore(
+        self,
+        dump: DumpResult,
+        read: StreamReader,
+        tables: Sequence[str] | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
         if before_commit is not None:  # what is written here cannot be rolled back: check first
             before_commit()
         tool = require_tool(CLIENT_TOOLS, PACKAGE)
@@ -485,8 +502,17 @@ class MySQLEngine(Engine):
     def _run_client(self, tool: str, script: Iterable[bytes], what: str) -> None:
         """Stream ``script`` into the client's stdin; its first error becomes a one-line GuardError."""
         with self._tool_args() as conn_args, tempfile.TemporaryFile() as err:
-            cmd = [tool, *conn_args, "--default-character-set=utf8mb4", "--binary-mode", "--comments",
-                   "--batch", "--max-allowed-packet=1G", "--", self.database]
+            cmd = [
+                tool,
+                *conn_args,
+                "--default-character-set=utf8mb4",
+                "--binary-mode",
+                "--comments",
+                "--batch",
+                "--max-allowed-packet=1G",
+                "--",
+                self.database,
+            ]
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
             assert proc.stdin is not None
             try:

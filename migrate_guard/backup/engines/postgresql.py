@@ -65,6 +65,7 @@ Restore
     without its children. Large objects are not part of a snapshot (and are left alone). Needs
     PostgreSQL 11 or newer.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -127,9 +128,12 @@ def _is_protection(entry: _Entry) -> bool:
     and a restore into another database needs no superuser for event triggers."""
     from ...schema.protect import EVENT_TRIGGERS, PG_SCHEMA, TRUNCATE_TRIGGER
 
-    return ((entry.desc == "SCHEMA" and entry.name == PG_SCHEMA) or entry.schema == PG_SCHEMA
-            or (entry.desc == "EVENT TRIGGER" and entry.name in EVENT_TRIGGERS)
-            or (entry.desc == "TRIGGER" and entry.name.rsplit(" ", 1)[-1] == TRUNCATE_TRIGGER))
+    return (
+        (entry.desc == "SCHEMA" and entry.name == PG_SCHEMA)
+        or entry.schema == PG_SCHEMA
+        or (entry.desc == "EVENT TRIGGER" and entry.name in EVENT_TRIGGERS)
+        or (entry.desc == "TRIGGER" and entry.name.rsplit(" ", 1)[-1] == TRUNCATE_TRIGGER)
+    )
 
 
 def _psycopg():
@@ -229,8 +233,10 @@ def _copy_pieces(conn, query: bytes, counter: list[int]) -> Iterator[bytes]:
         poller.register(sock, select.POLLIN)
         wait = poller.poll
     else:  # pragma: no cover - Windows
+
         def wait() -> None:
             select.select([sock], [], [])
+
     buf = bytearray()
     while True:
         nbytes, data = get(1)
@@ -318,8 +324,19 @@ class _MarkerBasis:
             " FROM (SELECT xmin::text::int8 AS v, count(*)::numeric AS c FROM ONLY {} GROUP BY xmin) AS per_xmin"
         ).format(_qualified(schema, name))
         count, sum1, sum2, distance = conn.execute(query, {"s": self.xmin % XID_WRAP, "wrap": XID_WRAP}).fetchone()
-        body = json.dumps([self.server, info["oid"], self.attributes.get(info["oid"], ""), info["columns"],
-                           info["order_by"], count, sum1, sum2], separators=(",", ":"))
+        body = json.dumps(
+            [
+                self.server,
+                info["oid"],
+                self.attributes.get(info["oid"], ""),
+                info["columns"],
+                info["order_by"],
+                count,
+                sum1,
+                sum2,
+            ],
+            separators=(",", ":"),
+        )
         return f"{MARKER_PREFIX}:{self.xmin}:{distance}:{hashlib.sha256(body.encode()).hexdigest()}"
 
     def same(self, marker: str, earlier: str | None) -> bool:
@@ -343,16 +360,22 @@ def _marker_basis(conn, tables: Sequence[dict[str, Any]], num: int) -> _MarkerBa
     try:
         with conn.transaction():  # a savepoint: a refused catalog read leaves the dump going
             answers = [conn.execute(q).fetchone() for q in _BASIS_QUERIES]
-            xmin, horizon = (int(x) for x in conn.execute(
-                "SELECT pg_catalog.txid_snapshot_xmin(s), pg_catalog.txid_snapshot_xmax(s)"
-                " FROM pg_catalog.txid_current_snapshot() AS s").fetchone())
-            attributes = dict(conn.execute(
-                "SELECT a.attrelid::int8, pg_catalog.string_agg(concat_ws(':', a.attnum, a.attname, a.atttypid, a.atttypmod,"
-                " a.attisdropped, a.atthasmissing, a.attmissingval::text, a.attgenerated, a.attcollation), ','"
-                " ORDER BY a.attnum) FROM pg_catalog.pg_attribute a WHERE a.attrelid = ANY(%s::oid[]) AND a.attnum > 0"
-                " GROUP BY a.attrelid",
-                ([t["oid"] for t in tables],),
-            ).fetchall())
+            xmin, horizon = (
+                int(x)
+                for x in conn.execute(
+                    "SELECT pg_catalog.txid_snapshot_xmin(s), pg_catalog.txid_snapshot_xmax(s)"
+                    " FROM pg_catalog.txid_current_snapshot() AS s"
+                ).fetchone()
+            )
+            attributes = dict(
+                conn.execute(
+                    "SELECT a.attrelid::int8, pg_catalog.string_agg(concat_ws(':', a.attnum, a.attname, a.atttypid, a.atttypmod,"
+                    " a.attisdropped, a.atthasmissing, a.attmissingval::text, a.attgenerated, a.attcollation), ','"
+                    " ORDER BY a.attnum) FROM pg_catalog.pg_attribute a WHERE a.attrelid = ANY(%s::oid[]) AND a.attnum > 0"
+                    " GROUP BY a.attrelid",
+                    ([t["oid"] for t in tables],),
+                ).fetchall()
+            )
     except psycopg.Error:
         return None
     if any(a is None for a in answers[:3]):
@@ -557,8 +580,13 @@ class PostgreSQLEngine(Engine):
 
     # --- dump ---------------------------------------------------------------------------------------
 
-    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = (),
-             previous: Mapping[str, TableDump] | None = None) -> DumpResult:
+    def dump(
+        self,
+        write: StreamWriter,
+        tables: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        previous: Mapping[str, TableDump] | None = None,
+    ) -> DumpResult:
         from psycopg import IsolationLevel
 
         pg_dump, _pg_restore, version, _restore_version = self._checked_tools()
@@ -581,11 +609,18 @@ class PostgreSQLEngine(Engine):
             basis = _marker_basis(conn, [meta["tables"][f"{s}.{n}"] for s, n in chosen], num)
 
             with self._tool_env() as env:
-                refs, rows, markers = self._dump_streams(conn, write, snapshot, meta, chosen, pg_dump, env,
-                                                         basis, previous or {})
+                refs, rows, markers = self._dump_streams(
+                    conn, write, snapshot, meta, chosen, pg_dump, env, basis, previous or {}
+                )
             dumps = [
-                TableDump(name, schema, rows.get(f"{schema}.{name}", 0), refs[f"{schema}.{name}"],
-                          depends_on=depends.get(f"{schema}.{name}", []), marker=markers.get(f"{schema}.{name}"))
+                TableDump(
+                    name,
+                    schema,
+                    rows.get(f"{schema}.{name}", 0),
+                    refs[f"{schema}.{name}"],
+                    depends_on=depends.get(f"{schema}.{name}", []),
+                    marker=markers.get(f"{schema}.{name}"),
+                )
                 for schema, name in chosen
             ]
             conn.rollback()
@@ -600,8 +635,16 @@ class PostgreSQLEngine(Engine):
         )
 
     def _dump_streams(
-        self, conn, write: StreamWriter, snapshot: str, meta: dict[str, Any], chosen: Sequence[tuple[str, str]],
-        pg_dump: str, env: dict[str, str], basis: _MarkerBasis | None, previous: Mapping[str, TableDump],
+        self,
+        conn,
+        write: StreamWriter,
+        snapshot: str,
+        meta: dict[str, Any],
+        chosen: Sequence[tuple[str, str]],
+        pg_dump: str,
+        env: dict[str, str],
+        basis: _MarkerBasis | None,
+        previous: Mapping[str, TableDump],
     ) -> tuple[dict[str, StreamRef], dict[str, int], dict[str, str]]:
         """Write the schema stream and every table's stream; returns their refs, row counts and
         markers. A table whose marker equals its previous dump's reuses that stream unread.
@@ -627,11 +670,13 @@ class PostgreSQLEngine(Engine):
             else:
                 jobs.append((schema, name))
         if len(jobs) > 1:
-            sizes = dict(conn.execute(
-                "SELECT c.oid::int8, pg_catalog.pg_table_size(c.oid) FROM pg_catalog.pg_class c "
-                "WHERE c.oid = ANY(%s::oid[])",
-                ([meta["tables"][f"{s}.{n}"]["oid"] for s, n in jobs],),
-            ).fetchall())
+            sizes = dict(
+                conn.execute(
+                    "SELECT c.oid::int8, pg_catalog.pg_table_size(c.oid) FROM pg_catalog.pg_class c "
+                    "WHERE c.oid = ANY(%s::oid[])",
+                    ([meta["tables"][f"{s}.{n}"]["oid"] for s, n in jobs],),
+                ).fetchall()
+            )
             jobs = deque(sorted(jobs, key=lambda t: -(sizes.get(meta["tables"][f"{t[0]}.{t[1]}"]["oid"]) or 0)))
 
         mutex = threading.Lock()
@@ -689,8 +734,9 @@ class PostgreSQLEngine(Engine):
                 except (GuardError, psycopg.Error):
                     break  # too many connections, say: this one does the work
                 helpers.append(helper)
-                threads.append(threading.Thread(target=helper_job, args=(helper,), name="migrate-guard-copy",
-                                                daemon=True))
+                threads.append(
+                    threading.Thread(target=helper_job, args=(helper,), name="migrate-guard-copy", daemon=True)
+                )
                 threads[-1].start()
             while (job := next_job()) is not None:
                 copy_table(conn, *job)
@@ -842,8 +888,13 @@ class PostgreSQLEngine(Engine):
 
     # --- restore ------------------------------------------------------------------------------------
 
-    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None,
-                before_commit: Callable[[], None] | None = None) -> None:
+    def restore(
+        self,
+        dump: DumpResult,
+        read: StreamReader,
+        tables: Sequence[str] | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
         fmt = dump.engine.get("format")
         if fmt != FORMAT:
             raise GuardError(f"this PostgreSQL snapshot has format {fmt!r}; this version restores {FORMAT!r}")
@@ -1036,15 +1087,32 @@ class PostgreSQLEngine(Engine):
             todo = deque(d for i in strict for d in entries[i].deps)
             while todo:
                 d = todo.popleft()
-                if d in entries and d not in strict and d not in tolerant and d not in c_set and d not in c_other \
-                        and d not in guard:
+                if (
+                    d in entries
+                    and d not in strict
+                    and d not in tolerant
+                    and d not in c_set
+                    and d not in c_other
+                    and d not in guard
+                ):
                     tolerant.add(d)
                     todo.extend(entries[d].deps)
         order = [e.id for e in toc if e.id in strict or e.id in tolerant]
         return _Plan(order=order, strict=strict, tolerant=tolerant, entries=entries)
 
-    def _apply(self, pg_restore, env, read, dump, meta, chosen, plan: _Plan, listing: Path, full: bool,
-               before_commit: Callable[[], None] | None) -> None:
+    def _apply(
+        self,
+        pg_restore,
+        env,
+        read,
+        dump,
+        meta,
+        chosen,
+        plan: _Plan,
+        listing: Path,
+        full: bool,
+        before_commit: Callable[[], None] | None,
+    ) -> None:
         from psycopg import sql
 
         psycopg = _psycopg()
@@ -1070,7 +1138,9 @@ class PostgreSQLEngine(Engine):
                 conn.execute("SET client_encoding = 'UTF8'")  # what the COPY streams were written in
                 # Tables this transaction itself created (not in a savepoint) take their rows frozen:
                 # later reads (the index builds just below, and every reader after) set no hint bits.
-                ours = {plan.entries[i].objid for i in created if plan.entries[i].desc == "TABLE" and i not in plan.tolerant}
+                ours = {
+                    plan.entries[i].objid for i in created if plan.entries[i].desc == "TABLE" and i not in plan.tolerant
+                }
                 for t in chosen:
                     stage = f"loading the rows of {t.qualified}"
                     info = meta["tables"][t.qualified]

@@ -6,6 +6,7 @@ the repository's fixed-size chunking (a multiple of every SQLite page size) unch
 the file deduplicate, which is what makes backups incremental. Per-table entries in the manifest
 carry exact row counts and foreign-key dependencies; their data lives in the image.
 """
+
 from __future__ import annotations
 
 import os
@@ -118,8 +119,13 @@ class SQLiteEngine(Engine):
             finally:
                 conn.execute(f"PRAGMA foreign_keys = {int(previous)}")
 
-    def dump(self, write: StreamWriter, tables: Sequence[str] | None = None, exclude: Sequence[str] = (),
-             previous: Mapping[str, TableDump] | None = None) -> DumpResult:
+    def dump(
+        self,
+        write: StreamWriter,
+        tables: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        previous: Mapping[str, TableDump] | None = None,
+    ) -> DumpResult:
         with tempfile.TemporaryDirectory(prefix="migrate-guard-") as tmp:
             copy = Path(tmp) / "image.db"
             with closing(self._connect()) as source, closing(sqlite3.connect(copy)) as dest:
@@ -158,8 +164,13 @@ class SQLiteEngine(Engine):
                 out.append(TableDump(name=name, schema=None, rows=rows, stream=empty, depends_on=depends))
             return out
 
-    def restore(self, dump: DumpResult, read: StreamReader, tables: Sequence[str] | None = None,
-                before_commit: Callable[[], None] | None = None) -> None:
+    def restore(
+        self,
+        dump: DumpResult,
+        read: StreamReader,
+        tables: Sequence[str] | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
         if before_commit is not None:  # what is written here cannot be rolled back: check first
             before_commit()
         with tempfile.TemporaryDirectory(prefix="migrate-guard-") as tmp:

@@ -1,6 +1,7 @@
 """Tests of a project's migration history against a real (test) database: one head, base -> heads,
 every revision's downgrade undoing its upgrade, models matching what the migrations build, and
 ``check`` findings. The pytest plugin runs these; each failure is one readable message."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,9 +14,9 @@ from typing import Any
 
 import click
 
-from . import alembic_bridge as bridge
-from .config import Project
-from .errors import one_line
+from .. import alembic_bridge as bridge
+from ..config import Project
+from ..errors import one_line
 
 VERSION_TABLE = "alembic_version"
 
@@ -90,7 +91,9 @@ class MigrationDatabase:
         try:
             with engine.connect() as conn:
                 insp = sa.inspect(conn)
-                return {name: _table_shape(insp, name) for name in sorted(insp.get_table_names()) if name != VERSION_TABLE}
+                return {
+                    name: _table_shape(insp, name) for name in sorted(insp.get_table_names()) if name != VERSION_TABLE
+                }
         finally:
             engine.dispose()
 
@@ -167,7 +170,9 @@ def load_metadata(project: Project, spec: str) -> Any:
     """``module:attr.attr`` imported with the project directory on sys.path."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise MigrationTestFailure(f"migrate_guard_metadata = {spec!r}: expected module:attribute, e.g. models:Base.metadata")
+        raise MigrationTestFailure(
+            f"migrate_guard_metadata = {spec!r}: expected module:attribute, e.g. models:Base.metadata"
+        )
     with bridge.project_cwd(project):
         try:
             value: Any = importlib.import_module(module_name)
@@ -294,7 +299,10 @@ def describe_diff(diff: Any) -> str:
     if isinstance(diff, list):  # modify_* entries of one column come grouped
         return "; ".join(describe_diff(d) for d in diff)
     kind = diff[0]
-    in_models, in_migrations = "is in the models but no migration creates it", "is created by the migrations but not in the models"
+    in_models, in_migrations = (
+        "is in the models but no migration creates it",
+        "is created by the migrations but not in the models",
+    )
     if kind in ("add_table", "remove_table"):
         return f"table {diff[1].name} {in_models if kind == 'add_table' else in_migrations}"
     if kind in ("add_column", "remove_column"):
@@ -313,8 +321,8 @@ def describe_diff(diff: Any) -> str:
 
 def check_findings(project: Project) -> None:
     """``check --range base:heads``: findings at or above fail_on fail the test, reported as ``check`` prints them."""
-    from .check import CheckOptions, run_check
-    from .report import render
+    from ..analysis.check import CheckOptions, run_check
+    from ..analysis.report import render
 
     with _logging_kept():  # check renders the revisions through env.py too
         report = run_check(project, CheckOptions(range="base:heads"))

@@ -1,5 +1,6 @@
 """One migration at a time per database: a PostgreSQL advisory lock, MySQL/MariaDB GET_LOCK, a lock
 file beside a SQLite database. A second run waits ``wait`` seconds, then fails naming the holder."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,13 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from .errors import GuardError
+from ..errors import GuardError
 
 PG_LOCK_KEY = 0x6D6967726174650A  # "migrate\n": one lock per database, shared by every migrate-safe
 MYSQL_LOCK_NAME = "migrate-guard"
@@ -26,7 +27,7 @@ class MigrationLocked(GuardError):
 
 
 def _who() -> str:
-    from .backup.service import who
+    from ..backup.service import who
 
     me = who()
     return f"migrate-safe pid {os.getpid()} {me['user']}@{me['host']}"
@@ -49,22 +50,33 @@ def migration_lock(url: str, wait: float = 0) -> Iterator[None]:
 
 @contextmanager
 def _postgresql(url: str, wait: float) -> Iterator[None]:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT",
-                              connect_args={"application_name": _who()[:63]})
+    engine = sa.create_engine(
+        url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT", connect_args={"application_name": _who()[:63]}
+    )
     try:
         with engine.connect() as conn:
             deadline = time.monotonic() + wait
             while not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY}).scalar():
                 if time.monotonic() >= deadline:
-                    holder = conn.execute(sa.text(
-                        "SELECT a.pid, a.application_name, a.usename, a.client_addr, a.backend_start "
-                        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                        "WHERE l.locktype = 'advisory' AND l.granted "
-                        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                        "AND ((l.classid::int8 << 32) | l.objid::int8) = :k"), {"k": PG_LOCK_KEY}).first()
-                    who = (f"backend pid {holder.pid} ({holder.application_name or holder.usename}"
-                           f"{' from ' + str(holder.client_addr) if holder.client_addr else ''}), connected since "
-                           f"{holder.backend_start:%Y-%m-%d %H:%M:%S}") if holder else "another session"
+                    holder = conn.execute(
+                        sa.text(
+                            "SELECT a.pid, a.application_name, a.usename, a.client_addr, a.backend_start "
+                            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                            "WHERE l.locktype = 'advisory' AND l.granted "
+                            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                            "AND ((l.classid::int8 << 32) | l.objid::int8) = :k"
+                        ),
+                        {"k": PG_LOCK_KEY},
+                    ).first()
+                    who = (
+                        (
+                            f"backend pid {holder.pid} ({holder.application_name or holder.usename}"
+                            f"{' from ' + str(holder.client_addr) if holder.client_addr else ''}), connected since "
+                            f"{holder.backend_start:%Y-%m-%d %H:%M:%S}"
+                        )
+                        if holder
+                        else "another session"
+                    )
                     raise MigrationLocked(f"the migration lock is held by {who}; waited {wait:g}s (--lock-wait)")
                 time.sleep(_POLL)
             try:
@@ -83,10 +95,18 @@ def _mysql(url: str, wait: float) -> Iterator[None]:
         with engine.connect() as conn:
             got = conn.execute(sa.text("SELECT GET_LOCK(:n, :w)"), {"n": name, "w": max(0, int(wait))}).scalar()
             if got != 1:
-                holder = conn.execute(sa.text(
-                    "SELECT p.ID, p.USER, p.HOST, p.TIME FROM information_schema.PROCESSLIST p "
-                    "WHERE p.ID = IS_USED_LOCK(:n)"), {"n": name}).first()
-                who = f"connection {holder.ID} ({holder.USER}@{holder.HOST}, {holder.TIME}s)" if holder else "another session"
+                holder = conn.execute(
+                    sa.text(
+                        "SELECT p.ID, p.USER, p.HOST, p.TIME FROM information_schema.PROCESSLIST p "
+                        "WHERE p.ID = IS_USED_LOCK(:n)"
+                    ),
+                    {"n": name},
+                ).first()
+                who = (
+                    f"connection {holder.ID} ({holder.USER}@{holder.HOST}, {holder.TIME}s)"
+                    if holder
+                    else "another session"
+                )
                 raise MigrationLocked(f"the migration lock is held by {who}; waited {wait:g}s (--lock-wait)")
             try:
                 yield
@@ -105,8 +125,14 @@ def _sqlite(url: str, wait: float) -> Iterator[None]:
     path = Path(f"{database}.migrate-guard.lock")
     if not path.parent.is_dir():
         raise GuardError(f"database error: unable to open database file (no directory {path.parent})")
-    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "who": _who(),
-                         "since": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    record = json.dumps(
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "who": _who(),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
     deadline = time.monotonic() + wait
     while True:
         try:

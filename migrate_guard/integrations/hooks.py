@@ -1,5 +1,6 @@
 """Checking files a hook hands over (pre-commit, Alembic's ``post_write_hooks``): each file is checked
 as ``check --revision FILE`` against the Alembic project it belongs to."""
+
 from __future__ import annotations
 
 import os
@@ -8,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import alembic_bridge as bridge
-from .check import CheckOptions, CheckReport, run_check
-from .config import Project, load_project
+from .. import alembic_bridge as bridge
+from ..analysis.check import CheckOptions, CheckReport, run_check
+from ..config import Project, load_project
 
 
 @dataclass
@@ -68,5 +69,7 @@ def check_files(
         mine = [n for n in names if os.path.realpath(n) in revision_files]
         result.skipped.extend(n for n in names if n not in mine)
         if mine:
-            result.reports.append((project, run_check(project, replace(options, revisions=tuple(os.path.abspath(n) for n in mine)))))
+            result.reports.append(
+                (project, run_check(project, replace(options, revisions=tuple(os.path.abspath(n) for n in mine))))
+            )
     return result

@@ -7,6 +7,7 @@ failure is a rollback. Everywhere else (MariaDB/MySQL, ``autocommit_block``, an 
 own engine) a failure is undone by restoring the affected tables from the verified safety snapshot,
 dropping tables the failed run created, and stamping ``alembic_version`` back.
 """
+
 from __future__ import annotations
 
 import ast
@@ -16,21 +17,23 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from . import alembic_bridge as bridge
-from .analysis.acks import parse_cli_allow
-from .backup import service
-from .check import CheckReport, analyse, rules_for
-from .config import Project
-from .errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_NOT_RESTORED, EXIT_OK, GuardError, UsageError, one_line
-from .migration_lock import migration_lock
-from .schema import guard as schema_guard
+from .. import alembic_bridge as bridge
+from ..analysis.acks import parse_cli_allow
+from ..analysis.check import CheckReport, analyse, rules_for
+from ..backup import service
+from ..config import Project
+from ..errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, GuardError, UsageError
+from ..schema import guard as schema_guard
+from .journal import refuse_if_unfinished
+from .lock import migration_lock
+from .undo import Interrupted, Say, failure_reason, qualified_tables, schema_shape, undo
 
 SCOPES = ("affected", "full", "none")
 TRANSACTIONAL_DDL = ("postgresql", "sqlite")
@@ -58,13 +61,6 @@ class SafeResult:
     lines: list[str] = field(default_factory=list)  # the plan (dry run) or what was done
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM during the upgrade: handled like Ctrl-C (drivers cancel the running statement on it)."""
-
-
-Say = Callable[[str], None]
-
-
 # --- reading the project --------------------------------------------------------------------------
 
 
@@ -82,7 +78,7 @@ def env_form(project: Project, script: Any) -> str:
 
 
 COOKBOOK_HINT = (
-    'in env.py\'s run_migrations_online(), use the connection migrate-safe passes: '
+    "in env.py's run_migrations_online(), use the connection migrate-safe passes: "
     '`connectable = config.attributes.get("connection")` and, when it is set, configure with it '
     "instead of creating an engine (Alembic cookbook: 'Sharing a Connection across one or more programmatic migration commands')"
 )
@@ -90,25 +86,39 @@ COOKBOOK_HINT = (
 
 def protection(dialect: str, form: str, report: CheckReport) -> tuple[bool, str]:
     """Whether a failure can be rolled back, and the sentence that says what protects the run."""
-    autocommit = any(o.kind == "transaction" and o.details.get("action") == "commit" for r in report.operations for o in r.operations)
+    autocommit = any(
+        o.kind == "transaction" and o.details.get("action") == "commit" for r in report.operations for o in r.operations
+    )
     if dialect not in TRANSACTIONAL_DDL:
         name = "MySQL/MariaDB" if dialect in ("mysql", "mariadb") else dialect
-        env = ("env.py uses the connection migrate-safe passes (cookbook form)" if form == "cookbook" else
-               "env.py opens its own connection (stock form)")
-        return False, f"{name} commits every DDL statement on its own: a failure is undone by restoring the safety snapshot; {env}"
+        env = (
+            "env.py uses the connection migrate-safe passes (cookbook form)"
+            if form == "cookbook"
+            else "env.py opens its own connection (stock form)"
+        )
+        return (
+            False,
+            f"{name} commits every DDL statement on its own: a failure is undone by restoring the safety snapshot; {env}",
+        )
     if autocommit:
         return False, "a revision uses autocommit_block(): a failure is undone by restoring the safety snapshot"
     if form != "cookbook":
-        return True, ("env.py opens its own connection: Alembic's own transaction covers the run, and after a failure "
-                      "migrate-safe compares the database with its state before and restores the safety snapshot if "
-                      f"anything remained. For one transaction that migrate-safe owns, {COOKBOOK_HINT}")
+        return True, (
+            "env.py opens its own connection: Alembic's own transaction covers the run, and after a failure "
+            "migrate-safe compares the database with its state before and restores the safety snapshot if "
+            f"anything remained. For one transaction that migrate-safe owns, {COOKBOOK_HINT}"
+        )
     return True, "all pending revisions run in one transaction that migrate-safe owns: a failure is rolled back"
 
 
 # MySQL's UPDATE a JOIN b / UPDATE a, b / DELETE x FROM ... write tables other than the first one named
-_MULTI_TABLE_DML = re.compile(r"\bJOIN\b|^\s*UPDATE\s+[^;]*?,[^;]*?\bSET\b|^\s*DELETE\s+(?!FROM\b)\S", re.IGNORECASE | re.DOTALL)
+_MULTI_TABLE_DML = re.compile(
+    r"\bJOIN\b|^\s*UPDATE\s+[^;]*?,[^;]*?\bSET\b|^\s*DELETE\s+(?!FROM\b)\S", re.IGNORECASE | re.DOTALL
+)
 _NO_TABLE_DATA = frozenset({"transaction", "set", "set_lock_timeout", "select", "other", "create_schema"})
-_TABLELESS_OK = frozenset({"create_other", "alter_other", "drop_other", "drop_index", "drop_constraint", "create_table"})
+_TABLELESS_OK = frozenset(
+    {"create_other", "alter_other", "drop_other", "drop_index", "drop_constraint", "create_table"}
+)
 
 
 def affected_tables(report: CheckReport, url: str) -> tuple[list[str] | None, str | None]:
@@ -124,9 +134,15 @@ def affected_tables(report: CheckReport, url: str) -> tuple[list[str] | None, st
             if op.table is None:
                 if op.kind in _TABLELESS_OK:
                     continue
-                return None, f"revision {rev.revision} line {op.line}: {op.kind} on a table that cannot be named offline"
+                return (
+                    None,
+                    f"revision {rev.revision} line {op.line}: {op.kind} on a table that cannot be named offline",
+                )
             if op.kind in ("update", "delete") and _MULTI_TABLE_DML.search(op.statement or ""):
-                return None, f"revision {rev.revision} line {op.line}: a multi-table {op.kind.upper()} may write tables it does not name first"
+                return (
+                    None,
+                    f"revision {rev.revision} line {op.line}: a multi-table {op.kind.upper()} may write tables it does not name first",
+                )
             touched.add(op.table.lower())
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
@@ -180,23 +196,29 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
             direction, target = "downgrade", options.down
         else:
             if before and options.target != "heads" and _reached(script, before, options.target):
-                return SafeResult(EXIT_OK, f"nothing to do: the database ({','.join(before)}) is at or past {options.target}")
+                return SafeResult(
+                    EXIT_OK, f"nothing to do: the database ({','.join(before)}) is at or past {options.target}"
+                )
             scripts = bridge.upgrade_path(script, before or "base", options.target)
             direction, target = "upgrade", options.target
         if not scripts:
             return SafeResult(EXIT_OK, f"nothing to do: the database is at {','.join(before) or 'base'}")
         selection = bridge.Selection(scripts, f"{','.join(before) or 'base'} -> {target}")
-        report = analyse(project, script, selection, dialect, rules=rules, cli_acks=cli_acks, fail_on="error",
-                         direction=direction)
+        report = analyse(
+            project, script, selection, dialect, rules=rules, cli_acks=cli_acks, fail_on="error", direction=direction
+        )
         from_to = f"{','.join(before) or 'base'} -> {target}"
         form = env_form(project, script)
         transactional, how = protection(dialect, form, report)
 
         blocked = [f for f in report.findings if f.severity == "error" and not f.allowed]
         if blocked:
-            return SafeResult(EXIT_BLOCKED, f"blocked: {len(blocked)} unreviewed error finding{'s' if len(blocked) != 1 else ''} "
-                              f"in {from_to}; nothing was touched (review them, then acknowledge in the revision file)",
-                              report=report)
+            return SafeResult(
+                EXIT_BLOCKED,
+                f"blocked: {len(blocked)} unreviewed error finding{'s' if len(blocked) != 1 else ''} "
+                f"in {from_to}; nothing was touched (review them, then acknowledge in the revision file)",
+                report=report,
+            )
 
         scope, scope_note = (None, None)
         if options.backup_scope == "affected":
@@ -206,9 +228,14 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
         plan = [
             f"{direction} {from_to}: {len(scripts)} revision{'s' if len(scripts) != 1 else ''} ({', '.join(s.revision for s in scripts)})",
             f"protection: {how}",
-            "safety snapshot: " + ("none (--backup-scope none)" if options.backup_scope == "none" else
-                                   ("all tables" + (f" ({scope_note})" if scope_note else "")) if scope is None else
-                                   f"{len(scope)} tables: {', '.join(scope)}"),
+            "safety snapshot: "
+            + (
+                "none (--backup-scope none)"
+                if options.backup_scope == "none"
+                else ("all tables" + (f" ({scope_note})" if scope_note else ""))
+                if scope is None
+                else f"{len(scope)} tables: {', '.join(scope)}"
+            ),
         ]
         if options.dry_run:
             plan.append(f"estimated snapshot size: {_estimate(url, scope)}")
@@ -219,32 +246,64 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
             raise UsageError("--backup-scope none leaves nothing to restore from: add --yes to confirm")
         for line in plan:
             say(line)
-        return _execute(project, options, url, dialect, repo, report, before, direction, target, scope,
-                        transactional, timeouts, say)
+        return _execute(
+            project, options, url, dialect, repo, report, before, direction, target, scope, transactional, timeouts, say
+        )
 
 
-def _execute(project: Project, options: SafeOptions, url: str, dialect: str, repo: Any, report: CheckReport,
-             before: list[str], direction: str, target: str, scope: list[str] | None, transactional: bool,
-             timeouts: list[str], say: Say) -> SafeResult:
+def _execute(
+    project: Project,
+    options: SafeOptions,
+    url: str,
+    dialect: str,
+    repo: Any,
+    report: CheckReport,
+    before: list[str],
+    direction: str,
+    target: str,
+    scope: list[str] | None,
+    transactional: bool,
+    timeouts: list[str],
+    say: Say,
+) -> SafeResult:
     engine = service.database_engine(url)
     snapshot = None
     if options.backup_scope != "none":
         say("taking the safety snapshot")
-        snapshot = service.take_snapshot(project, url=url, tables=scope, label=f"migrate-safe {','.join(before) or 'base'} -> {target}",
-                                         kind="safety", repo=repo)
+        snapshot = service.take_snapshot(
+            project,
+            url=url,
+            tables=scope,
+            label=f"migrate-safe {','.join(before) or 'base'} -> {target}",
+            kind="safety",
+            repo=repo,
+        )
         results = service.verify(project, [snapshot["id"]])
         if not results[0].ok:
-            return SafeResult(EXIT_FAILED, f"the safety snapshot {snapshot['id']} did not verify ({results[0].problems[0]}); nothing was migrated",
-                              report=report, snapshot_id=snapshot["id"])
+            return SafeResult(
+                EXIT_FAILED,
+                f"the safety snapshot {snapshot['id']} did not verify ({results[0].problems[0]}); nothing was migrated",
+                report=report,
+                snapshot_id=snapshot["id"],
+            )
         say(f"safety snapshot {snapshot['id']} verified")
-    tables_before = _qualified(engine.list_tables())
+    tables_before = qualified_tables(engine.list_tables())
     shape_before = schema_shape(url)
     run_id = uuid.uuid4().hex[:12]
     started = time.monotonic()
     record = {
-        "run": run_id, **service.who(), "started_at": service.iso(service.utcnow()), "direction": direction,
-        "from": before, "to": target, "snapshot": snapshot["id"] if snapshot else None, "scope": scope,
-        "tables_before": tables_before, "shape_before": shape_before, "findings": [f.to_dict() for f in report.findings], "state": "started",
+        "run": run_id,
+        **service.who(),
+        "started_at": service.iso(service.utcnow()),
+        "direction": direction,
+        "from": before,
+        "to": target,
+        "snapshot": snapshot["id"] if snapshot else None,
+        "scope": scope,
+        "tables_before": tables_before,
+        "shape_before": shape_before,
+        "findings": [f.to_dict() for f in report.findings],
+        "state": "started",
         "database": make_url(url).render_as_string(hide_password=True),
     }
     journal = repo.append_journal if repo is not None else (lambda r: None)
@@ -253,24 +312,47 @@ def _execute(project: Project, options: SafeOptions, url: str, dialect: str, rep
         with _signals_as_failures():
             _migrate(project, url, dialect, direction, target, timeouts, say)
     except BaseException as exc:  # noqa: BLE001 - every failure, Ctrl-C and SIGTERM included, takes this path
-        reason = _reason(exc)
+        reason = failure_reason(exc)
         say(f"the {direction} failed: {reason}")
         with schema_guard.reviewed_environment(dialect):  # a restore drops protected tables: the run was reviewed
-            outcome = _undo(project, url, engine, snapshot, before, tables_before, shape_before, transactional, say)
-        journal({**record, "state": outcome.state, "finished_at": service.iso(service.utcnow()), "error": reason,
-                 "seconds": round(time.monotonic() - started, 3)})
-        return SafeResult(outcome.code, f"failed ({reason}); {outcome.message}", report=report,
-                          snapshot_id=snapshot["id"] if snapshot else None)
+            outcome = undo(project, url, engine, snapshot, before, tables_before, shape_before, transactional, say)
+        journal(
+            {
+                **record,
+                "state": outcome.state,
+                "finished_at": service.iso(service.utcnow()),
+                "error": reason,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+        return SafeResult(
+            outcome.code,
+            f"failed ({reason}); {outcome.message}",
+            report=report,
+            snapshot_id=snapshot["id"] if snapshot else None,
+        )
     after, _ = bridge.database_heads(project)
-    journal({**record, "state": "succeeded", "finished_at": service.iso(service.utcnow()), "to": list(after or []),
-             "seconds": round(time.monotonic() - started, 3)})
-    return SafeResult(EXIT_OK, f"{direction}d {','.join(before) or 'base'} -> {','.join(after or []) or 'base'}"
-                      + (f"; safety snapshot {snapshot['id']}" if snapshot else ""), report=report,
-                      snapshot_id=snapshot["id"] if snapshot else None)
+    journal(
+        {
+            **record,
+            "state": "succeeded",
+            "finished_at": service.iso(service.utcnow()),
+            "to": list(after or []),
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    )
+    return SafeResult(
+        EXIT_OK,
+        f"{direction}d {','.join(before) or 'base'} -> {','.join(after or []) or 'base'}"
+        + (f"; safety snapshot {snapshot['id']}" if snapshot else ""),
+        report=report,
+        snapshot_id=snapshot["id"] if snapshot else None,
+    )
 
 
-def _migrate(project: Project, url: str, dialect: str, direction: str, target: str, timeouts: list[str],
-             say: Say | None = None) -> None:
+def _migrate(
+    project: Project, url: str, dialect: str, direction: str, target: str, timeouts: list[str], say: Say | None = None
+) -> None:
     """Run Alembic on a connection we own, in one transaction where the database allows it."""
     from alembic import command
 
@@ -300,8 +382,9 @@ def _migrate(project: Project, url: str, dialect: str, direction: str, target: s
     engine.dispose()
 
 
-def constraints_hook(connection: sa.Connection, project: Project, direction: str, definitions: Any = None,
-                     say: Say | None = None) -> None:
+def constraints_hook(
+    connection: sa.Connection, project: Project, direction: str, definitions: Any = None, say: Say | None = None
+) -> None:
     """After an upgrade, inside the run: integrity checks and CHECK constraints (schema/guard.py). A violation
     raises a GuardError, and the run is rolled back or restored like any other failure."""
     if direction == "upgrade":
@@ -325,10 +408,15 @@ def _timeout_statements(dialect: str, options: SafeOptions) -> list[str]:
     lock = _seconds("--lock-timeout", options.lock_timeout)
     statement = _seconds("--statement-timeout", options.statement_timeout)
     if dialect == "postgresql":
-        return [f"SET {name} = '{int(value * 1000)}ms'" for name, value in (("lock_timeout", lock), ("statement_timeout", statement)) if value]
+        return [
+            f"SET {name} = '{int(value * 1000)}ms'"
+            for name, value in (("lock_timeout", lock), ("statement_timeout", statement))
+            if value
+        ]
     if dialect in ("mysql", "mariadb"):
         return ([f"SET SESSION lock_wait_timeout = {max(1, round(lock))}"] if lock else []) + (
-            [f"SET SESSION max_statement_time = {statement:g}"] if statement else [])
+            [f"SET SESSION max_statement_time = {statement:g}"] if statement else []
+        )
     if lock or statement:
         raise UsageError(f"--lock-timeout/--statement-timeout are not supported on {dialect}")
     return []
@@ -383,163 +471,6 @@ def _signals_as_failures() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, Interrupted):
-        return f"interrupted ({exc})"
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (SIGINT)"
-    return one_line(exc)
-
-
-# --- undo -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Undo:
-    code: int
-    state: str
-    message: str
-
-
-def _undo(project: Project, url: str, engine: Any, snapshot: dict | None, before: list[str], tables_before: list[str],
-          shape_before: dict[str, list[str]], transactional: bool, say: Say) -> _Undo:
-    """Bring the database back to ``before``: check whether the rollback did it, else restore.
-    Row counts are not compared after a rollback: the application may have written meanwhile."""
-    rev = ",".join(before) or "base"
-    problems = state_problems(project, url, engine, None, before, tables_before, shape_before)
-    if transactional and not problems:
-        return _Undo(EXIT_FAILED, "rolled-back", f"rolled back to {rev}" + (f", snapshot {snapshot['id']}" if snapshot else ""))
-    if snapshot is None:
-        return _Undo(EXIT_NOT_RESTORED, "not-restored",
-                     f"NOT restored: no safety snapshot was taken (--backup-scope none); the database may be between revisions ({'; '.join(problems)})")
-    say(f"restoring from safety snapshot {snapshot['id']}")
-    try:
-        restore_to(project, url, engine, snapshot, before, tables_before)
-    except BaseException as exc:  # noqa: BLE001 - report, never lose the original failure
-        problems = [f"restore failed: {_reason(exc)}"]
-    else:
-        problems = state_problems(project, url, engine, snapshot, before, tables_before, shape_before)
-    if problems:
-        return _Undo(EXIT_NOT_RESTORED, "not-restored",
-                     f"NOT restored: {'; '.join(problems)}. Restore by hand: migrate-guard restore {snapshot['id']} --yes")
-    return _Undo(EXIT_FAILED, "restored", f"restored to {rev}, snapshot {snapshot['id']}")
-
-
-def restore_to(project: Project, url: str, engine: Any, snapshot: dict, before: list[str], tables_before: list[str]) -> None:
-    """Drop tables created since, restore the snapshot's tables, stamp the revision back."""
-    created = sorted(set(_qualified(engine.list_tables())) - set(tables_before))
-    if created:
-        engine.drop_tables(created)
-    repo = service.open_repository(project)
-    dump = service.dump_from_manifest(snapshot)
-    names = [t.qualified for t in dump.tables]
-    engine.restore(dump, repo.read_stream, tables=names)
-    service.stamp(url, before)
-
-
-def schema_shape(url: str) -> dict[str, list[str]]:
-    """Every table's columns and their types: enough to see what a failed DDL statement left behind."""
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        inspector = sa.inspect(engine)
-        return {t: [f"{c['name']} {c['type']!s} {'null' if c.get('nullable') else 'not null'}" for c in inspector.get_columns(t)]
-                for t in sorted(inspector.get_table_names())}
-    finally:
-        engine.dispose()
-
-
-def state_problems(project: Project, url: str, engine: Any, snapshot: dict | None, before: list[str],
-                   tables_before: list[str], shape_before: dict[str, list[str]] | None = None) -> list[str]:
-    """How the database differs from its state before the run: revision, tables, columns, and (given
-    the snapshot) row counts."""
-    problems = []
-    heads, why = bridge.database_heads(project, url)
-    if heads is None:
-        return [f"cannot read the revision ({why})"]
-    if sorted(heads) != sorted(before):
-        problems.append(f"alembic_version is {','.join(heads) or 'base'}, expected {','.join(before) or 'base'}")
-    now = set(_qualified(engine.list_tables()))
-    if now != set(tables_before):
-        extra, missing = sorted(now - set(tables_before)), sorted(set(tables_before) - now)
-        problems.append("tables differ" + (f": new {', '.join(extra)}" if extra else "") + (f": missing {', '.join(missing)}" if missing else ""))
-    if shape_before is not None:
-        shape = schema_shape(url)
-        changed = sorted(t for t in shape_before if t in shape and shape[t] != shape_before[t])
-        if changed:
-            problems.append(f"columns differ in {', '.join(changed)}")
-    if snapshot is not None:
-        counts = engine.row_counts([t["name"] if not t.get("schema") else f"{t['schema']}.{t['name']}" for t in snapshot["tables"]
-                                    if t["name"] != "alembic_version"])
-        for t in snapshot["tables"]:
-            if t["name"] == "alembic_version":
-                continue
-            key = f"{t['schema']}.{t['name']}" if t.get("schema") else t["name"]
-            got = counts.get(key, counts.get(t["name"]))
-            if got != t["rows"]:
-                problems.append(f"{key} has {got} rows, the snapshot {t['rows']}")
-    return problems
-
-
-def _qualified(tables: Sequence[tuple[str | None, str]]) -> list[str]:
-    return sorted(service.display_name(s, n) for s, n in tables)
-
-
-# --- unfinished runs and recovery -------------------------------------------------------------------
-
-
-def runs(repo: Any) -> list[dict]:
-    """Every migrate-safe run in the journal, oldest first, as its latest record says it ended."""
-    latest: dict[str, dict] = {}
-    for record in repo.journal():
-        if "run" in record:
-            latest[record["run"]] = record
-    return list(latest.values())
-
-
-def unfinished_runs(repo: Any) -> list[dict]:
-    return [r for r in runs(repo) if r.get("state") == "started"]
-
-
-def history(project: Project) -> list[dict]:
-    return runs(service.open_repository(project))
-
-
-def refuse_if_unfinished(repo: Any) -> None:
-    pending = unfinished_runs(repo)
-    if pending:
-        r = pending[-1]
-        raise GuardError(
-            f"an earlier migrate-safe run ({r['run']}, {r.get('from')} -> {r.get('to')}, started {r['started_at']} by "
-            f"{r.get('user')}@{r.get('host')}) did not finish: run `migrate-guard recover` to restore its safety snapshot"
-        )
-
-
-def recover(project: Project, say: Say) -> SafeResult:
-    """Restore an unfinished run's safety snapshot and stamp its starting revision."""
-    repo = service.open_repository(project)
-    pending = unfinished_runs(repo)
-    if not pending:
-        return SafeResult(EXIT_OK, "no unfinished migrate-safe run")
-    record = pending[-1]
-    url = service.database_url(project)
-    engine = service.database_engine(url)
-    with migration_lock(url):
-        if not record.get("snapshot"):
-            repo.append_journal({**record, "state": "not-restored", "finished_at": service.iso(service.utcnow())})
-            return SafeResult(EXIT_NOT_RESTORED, f"run {record['run']} took no safety snapshot: nothing to recover from")
-        snapshot = repo.load_manifest(record["snapshot"])
-        say(f"recovering run {record['run']}: restoring safety snapshot {snapshot['id']}")
-        restore_to(project, url, engine, snapshot, record["from"], record["tables_before"])
-        problems = state_problems(project, url, engine, snapshot, record["from"], record["tables_before"],
-                                  record.get("shape_before"))
-        state = "recovered" if not problems else "not-restored"
-        repo.append_journal({**record, "state": state, "finished_at": service.iso(service.utcnow())})
-    rev = ",".join(record["from"]) or "base"
-    if problems:
-        return SafeResult(EXIT_NOT_RESTORED, f"NOT recovered: {'; '.join(problems)}. Restore by hand: migrate-guard restore {snapshot['id']} --yes")
-    return SafeResult(EXIT_OK, f"recovered run {record['run']}: restored to {rev}, snapshot {snapshot['id']}")
-
-
 # --- dry run helpers ----------------------------------------------------------------------------------
 
 
@@ -564,7 +495,7 @@ def offline_sql(project: Project, before: list[str], target: str, direction: str
             else:
                 command.downgrade(project.alembic, f"{start}:{target}", sql=True)
     except Exception as exc:  # e.g. batch mode on SQLite offline
-        return [f"(cannot render offline: {_reason(exc)})"]
+        return [f"(cannot render offline: {failure_reason(exc)})"]
     finally:
         project.alembic.output_buffer = previous
         logging.disable(previous_disable)
@@ -572,19 +503,25 @@ def offline_sql(project: Project, before: list[str], target: str, direction: str
 
 
 def _estimate(url: str, scope: list[str] | None) -> str:
-    from .progress import human_bytes
+    from ..progress import human_bytes
 
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
             name = conn.dialect.name
             if name == "postgresql":
-                rows = conn.execute(sa.text(
-                    "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema')")).all()
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema')"
+                    )
+                ).all()
             elif name in ("mysql", "mariadb"):
-                rows = conn.execute(sa.text(
-                    "SELECT table_name, data_length + index_length FROM information_schema.tables WHERE table_schema = DATABASE()")).all()
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT table_name, data_length + index_length FROM information_schema.tables WHERE table_schema = DATABASE()"
+                    )
+                ).all()
             else:
                 page = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
                 pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0

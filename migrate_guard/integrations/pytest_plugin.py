@@ -5,6 +5,7 @@ marked ``migrations``: single head, upgrade base -> heads, up/down consistency, 
 ``check`` findings. The fixtures ``migration_db_url``, ``alembic_project`` and ``migration_database``
 work either way, for a project's own migration tests.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,21 +22,41 @@ MARKER = "migrations"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("migrate-guard", "migration tests (migrate-guard)")
-    group.addoption("--migrate-guard", action="store_true", default=None, dest="migrate_guard",
-                    help="Add the migration tests: single head, upgrade, up/down consistency, model drift, check findings.")
-    group.addoption("--migrate-guard-config", metavar="PATH", dest="migrate_guard_config",
-                    help="The project's alembic.ini (default: ini migrate_guard_config, else alembic.ini in the rootdir).")
-    group.addoption("--migrate-guard-url", metavar="URL", dest="migrate_guard_url",
-                    help="Test database the migration tests empty and migrate (default: a temporary SQLite file).")
+    group.addoption(
+        "--migrate-guard",
+        action="store_true",
+        default=None,
+        dest="migrate_guard",
+        help="Add the migration tests: single head, upgrade, up/down consistency, model drift, check findings.",
+    )
+    group.addoption(
+        "--migrate-guard-config",
+        metavar="PATH",
+        dest="migrate_guard_config",
+        help="The project's alembic.ini (default: ini migrate_guard_config, else alembic.ini in the rootdir).",
+    )
+    group.addoption(
+        "--migrate-guard-url",
+        metavar="URL",
+        dest="migrate_guard_url",
+        help="Test database the migration tests empty and migrate (default: a temporary SQLite file).",
+    )
     parser.addini("migrate_guard", "Add the migration tests (as --migrate-guard does).", type="bool", default=False)
-    parser.addini("migrate_guard_config", "alembic.ini of the project, relative to the ini file.", default="alembic.ini")
+    parser.addini(
+        "migrate_guard_config", "alembic.ini of the project, relative to the ini file.", default="alembic.ini"
+    )
     parser.addini("migrate_guard_url", "Test database URL for the migration tests; $VARS are expanded.", default="")
-    parser.addini("migrate_guard_metadata", "module:attribute of the models' MetaData (default: env.py's target_metadata).",
-                  default="")
+    parser.addini(
+        "migrate_guard_metadata",
+        "module:attribute of the models' MetaData (default: env.py's target_metadata).",
+        default="",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{MARKER}: a migration test; it gets an emptied migration database (migrate-guard)")
+    config.addinivalue_line(
+        "markers", f"{MARKER}: a migration test; it gets an emptied migration database (migrate-guard)"
+    )
     config.stash[_STATE] = _State(config)
 
 
@@ -84,7 +105,7 @@ class _State:
             raise pytest.UsageError(f"migrate-guard: {exc.message}") from None
 
     def metadata(self, project: Any) -> Any:
-        from migrate_guard.migration_tests import load_metadata
+        from migrate_guard.integrations.migration_tests import load_metadata
 
         spec = self.config.getini("migrate_guard_metadata").strip()
         return load_metadata(project, spec) if spec else None
@@ -116,7 +137,7 @@ def alembic_project(pytestconfig: pytest.Config, migration_db_url: str) -> Any:
 def migration_database(alembic_project: Any) -> Any:
     """A ``MigrationDatabase`` on an emptied test database: ``upgrade(rev)``, ``downgrade(rev)``, ``heads()``,
     ``schema()``, ``compare_models()``."""
-    from migrate_guard.migration_tests import MigrationDatabase
+    from migrate_guard.integrations.migration_tests import MigrationDatabase
 
     db = MigrationDatabase(alembic_project)
     db.reset()
@@ -144,7 +165,7 @@ class MigrationTest(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from migrate_guard.errors import GuardError
-        from migrate_guard.migration_tests import MigrationTestFailure
+        from migrate_guard.integrations.migration_tests import MigrationTestFailure
 
         if isinstance(excinfo.value, MigrationTestFailure):
             return str(excinfo.value)  # the message is the report: no traceback into the plugin
@@ -157,38 +178,38 @@ class MigrationTest(pytest.Item):
 
 
 def _database(state: _State) -> Any:
-    from migrate_guard.migration_tests import MigrationDatabase
+    from migrate_guard.integrations.migration_tests import MigrationDatabase
 
     return MigrationDatabase(state.project())
 
 
 def _single_head(state: _State) -> None:
-    from migrate_guard.migration_tests import single_head
+    from migrate_guard.integrations.migration_tests import single_head
 
     single_head(state.project())
 
 
 def _upgrade(state: _State) -> None:
-    from migrate_guard.migration_tests import upgrade_base_to_heads
+    from migrate_guard.integrations.migration_tests import upgrade_base_to_heads
 
     upgrade_base_to_heads(_database(state))
 
 
 def _up_down(state: _State) -> None:
-    from migrate_guard.migration_tests import up_down_consistency
+    from migrate_guard.integrations.migration_tests import up_down_consistency
 
     up_down_consistency(_database(state))
 
 
 def _drift(state: _State) -> None:
-    from migrate_guard.migration_tests import model_drift
+    from migrate_guard.integrations.migration_tests import model_drift
 
     db = _database(state)
     model_drift(db, state.metadata(db.project))
 
 
 def _findings(state: _State) -> None:
-    from migrate_guard.migration_tests import check_findings
+    from migrate_guard.integrations.migration_tests import check_findings
 
     check_findings(state.project())
 
@@ -217,7 +238,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     path = state.config_path
     if not path.is_file():
-        raise pytest.UsageError(f"migrate-guard: {path} not found (set --migrate-guard-config or ini migrate_guard_config)")
+        raise pytest.UsageError(
+            f"migrate-guard: {path} not found (set --migrate-guard-config or ini migrate_guard_config)"
+        )
     try:
         nodeid = path.relative_to(config.rootpath).as_posix()
     except ValueError:

@@ -1,5 +1,6 @@
 """Render a check report: text for people, JSON for programs, SARIF for code scanning,
 GitHub workflow commands for pull-request annotations, GitLab Code Quality (Code Climate JSON)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .. import __version__
 from .check import CheckReport
-from .analysis.engine import Finding
+from .engine import Finding
 
 FORMATS = ("text", "json", "sarif", "github", "gitlab")
 _SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
@@ -125,9 +126,18 @@ def _sarif(report: CheckReport, config: Path | None) -> str:
             "ruleId": f.rule,
             "ruleIndex": index[f.rule],
             "level": _SARIF_LEVEL[f.severity],
-            "message": {"text": f"{f.message}. Instead: {first_sentence(f.suggestion)}" if f.category != "hygiene" else f.message},
+            "message": {
+                "text": f"{f.message}. Instead: {first_sentence(f.suggestion)}"
+                if f.category != "hygiene"
+                else f.message
+            },
             "locations": [
-                {"physicalLocation": {"artifactLocation": {"uri": uri, "uriBaseId": "%SRCROOT%"}, "region": {"startLine": line}}}
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": uri, "uriBaseId": "%SRCROOT%"},
+                        "region": {"startLine": line},
+                    }
+                }
             ],
             "partialFingerprints": {"migrateGuard/v1": fingerprint},
             "properties": {"revision": f.revision, "table": f.table, "column": f.column, "category": f.category},
@@ -140,7 +150,14 @@ def _sarif(report: CheckReport, config: Path | None) -> str:
         "version": "2.1.0",
         "runs": [
             {
-                "tool": {"driver": {"name": "migrate-guard", "version": __version__, "semanticVersion": __version__, "rules": rules}},
+                "tool": {
+                    "driver": {
+                        "name": "migrate-guard",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "rules": rules,
+                    }
+                },
                 "results": results,
                 "columnKind": "utf16CodeUnits",
             }
@@ -194,8 +211,10 @@ def _gitlab(report: CheckReport, config: Path | None) -> str:
         identity = f"{f.rule}|{path}|{f.schema or ''}|{f.table or ''}|{f.column or ''}"
         occurrence = seen.get(identity, 0)
         seen[identity] = occurrence + 1
-        description = f"{f.message} -- reviewed: {f.allowed_reason}" if f.allowed else (
-            f"{f.message}. Instead: {first_sentence(f.suggestion)}" if f.category != "hygiene" else f.message
+        description = (
+            f"{f.message} -- reviewed: {f.allowed_reason}"
+            if f.allowed
+            else (f"{f.message}. Instead: {first_sentence(f.suggestion)}" if f.category != "hygiene" else f.message)
         )
         issues.append(
             {

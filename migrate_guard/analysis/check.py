@@ -1,19 +1,20 @@
 """The ``check`` use case: select revisions, capture what they do offline, apply the rules."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import alembic_bridge as bridge
 from alembic.script import ScriptDirectory
 
-from .analysis.acks import Acknowledgement, parse_cli_allow, read_file_acks
-from .analysis.engine import Evaluator, Finding, RevisionOps, exit_code_for
-from .analysis.operations import Operation
-from .analysis.rules import Rule, load_rules
-from .analysis.static import read_upgrade
-from .config import DIALECTS, Project
-from .errors import ConfigError, RevisionError, UsageError
+from .. import alembic_bridge as bridge
+from ..config import DIALECTS, Project
+from ..errors import ConfigError, RevisionError, UsageError
+from .acks import Acknowledgement, parse_cli_allow, read_file_acks
+from .engine import Evaluator, Finding, RevisionOps, exit_code_for
+from .operations import Operation
+from .rules import Rule, load_rules
+from .static import read_upgrade
 
 
 @dataclass
@@ -78,14 +79,31 @@ def run_check(project: Project, options: CheckOptions) -> CheckReport:
         if not project.dialect_from_url:
             render_url = "sqlite://"
             notes.append("no sqlalchemy.url and no --dialect: checking as sqlite")
-    return analyse(project, script, selection, dialect, rules=rules, cli_acks=cli_acks,
-                   fail_on=options.fail_on or project.settings.fail_on, notes=notes, render_url=render_url)
+    return analyse(
+        project,
+        script,
+        selection,
+        dialect,
+        rules=rules,
+        cli_acks=cli_acks,
+        fail_on=options.fail_on or project.settings.fail_on,
+        notes=notes,
+        render_url=render_url,
+    )
 
 
 def analyse(
-    project: Project, script: ScriptDirectory, selection: bridge.Selection, dialect: str, *, rules: dict[str, Rule],
-    cli_acks: Sequence[Acknowledgement] = (), fail_on: str = "error", notes: Sequence[str] = (),
-    render_url: str | None = None, direction: str = "upgrade",
+    project: Project,
+    script: ScriptDirectory,
+    selection: bridge.Selection,
+    dialect: str,
+    *,
+    rules: dict[str, Rule],
+    cli_acks: Sequence[Acknowledgement] = (),
+    fail_on: str = "error",
+    notes: Sequence[str] = (),
+    render_url: str | None = None,
+    direction: str = "upgrade",
 ) -> CheckReport:
     """Capture the selected revisions offline in ``dialect`` and apply the rules: the engine of
     both ``check`` and ``migrate-safe``."""
@@ -121,7 +139,11 @@ def analyse(
 
 
 def _select(project: Project, script, options: CheckOptions) -> bridge.Selection:  # type: ignore[no-untyped-def]
-    chosen = [name for name, value in (("--range", options.range), ("--revision", options.revisions), ("--since", options.since)) if value]
+    chosen = [
+        name
+        for name, value in (("--range", options.range), ("--revision", options.revisions), ("--since", options.since))
+        if value
+    ]
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(chosen)} cannot be combined; pick one")
     if options.range:
