@@ -34,12 +34,14 @@ with context.begin_transaction():
 """
 
 BODIES = [
-    'op.create_table("t{i}", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(80), nullable=False))',
+    'op.create_table("t{i}", sa.Column("id", sa.Integer, primary_key=True), '
+    'sa.Column("name", sa.String(80), nullable=False))',
     'op.add_column("t{p}", sa.Column("note_{i}", sa.Text(), nullable=True))',
     'op.create_index("ix_t{p}_name_{i}", "t{p}", ["name"])',
     'op.execute("UPDATE t{p} SET name = lower(name) WHERE id > 0")',
     'op.alter_column("t{p}", "name", existing_type=sa.String(80), type_=sa.String(120))',
-    'with op.batch_alter_table("t{p}") as batch_op:\n        batch_op.add_column(sa.Column("flag_{i}", sa.Boolean(), nullable=True))',
+    'with op.batch_alter_table("t{p}") as batch_op:\n'
+    '        batch_op.add_column(sa.Column("flag_{i}", sa.Boolean(), nullable=True))',
     'op.create_unique_constraint("uq_t{p}_{i}", "t{p}", ["name"])',
     "op.execute(\"INSERT INTO t{p} (name) VALUES ('seed {i}; DROP TABLE x')\")",
     'op.drop_column("t{p}", "note_{i}")',
@@ -59,7 +61,10 @@ def make_project(root: Path, n: int, dialect: str) -> None:
         rev = f"{i:012x}"
         body = BODIES[i % len(BODIES)].format(i=i, p=(i // len(BODIES)) * len(BODIES))
         if i % len(BODIES) == 8:  # drop the column added a cycle earlier... in the same table family
-            body = f'op.add_column("t{(i // len(BODIES)) * len(BODIES)}", sa.Column("note_{i}", sa.Text()))\n    op.drop_column("t{(i // len(BODIES)) * len(BODIES)}", "note_{i}")'
+            body = (
+                f'op.add_column("t{(i // len(BODIES)) * len(BODIES)}", sa.Column("note_{i}", sa.Text()))\n'
+                f'    op.drop_column("t{(i // len(BODIES)) * len(BODIES)}", "note_{i}")'
+            )
         (versions / f"{rev}_step.py").write_text(
             f'"""step {i}"""\nfrom alembic import op\nimport sqlalchemy as sa\n\n'
             f"revision = {rev!r}\ndown_revision = {previous!r}\nbranch_labels = None\ndepends_on = None\n\n\n"

@@ -459,7 +459,7 @@ class SQLite(Target):
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(
@@ -579,10 +579,12 @@ def main() -> None:
         limit = 1.5 * b + 1.0
         print()
         print(
-            f"alembic upgrade head  : {b:7.3f} s (median of {len(base_times)}: {', '.join(f'{x:.3f}' for x in base_times)})"
+            f"alembic upgrade head  : {b:7.3f} s "
+            f"(median of {len(base_times)}: {', '.join(f'{x:.3f}' for x in base_times)})"
         )
         print(
-            f"migrate-safe          : {s:7.3f} s (median of {len(safe_times)}: {', '.join(f'{x:.3f}' for x in safe_times)})"
+            f"migrate-safe          : {s:7.3f} s "
+            f"(median of {len(safe_times)}: {', '.join(f'{x:.3f}' for x in safe_times)})"
         )
         print(f"ratio safe / alembic  : {s / b:7.2f}")
         print(f"goal safe <= 1.5 * alembic + 1.0 s: {s:.3f} <= {limit:.3f}: {'met' if s <= limit else 'NOT met'}")
@@ -635,7 +637,8 @@ def main() -> None:
                 print(
                     f"snapshot bytes / accounts on disk: {newest['bytes'] / sizes['accounts']:.2f}   "
                     f"snapshot bytes / events on disk: {newest['bytes'] / sizes['events']:.4f}   "
-                    f"first snapshot stored_bytes / events on disk: {by_id[first['id']].get('stored_bytes', 0) / sizes['events']:.4f}"
+                    "first snapshot stored_bytes / events on disk: "
+                    f"{by_id[first['id']].get('stored_bytes', 0) / sizes['events']:.4f}"
                 )
     finally:
         try:

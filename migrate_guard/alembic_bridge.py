@@ -20,7 +20,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, TextIO, cast
 
 from alembic.ddl.impl import DefaultImpl
 from alembic.operations import Operations
@@ -63,20 +64,20 @@ def open_scripts(project: Project) -> ScriptDirectory:
     try:
         with project_cwd(project):
             script = ScriptDirectory.from_config(project.alembic)
-            script.revision_map.heads  # loads every revision module now, so errors surface here
+            _ = script.revision_map.heads  # loads every revision module now, so errors surface here
     except SyntaxError as exc:
         where = os.path.join(project.root, exc.filename or "<revision>")
         raise RevisionError(f"{_display(where)}:{exc.lineno}: syntax error: {exc.msg}") from None
     except CommandError as exc:
         raise ConfigError(f"{project.config_path.name}: {exc}") from None
-    except Exception as exc:  # a revision module that raises on import
-        where = _project_frame(exc.__traceback__, project)
+    except Exception as exc:  # noqa: BLE001 - a revision module that raises on import
+        frame = _project_frame(exc.__traceback__, project)
         hint = (
             " (is the project importable? check prepend_sys_path in alembic.ini or PYTHONPATH)"
             if isinstance(exc, ImportError)
             else ""
         )
-        raise RevisionError(f"{where or 'cannot load revisions'}: {one_line(exc)}{hint}") from None
+        raise RevisionError(f"{frame or 'cannot load revisions'}: {one_line(exc)}{hint}") from None
     return script
 
 
@@ -111,9 +112,9 @@ def all_in_order(script: ScriptDirectory) -> list[Script]:
 def upgrade_path(script: ScriptDirectory, lower: str | Sequence[str], upper: str) -> list[Script]:
     """Revisions an upgrade from ``lower`` to ``upper`` runs, in the order it runs them."""
     try:
-        revs = script.iterate_revisions(upper, lower, implicit_base=True)
+        revs = script.iterate_revisions(upper, lower if isinstance(lower, str) else tuple(lower), implicit_base=True)
         return list(reversed(list(revs)))
-    except Exception as exc:  # alembic raises CommandError or RevisionError subclasses
+    except Exception as exc:  # noqa: BLE001 - alembic raises CommandError or RevisionError subclasses
         raise UsageError(f"revision range {_fmt(lower)}:{upper}: {exc}") from None
 
 
@@ -123,7 +124,7 @@ def downgrade_path(script: ScriptDirectory, heads: Sequence[str], target: str) -
         return []
     try:
         return list(script.iterate_revisions(tuple(heads), target, select_for_downgrade=True))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - alembic raises CommandError or RevisionError subclasses
         raise UsageError(f"downgrade {','.join(heads)} -> {target}: {exc}") from None
 
 
@@ -134,7 +135,9 @@ def _fmt(rev: str | Sequence[str]) -> str:
 def select_by_range(script: ScriptDirectory, spec: str) -> Selection:
     if ":" not in spec:
         raise UsageError(f"--range {spec!r}: expected FROM:TO, e.g. base:heads")
-    lower, upper = (part.strip() or default for part, default in zip(spec.split(":", 1), ("base", "heads")))
+    lower, upper = (
+        part.strip() or default for part, default in zip(spec.split(":", 1), ("base", "heads"), strict=True)
+    )
     return Selection(upgrade_path(script, lower, upper), f"{lower}:{upper}")
 
 
@@ -151,7 +154,7 @@ def select_by_revisions(project: Project, script: ScriptDirectory, revisions: Se
             continue
         try:
             found = script.get_revision(ref)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - alembic's errors for an unknown or ambiguous revision
             raise UsageError(f"--revision {ref}: {exc}") from None
         if found is None:
             raise UsageError(f"--revision {ref}: not a single revision")
@@ -205,7 +208,7 @@ def database_heads(project: Project, url: Any = None) -> tuple[tuple[str, ...] |
         return None, "no sqlalchemy.url"
     try:
         url = make_url(given)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever make_url raises, the URL is bad
         return None, f"bad URL: {exc}"
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
@@ -222,7 +225,7 @@ def database_heads(project: Project, url: Any = None) -> tuple[tuple[str, ...] |
             engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=connect_args)
             with engine.connect() as conn:
                 return tuple(MigrationContext.configure(conn).get_current_heads()), "ok"
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means the database cannot be asked
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip(": ")
     finally:
         logging.disable(previous_disable)
@@ -266,7 +269,7 @@ class _Recorder:
 
     def locate(self) -> int | None:
         """Line of the innermost frame in the revision file being rendered."""
-        frame = sys._getframe(2)
+        frame: FrameType | None = sys._getframe(2)
         target = self.current_file
         while frame is not None:
             if frame.f_code.co_filename == target:
@@ -281,7 +284,7 @@ class _Recorder:
             for o in converted:
                 o.line, o.source, o.revision, o.file = line, "op", self.current.revision, self.current.path
             self.current.operations.extend(converted)
-        entry = (converted, line, [])
+        entry: tuple[list[Operation] | None, int | None, list[str]] = (converted, line, [])
         self.op_stack.append(entry)
         return entry
 
@@ -382,7 +385,7 @@ def _wrapped_migrations(recorder: _Recorder, captures: list[RevisionCapture], di
             _cap.ran = True
             try:
                 _orig(*args, **kw)
-            except Exception as exc:  # the revision's own code failed offline; read it statically
+            except Exception as exc:  # noqa: BLE001 - the revision's own code failed offline; read it statically
                 _cap.failure, _cap.failure_line = one_line(exc), _line_in(exc.__traceback__, module_file)
             finally:
                 recorder.current, recorder.op_stack[:] = None, []
@@ -425,7 +428,7 @@ def capture(
     previous_url = project.alembic.get_main_option("sqlalchemy.url")
     if render_url:
         project.alembic.set_main_option("sqlalchemy.url", render_url)
-    project.alembic.output_buffer = _Discard()
+    project.alembic.output_buffer = cast(TextIO, _Discard())
     logging.disable(logging.INFO)  # env.py's fileConfig would print "Running upgrade" lines
     try:
         with project_cwd(project), _hooks(recorder), _wrapped_migrations(recorder, captures, direction):
@@ -443,7 +446,7 @@ def capture(
                     ),
                 ):
                     script.run_env()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - an env.py that cannot run offline; rendered without it
                 if not all(c.ran for c in captures):
                     notes.append(f"env.py failed in offline mode ({one_line(exc)}); rendered without it")
             pending = [c for c in captures if not c.ran]

@@ -31,7 +31,8 @@ class GuardGroup(click.Group):
         except click.exceptions.Abort:
             _fail("aborted", 1)
         except click.ClickException as exc:
-            hint = f" (see {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) else ""
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx else ""
             _fail(" ".join(exc.format_message().split()) + hint, EXIT_USAGE)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
@@ -41,7 +42,7 @@ class GuardGroup(click.Group):
             from sqlalchemy.exc import DBAPIError
 
             if isinstance(exc, DBAPIError):  # the database refused: unreachable, unknown database, no rights
-                _fail(f"database error: {one_line(exc.orig).split(': ', 1)[-1]}", EXIT_USAGE)
+                _fail(f"database error: {one_line(exc.orig or exc).split(': ', 1)[-1]}", EXIT_USAGE)
             _fail(f"internal error: {one_line(exc)} (set MIGRATE_GUARD_DEBUG=1 for the traceback)", EXIT_USAGE)
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -190,7 +191,8 @@ def rules_cmd(ctx: click.Context, config: str | None, url: str | None, rule_id: 
     type=click.Choice(["affected", "full", "none"]),
     default="affected",
     show_default=True,
-    help="Tables in the safety snapshot: those the pending revisions touch (and tables referencing them), all, or none (needs --yes).",
+    help="Tables in the safety snapshot: those the pending revisions touch (and tables referencing them), "
+    "all, or none (needs --yes).",
 )
 @click.option(
     "--lock-wait",
@@ -299,8 +301,10 @@ def history(ctx: click.Context, config: str | None, url: str | None, fmt: str, a
     for r in records:
         errors = sum(f["severity"] == "error" and not f["allowed"] for f in r.get("findings", []))
         click.echo(
-            f"{r['started_at'][:19].replace('T', ' ')}  {r['run']}  {r.get('user')}@{r.get('host')}  {r.get('direction', 'upgrade')} "
-            f"{','.join(r.get('from') or []) or 'base'} -> {r['to'] if isinstance(r['to'], str) else ','.join(r['to']) or 'base'}  "
+            f"{r['started_at'][:19].replace('T', ' ')}  {r['run']}  {r.get('user')}@{r.get('host')}  "
+            f"{r.get('direction', 'upgrade')} "
+            f"{','.join(r.get('from') or []) or 'base'} -> "
+            f"{r['to'] if isinstance(r['to'], str) else ','.join(r['to']) or 'base'}  "
             f"{r['state']}  snapshot {r.get('snapshot') or '-'}  {r.get('seconds', '?')}s"
             + (f"  {errors} unreviewed errors" if errors else "")
             + (f"  ({r['error']})" if r.get("error") else "")
@@ -460,7 +464,8 @@ def verify(
         raise UsageError("name a snapshot ID or pass --all")
     project = _project(ctx, config, url)
     with for_output(fmt == "json") as progress:
-        results = service.verify(project, None if all_ else [snapshot_id], read_data=read_data, progress=progress)
+        wanted = None if all_ or snapshot_id is None else [snapshot_id]
+        results = service.verify(project, wanted, read_data=read_data, progress=progress)
     if fmt == "json":
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
     else:
@@ -541,7 +546,7 @@ def restore(
 @click.option("--max-size", metavar="SIZE", help="Then remove the oldest until the repository fits (10GB).")
 @click.option("--dry-run", is_flag=True, help="List what would be removed.")
 @click.pass_context
-def prune(ctx: click.Context, config: str | None, url: str | None, dry_run: bool, **policy: Any) -> None:
+def prune(ctx: click.Context, /, config: str | None, url: str | None, dry_run: bool, **policy: Any) -> None:
     """Remove snapshots the retention policy does not keep, then their unreferenced blobs.
 
     Never removes the newest snapshot, a pinned one, or the last one taken before the current revision.
@@ -640,7 +645,8 @@ def check_files(
     )
     if len(result.reports) > 1 and fmt in ("json", "sarif", "gitlab"):
         raise UsageError(
-            f"--format {fmt} takes the files of one project; these span {len(result.reports)} (run once per project with -c)"
+            f"--format {fmt} takes the files of one project; these span {len(result.reports)} "
+            "(run once per project with -c)"
         )
     if not result.reports:
         click.echo(f"note: none of {len(files)} files is an Alembic revision; nothing to check", err=True)

@@ -98,7 +98,8 @@ class Project:
 
 
 def find_config_path(path: str | os.PathLike[str] | None) -> Path:
-    """The alembic config to use: ``-c PATH``, else ``$ALEMBIC_CONFIG``, else ``./alembic.ini``, else ``./pyproject.toml``."""
+    """The alembic config to use: ``-c PATH``, else ``$ALEMBIC_CONFIG``, else ``./alembic.ini``, else
+    ``./pyproject.toml``."""
     if path:
         candidate = Path(path)
         if not candidate.is_file():
@@ -132,13 +133,13 @@ def load_project(config_path: str | os.PathLike[str] | None = None, url: str | N
         alembic_cfg = AlembicConfig(str(path), toml_file=str(toml_file) if toml_file else None)
         try:
             alembic_cfg.get_section(alembic_cfg.config_ini_section)
-        except Exception as exc:  # configparser raises several kinds for a broken ini
+        except Exception as exc:  # noqa: BLE001 - configparser raises several kinds for a broken ini
             raise ConfigError(f"{path.name}: cannot be read: {exc}") from None
     if url:
         alembic_cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     try:
         effective_url = alembic_cfg.get_main_option("sqlalchemy.url") or None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - configparser's interpolation raises several kinds
         raise ConfigError(f"{path.name}: bad sqlalchemy.url: {exc}") from None
     return Project(alembic_cfg, path, root, effective_url, load_settings(root))
 

@@ -183,6 +183,19 @@ def error_line(result) -> str:
 # --- real database servers ----------------------------------------------------------------------
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a server, by its fixtures or parameters: ``-m "not postgresql and not
+    mariadb"`` is then the fast suite."""
+    for item in items:
+        wanted = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            wanted |= {value for value in callspec.params.values() if isinstance(value, str)}
+        for server in ("postgresql", "mariadb"):
+            if server in wanted or f"{server}_url" in wanted:
+                item.add_marker(server)
+
+
 def _answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
@@ -209,7 +222,8 @@ def postgresql_url() -> Iterator[str]:
         "127.0.0.1",
         5432,
         "PostgreSQL",
-        "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set MIGRATE_GUARD_PG_URL",
+        "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+        "or set MIGRATE_GUARD_PG_URL",
     )
     with scratch_database("postgresql", PG_URL) as url:
         yield url
@@ -224,7 +238,8 @@ def mariadb_url() -> Iterator[str]:
         "127.0.0.1",
         3306,
         "MariaDB",
-        "start it with `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd` or set MIGRATE_GUARD_MARIADB_URL",
+        "start it with `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd` "
+        "or set MIGRATE_GUARD_MARIADB_URL",
     )
     with scratch_database("mysql", MARIADB_URL) as url:
         yield url

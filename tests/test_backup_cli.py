@@ -168,7 +168,7 @@ def test_backup_killed_half_way_leaves_a_valid_repository(example, tmp_path):
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)")
-        for i in range(60):
+        for _ in range(60):
             conn.execute(sa.text("INSERT INTO blobs (data) VALUES (:d)"), {"d": os.urandom(1 << 20)})
     engine.dispose()
     repo = tmp_path / "repo"

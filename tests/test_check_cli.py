@@ -208,7 +208,8 @@ def test_severity_overrides_and_user_rules(run_cli, project):
     rules_dir.mkdir()
     (rules_dir / "no-drop-trigger.toml").write_text(
         'id = "no-drop-trigger"\ncategory = "destructive"\nseverity = "error"\n'
-        'summary = "Dropping a trigger"\nmessage = "drops trigger {name}"\n[match]\nkind = "drop_other"\nobject_type = "trigger"\n'
+        'summary = "Dropping a trigger"\nmessage = "drops trigger {name}"\n'
+        '[match]\nkind = "drop_other"\nobject_type = "trigger"\n'
     )
     project.settings('rule_dirs = ["guard_rules"]\n[severity]\ndrop-index = "off"\nrename-table = "error"\n')
     project.revision(

@@ -298,7 +298,7 @@ def test_tiny_pieces_split_and_count_the_same(db: str, monkeypatch):
     monkeypatch.setattr(mysql_engine, "PIECE", 61)
     tiny = engine.dump(repo.write)
     assert [(t.name, t.rows) for t in tiny.tables] == [(t.name, t.rows) for t in normal.tables]
-    for a, b in zip(normal.tables, tiny.tables):
+    for a, b in zip(normal.tables, tiny.tables, strict=True):
         assert repo.data(a.stream) == repo.data(b.stream)
     assert repo.data(normal.schema) == repo.data(tiny.schema)
 

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -417,6 +418,28 @@ def pg_seed(url: str) -> None:
             cur.executemany("INSERT INTO events VALUES (%s, %s)", events)
 
 
+def pg_older_transactions_ended(url: str, timeout: float = 60.0) -> None:
+    """Return once every transaction that was running anywhere on the server when called has ended
+    (later ones do not matter).
+
+    A dump's markers count xids from its snapshot's xmin: the oldest transaction then running on
+    the whole server, in any database (tests alongside create and drop databases). A table with rows
+    written after that transaction began gets a small distance, so the next dump reads it again:
+    needless, but by design (never a missed change). A test that asserts exactly which tables a dump
+    reads again calls this after seeding, so that its first dump's xmin is past every seeded row."""
+    with pg(url) as conn:
+        seeded = conn.execute("SELECT txid_snapshot_xmax(txid_current_snapshot())").fetchone()[0]
+        deadline = time.monotonic() + timeout
+        while conn.execute("SELECT txid_snapshot_xmin(txid_current_snapshot())").fetchone()[0] < seeded:
+            if time.monotonic() > deadline:
+                held = conn.execute(
+                    "SELECT pid, datname, backend_xid, left(query, 60) FROM pg_stat_activity"
+                    " WHERE backend_xid IS NOT NULL"
+                ).fetchall()
+                pytest.fail(f"transactions older than the seed still run after {timeout:.0f}s: {held}")
+            time.sleep(0.01)
+
+
 PG_TABLES = ["alembic_version", "audit", "billing.invoices", "customer_services", "customers", "events"]
 
 
@@ -643,6 +666,7 @@ def test_postgresql_reuses_exactly_the_unchanged_tables(postgresql_url, change, 
     """A dump given the previous one reads again exactly the tables that changed, and its streams
     are byte for byte those of a dump that reads everything."""
     pg_seed(postgresql_url)
+    pg_older_transactions_ended(postgresql_url)
     engine = engine_for(postgresql_url)
     repo = WriteLog()
     first = engine.dump(repo.write)
@@ -668,6 +692,7 @@ def test_postgresql_a_transaction_running_during_a_backup_is_seen_by_the_next(po
     """Rows a transaction writes while a backup runs, committed after it, make the next backup read
     that table again, although their xid is older than that backup's snapshot horizon."""
     pg_seed(postgresql_url)
+    pg_older_transactions_ended(postgresql_url)
     engine = engine_for(postgresql_url)
     with pg(postgresql_url) as writer:
         writer.autocommit = False
@@ -686,6 +711,7 @@ def test_postgresql_markers_are_compared_only_while_xids_cannot_be_confused(post
     """A marker says how far the xid counter may move before one of its table's xmins (32 bits,
     frozen ones from any earlier epoch) could be handed out again; beyond that the table is read."""
     pg_seed(postgresql_url)
+    pg_older_transactions_ended(postgresql_url)
     engine = engine_for(postgresql_url)
     repo = WriteLog()
     first = engine.dump(repo.write)
@@ -729,7 +755,7 @@ def test_postgresql_dump_is_one_snapshot_and_streams_in_pieces(postgresql_url):
 
 
 def test_postgresql_password_never_on_the_command_line(postgresql_url, monkeypatch):
-    import migrate_guard.backup.engines.postgresql as module
+    import migrate_guard.backup.engines.postgresql.dump as module  # its subprocess module is restore.py's too
 
     password = "s3cr:et\\pw"
     url = sa.engine.make_url(postgresql_url).set(password=password).render_as_string(hide_password=False)

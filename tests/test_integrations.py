@@ -279,7 +279,8 @@ def test_plugin_fails_broken_migrations_with_clear_messages(suite):
     models.write_text(
         models.read_text().replace(
             "    notes: Mapped[str | None] = mapped_column(Text)\n",
-            "    notes: Mapped[str | None] = mapped_column(Text)\n    nickname: Mapped[str | None] = mapped_column(String(40))\n",
+            "    notes: Mapped[str | None] = mapped_column(Text)\n"
+            "    nickname: Mapped[str | None] = mapped_column(String(40))\n",
         )
     )
     result = suite.runpytest_subprocess("--migrate-guard", "-k", "not test_own")

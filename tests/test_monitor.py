@@ -392,7 +392,8 @@ def alert_settings(g: Guarded, hook_url: str, smtp_port: int, ca_file: Path | No
     g.settings(
         f'[alerts]\nwindow = "1h"\n\n[alerts.webhook]\nurl = "{hook_url}"\nformat = "{fmt}"\ntimeout = 5\n\n'
         f'[alerts.email]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "starttls"\nfrom = "guard@example.org"\n'
-        f'to = ["ops@example.org", "dba@example.org"]\nusername_env = "MG_SMTP_USER"\npassword_env = "MG_SMTP_PASSWORD"\n'
+        f'to = ["ops@example.org", "dba@example.org"]\n'
+        f'username_env = "MG_SMTP_USER"\npassword_env = "MG_SMTP_PASSWORD"\n'
         f"timeout = 5\n" + (f'ca_file = "{ca_file}"\n' if ca_file else "")
     )
 
@@ -441,7 +442,8 @@ def test_damage_found_by_verify_alerts(run_cli, guarded, webhook):
 
 def test_unhealthy_status_alerts_once_then_when_healthy_again_slack_format(run_cli, guarded, webhook, monkeypatch):
     guarded.settings(
-        f'[status]\nmax_size = "1KB"\n\n[alerts]\nwindow = "1h"\n\n[alerts.webhook]\nurl = "{webhook.url}"\nformat = "slack"'
+        f'[status]\nmax_size = "1KB"\n\n[alerts]\nwindow = "1h"\n\n'
+        f'[alerts.webhook]\nurl = "{webhook.url}"\nformat = "slack"'
     )
     assert run_cli(*guarded.args, "status").exit_code == 1
     assert webhook.received == []  # plain `status` never alerts: only `status --alert`
@@ -479,7 +481,8 @@ def test_failed_migrate_safe_alerts_and_alert_failures_never_hide_it(run_cli, gu
     path.write_text(
         path.read_text().replace(webhook.url, "http://127.0.0.1:9/hook")
         + (
-            f'\n[alerts.email]\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"\nfrom = "g@example.org"\nto = ["o@example.org"]\n'
+            f'\n[alerts.email]\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"\n'
+            'from = "g@example.org"\nto = ["o@example.org"]\n'
         )
     )
     result = run_cli(*guarded.args, "migrate-safe")

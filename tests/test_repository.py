@@ -134,7 +134,7 @@ def test_dedup(repo):
     changed[2 * CHUNK + 10] ^= 0xFF
     before = len(repo.blob_ids())
     ref = repo.write_stream("customers", [bytes(changed)])
-    assert [a == b for a, b in zip(ref.blobs, first.blobs)].count(False) == 1
+    assert [a == b for a, b in zip(ref.blobs, first.blobs, strict=True)].count(False) == 1
     assert len(repo.blob_ids()) == before + 1
     assert read_all(repo, ref) == bytes(changed)
 

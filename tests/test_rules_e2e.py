@@ -4,8 +4,9 @@ Each case is a revision body (or a few revisions) checked with the real CLI
 (``check --dialect X --range base:heads --format json``, in process). A positive case lists the
 (table, column) of every finding the subject rule must report; the line each finding must point
 at is marked in the body with a trailing ``# <-`` comment (one marker for all of them, or one per
-finding, in order); for ``invalid-acknowledgement`` it is the acknowledgement comment's own line. A negative case (``expect=[]``) is the safe variant: the subject rule must not
-fire. Only the subject rule is compared, so hygiene findings (for example the
+finding, in order); for ``invalid-acknowledgement`` it is the acknowledgement comment's own line.
+A negative case (``expect=[]``) is the safe variant: the subject rule must not fire.
+Only the subject rule is compared, so hygiene findings (for example the
 ``not-analyzable-offline`` info of a SQLite batch block read from source) and other rules firing
 alongside do not disturb a case.
 
@@ -348,7 +349,8 @@ CASES: list[Case] = [
     P(
         "update-without-where",
         "where-only-in-subquery",
-        'op.execute("UPDATE orders SET total = (SELECT sum(amount) FROM lines WHERE lines.order_id = orders.id)")  # <-',
+        'op.execute("UPDATE orders SET total = '
+        '(SELECT sum(amount) FROM lines WHERE lines.order_id = orders.id)")  # <-',
         ("orders", None),
     ),
     N("update-without-where", "with-where", "op.execute(\"UPDATE accounts SET plan = 'free' WHERE plan IS NULL\")"),
@@ -635,7 +637,8 @@ CASES: list[Case] = [
     N(
         "set-not-null",
         "already-not-null",
-        'op.alter_column("orders", "currency", existing_type=sa.String(3), existing_nullable=False, nullable=False, server_default="EUR")',
+        'op.alter_column("orders", "currency", existing_type=sa.String(3), existing_nullable=False, nullable=False, '
+        'server_default="EUR")',
     ),
     N(
         "set-not-null",
@@ -680,7 +683,8 @@ CASES: list[Case] = [
     N(
         "drop-constraint",
         "created-in-same-revision",
-        'op.create_check_constraint("ck_tmp", "orders", "total >= 0")\nop.drop_constraint("ck_tmp", "orders", type_="check")',
+        'op.create_check_constraint("ck_tmp", "orders", "total >= 0")\n'
+        'op.drop_constraint("ck_tmp", "orders", type_="check")',
         run_on=("postgresql", "mysql"),
     ),
     N(
@@ -846,13 +850,15 @@ CASES: list[Case] = [
     P(
         "add-foreign-key-validating",
         "raw",
-        'op.execute("ALTER TABLE orders ADD CONSTRAINT fk_o FOREIGN KEY (customer_id) REFERENCES customers (id)")  # <-',
+        'op.execute("ALTER TABLE orders ADD CONSTRAINT fk_o '
+        'FOREIGN KEY (customer_id) REFERENCES customers (id)")  # <-',
         ("orders", None),
     ),
     N(
         "add-foreign-key-validating",
         "op-not-valid",
-        'op.create_foreign_key("fk_orders_customer_id", "orders", "customers", ["customer_id"], ["id"], postgresql_not_valid=True)',
+        'op.create_foreign_key("fk_orders_customer_id", "orders", "customers", ["customer_id"], ["id"], '
+        "postgresql_not_valid=True)",
         run_on=("postgresql", "mysql"),
     ),
     N(
@@ -1018,7 +1024,8 @@ CASES: list[Case] = [
     N(
         "raw-sql-unparsed",
         "create-extension-and-type",
-        "op.execute(\"CREATE EXTENSION IF NOT EXISTS pg_trgm\")\nop.execute(\"CREATE TYPE mood AS ENUM ('happy', 'sad')\")",
+        'op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")\n'
+        "op.execute(\"CREATE TYPE mood AS ENUM ('happy', 'sad')\")",
         run_on=("postgresql",),
     ),
     # --- not-analyzable-offline ------------------------------------------------------------------
@@ -1183,7 +1190,7 @@ def test_rule(run_cli, project, case: Case, dialect: str):
     if len(lines) == 1:
         lines = lines * len(case.expect)
     assert len(lines) == len(case.expect), "one '# <-' marker, or one per expected finding"
-    want = sorted(((t, c, line) for (t, c), line in zip(case.expect, lines)), key=repr)
+    want = sorted(((t, c, line) for (t, c), line in zip(case.expect, lines, strict=True)), key=repr)
     assert got == want, f"{case.rule} on {dialect}: {found}"
     for f in found:
         assert f["file"].endswith(paths[-1].name), f

@@ -179,8 +179,10 @@ def test_integrity_finds_orphans_duplicates_and_failing_checks(run_cli, example,
     execute(
         db_url,
         *ORPHAN[dialect(db_url)],
-        "INSERT INTO customer_services (id, customer_id, package_id, status, price) VALUES (900, 4242, 1, 'pending', 1)",
-        "INSERT INTO customer_services (id, customer_id, package_id, status, price) VALUES (901, 4343, 1, 'pending', 1)",
+        "INSERT INTO customer_services (id, customer_id, package_id, status, price) "
+        "VALUES (900, 4242, 1, 'pending', 1)",
+        "INSERT INTO customer_services (id, customer_id, package_id, status, price) "
+        "VALUES (901, 4343, 1, 'pending', 1)",
     )
     execute(
         db_url,

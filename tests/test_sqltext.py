@@ -25,7 +25,7 @@ def check(sql: str, dialect: str | None, expected: list[tuple]) -> None:
     """expected: (kind, schema, table, column, details-subset) per operation."""
     ops = classify_sql(sql, dialect)
     assert [(o.kind, o.schema, o.table, o.column) for o in ops] == [e[:4] for e in expected], sql
-    for op, (*_, details) in zip(ops, expected):
+    for op, (*_, details) in zip(ops, expected, strict=True):
         assert {k: op.details.get(k, "<missing>") for k in details} == details, (sql, op.details)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,7 +54,7 @@ def _rename_table(op: ops.RenameTableOp) -> list[Operation]:
 
 
 def _add_column(op: ops.AddColumnOp) -> list[Operation]:
-    col: sa.Column = op.column
+    col: sa.Column[Any] = op.column
     has_default = any(x is not None for x in (col.server_default, col.computed, col.identity))
     details = {
         "nullable": bool(col.nullable),
@@ -112,7 +113,12 @@ _CONSTRAINT_TYPES = {
 }
 
 
-def _add_constraint(op: ops.AddConstraintOp) -> list[Operation]:
+_CreateConstraintOp = (
+    ops.CreateUniqueConstraintOp | ops.CreateForeignKeyOp | ops.CreateCheckConstraintOp | ops.CreatePrimaryKeyOp
+)
+
+
+def _add_constraint(op: _CreateConstraintOp) -> list[Operation]:
     kind = _CONSTRAINT_TYPES.get(type(op))
     table = getattr(op, "table_name", None) or getattr(op, "source_table", None)
     schema = getattr(op, "schema", None) or getattr(op, "source_schema", None)
@@ -141,7 +147,7 @@ def _table_comment(op: Any) -> list[Operation]:
     return [Operation("other", _name(op.table_name), schema=_name(op.schema))]
 
 
-_CONVERTERS = {
+_CONVERTERS: dict[type[ops.MigrateOperation], Callable[..., list[Operation]]] = {
     ops.CreateTableOp: _create_table,
     ops.DropTableOp: _drop_table,
     ops.RenameTableOp: _rename_table,
@@ -171,7 +177,7 @@ def _type_text(t: Any) -> str | None:
         return None
     try:
         return str(t() if isinstance(t, type) else t).lower()
-    except Exception:  # a type that cannot render without a dialect
+    except Exception:  # noqa: BLE001 - a type that cannot render without a dialect
         return type(t).__name__.lower()
 
 
@@ -179,7 +185,7 @@ def _same_type(old: Any, new: Any) -> bool:
     """Equal in every argument (``DateTime()`` and ``DateTime(timezone=True)`` differ)."""
     try:
         return type(old) is type(new) and repr(old) == repr(new)
-    except Exception:  # a custom type whose repr fails
+    except Exception:  # noqa: BLE001 - a custom type whose repr fails
         return _type_text(old) == _type_text(new)
 
 
@@ -195,8 +201,9 @@ def _renders_alike(old: Any, new: Any, dialect: Any) -> bool:
     try:
         if isinstance(dialect, str):
             dialect = _dialect_named(dialect)
-        return old.compile(dialect=dialect) == new.compile(dialect=dialect)
-    except Exception:  # a type this dialect cannot render
+        alike: bool = old.compile(dialect=dialect) == new.compile(dialect=dialect)
+        return alike
+    except Exception:  # noqa: BLE001 - a type this dialect cannot render
         return False
 
 
@@ -237,7 +244,7 @@ def type_change(old: Any, new: Any, dialect: Any = None) -> str:
     if old_rank and new_rank:
         return "widening" if new_rank >= old_rank else "narrowing"
     if isinstance(old, sa.Numeric) and isinstance(new, sa.Numeric) and not isinstance(old, sa.Float):
-        if None in (old.precision, new.precision):
+        if old.precision is None or new.precision is None:
             return "changed"
         old_scale, new_scale = old.scale or 0, new.scale or 0
         if new_scale >= old_scale and new.precision - new_scale >= old.precision - old_scale:

@@ -119,11 +119,11 @@ class Evaluator:
     # -- a revision ----------------------------------------------------------------------------
 
     def revision_findings(self, rev: RevisionOps, env_ops: Sequence[Operation] = ()) -> list[Finding]:
-        found: list[Finding] = []
+        found: list[Finding | None] = []
         if rev.failure:
             op = Operation("not_analyzable", revision=rev.revision, file=rev.file, line=rev.failure_line)
             op.details["detail"] = rev.failure
-            found.append(self.synthetic("not-analyzable-offline", op))  # type: ignore[arg-type]
+            found.append(self.synthetic("not-analyzable-offline", op))
         fresh = _NewObjects()
         lock_timeout_set = any(o.kind == "set_lock_timeout" for o in env_ops)
         lock_warned = False
@@ -149,7 +149,7 @@ class Evaluator:
                     file=rev.file,
                     line=op.line,
                 )
-                found.append(self.synthetic("lock-timeout-missing", marker))  # type: ignore[arg-type]
+                found.append(self.synthetic("lock-timeout-missing", marker))
         return [f for f in found if f is not None]
 
     # -- acknowledgements ----------------------------------------------------------------------
@@ -164,7 +164,7 @@ class Evaluator:
         """Mark acknowledged findings as allowed; report acknowledgements that are wrong or (when
         ``report_stale``) match nothing. A downgrade does not report stale ones: they were written for the upgrade."""
         by_file: dict[str, list[Acknowledgement]] = {}
-        extra: list[Finding] = []
+        extra: list[Finding | None] = []
         for rev in revisions:
             by_file.setdefault(rev.file, []).extend(rev.acks)
             for bad in rev.bad_acks:

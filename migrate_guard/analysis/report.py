@@ -80,8 +80,10 @@ def _text(report: CheckReport, _config: Path | None) -> str:
     s = report.summary
     verdict = report.exit_code
     lines.append(
-        f"checked {s['revisions']} revision{'s' if s['revisions'] != 1 else ''} ({report.selection}, {report.dialect}): "
-        f"{s['errors']} error{'s' if s['errors'] != 1 else ''}, {s['warnings']} warning{'s' if s['warnings'] != 1 else ''}, "
+        f"checked {s['revisions']} revision{'s' if s['revisions'] != 1 else ''} "
+        f"({report.selection}, {report.dialect}): "
+        f"{s['errors']} error{'s' if s['errors'] != 1 else ''}, "
+        f"{s['warnings']} warning{'s' if s['warnings'] != 1 else ''}, "
         f"{s['infos']} info, {s['allowed']} allowed"
     )
     if verdict:
@@ -187,7 +189,8 @@ def _github(report: CheckReport, config: Path | None) -> str:
         elif f.category != "hygiene":
             message += f"\nInstead: {first_sentence(f.suggestion)}"
         lines.append(
-            f"::{command} file={_escape_property(uri)},line={line},title={_escape_property(title)}::{_escape_data(message)}"
+            f"::{command} file={_escape_property(uri)},line={line},title={_escape_property(title)}"
+            f"::{_escape_data(message)}"
         )
     s = report.summary
     lines.append(

@@ -91,14 +91,14 @@ class Rule:
                     values[key] = getattr(op, key)
             try:
                 text = self.message.format_map(values)
-            except Exception:  # a bad format spec in a user template: plain substitution instead
+            except Exception:  # noqa: BLE001 - a bad format spec in a user template: plain substitution instead
                 text = re.sub(r"\{(\w+)[^{}]*\}", lambda m: values[m.group(1)], self.message)
-        except Exception:  # a detail value whose str() fails: a finding must still be reported
+        except Exception:  # noqa: BLE001 - a detail value whose str() fails: a finding must still be reported
             text = self.message
         return " ".join(text.split())
 
 
-class _Values(dict):
+class _Values(dict[str, Any]):
     """Format values: None and missing keys render as ``?``, lists as comma-separated text."""
 
     def __getitem__(self, key: str) -> str:
@@ -133,12 +133,13 @@ def _same(actual: Any, expected: Any) -> bool:
     # True == 1 in Python; a rule asking for `false` must not match a count of 0.
     if isinstance(actual, bool) or isinstance(expected, bool):
         return isinstance(actual, bool) and isinstance(expected, bool) and actual is expected
-    return actual == expected
+    same: bool = actual == expected
+    return same
 
 
 # --- loading -------------------------------------------------------------------------------------
 
-_cache: dict[tuple, dict[str, Rule]] = {}
+_cache: dict[tuple[tuple[str, int, int], ...], dict[str, Rule]] = {}
 
 
 def load_rules(extra_dirs: Sequence[Path] = ()) -> dict[str, Rule]:

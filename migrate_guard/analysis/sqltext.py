@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlparse import keywords
 from sqlparse import tokens as T
@@ -77,7 +77,8 @@ def _lexer(dialect: str | None) -> Lexer:
     name = (dialect or "").lower().split("+")[0]  # tolerate "postgresql+psycopg"
     family = _FAMILIES.get(name)
     if family is None:
-        return Lexer.get_default_instance()
+        default: Lexer = Lexer.get_default_instance()
+        return default
     lexer = Lexer()
     lexer.default_initialization()
     rules = [(_DIALECT_RULES[family].get(rx, rx), tt) for rx, tt in keywords.SQL_REGEX]
@@ -287,7 +288,7 @@ class _Ctx:
     def __init__(self, text: str):
         self.text = text
 
-    def op(self, kind: str, ref: Ref | None = None, column: str | None = None, **details) -> Operation:
+    def op(self, kind: str, ref: Ref | None = None, column: str | None = None, **details: Any) -> Operation:
         schema, table = ref or (None, None)
         return Operation(
             kind=kind,
@@ -386,7 +387,7 @@ def _other_object(c: _Cur, x: _Ctx, kind: str) -> list[Operation]:
         table = c.name() if c.seek(keyword) else None
     out = []
     for schema, name in refs:
-        extra = {"if_exists": if_exists, "cascade": cascade} if kind == "drop_other" else {}
+        extra: dict[str, Any] = {"if_exists": if_exists, "cascade": cascade} if kind == "drop_other" else {}
         ref = (table[0] or schema, table[1]) if table else (schema, None)
         out.append(x.op(kind, ref, object_type=otype, name=name, **extra))
     return out
@@ -464,7 +465,7 @@ def _drop(c: _Cur, x: _Ctx) -> list[Operation]:
     if c.take("TABLE"):
         if_exists = c.take("IF", "EXISTS")
         refs, cascade = _names(c), c.has("CASCADE")
-        flags = {"if_exists": if_exists, "cascade": cascade, "temporary": temporary}
+        flags: dict[str, Any] = {"if_exists": if_exists, "cascade": cascade, "temporary": temporary}
         return [x.op("drop_table", r, **flags) for r in refs]
     if otype := c.take_any("SCHEMA", "DATABASE"):
         if_exists = c.take("IF", "EXISTS")
@@ -547,7 +548,7 @@ def _create(c: _Cur, x: _Ctx) -> list[Operation]:
             ref = c.name()
         if ref is None:
             return []
-        flags = {"if_not_exists": if_not_exists, "object_type": otype.lower()}
+        flags: dict[str, Any] = {"if_not_exists": if_not_exists, "object_type": otype.lower()}
         return [x.op("create_schema", (ref[1], None), **flags)]
     return _other_object(c, x, "create_other")
 
@@ -847,7 +848,7 @@ def _set_columns(c: _Cur) -> list[str]:
         inner = part.group()
         for target in inner.split(",") if inner else [part]:
             ref = target.name()
-            if ref:
+            if ref and ref[1] is not None:  # name() always gives a name: the check is for the type
                 columns.append(ref[1])
     return columns
 
@@ -871,7 +872,9 @@ def _select(c: _Cur, x: _Ctx) -> list[Operation]:
     for j in range(c.i, c.n - 1):
         if c.t[j].up == "SET_CONFIG" and c.t[j + 1].up == "(":
             c.i = j + 1
-            args = c.group().split()
+            inner = c.group()
+            assert inner is not None  # the cursor is at the "(" checked above
+            args = inner.split()
             name = args[0].literal().lower() if args else ""
             if name in _LOCK_VARS and len(args) >= 2:
                 return [x.op("set_lock_timeout", name=name, value=args[1].literal(), scope=None)]
@@ -1042,7 +1045,7 @@ def classify_sql(sql: str, dialect: str | None = None) -> list[Operation]:
         sql = "" if sql is None else str(sql)
     try:
         statements = list(_split(_lex(sql, dialect)))
-    except Exception:  # a lexer failure must not crash the guard; report the text instead
+    except Exception:  # noqa: BLE001 - a lexer failure must not crash the guard; report the text instead
         text = sql.strip().rstrip(";").strip()
         return [_Ctx(text).op("unparsed", reason="lexer error")] if text else []
     ops: list[Operation] = []
@@ -1053,7 +1056,7 @@ def classify_sql(sql: str, dialect: str | None = None) -> list[Operation]:
             continue
         try:
             found = _dispatch(_Cur(stmt, sql), x)
-        except Exception:  # unexpected shapes of SQL fall back to "unparsed", never an error
+        except Exception:  # noqa: BLE001 - unexpected shapes of SQL fall back to "unparsed", never an error
             found = []
         ops += found or [_unrecognised(x)]
     return ops

@@ -92,9 +92,9 @@ def read_upgrade(source: str, dialect: str | None = None, function: str = "upgra
             reader.bind(node.target, node.value)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             reader.functions[node.name] = node
-    target = reader.functions.get(function)
-    if target is not None:
-        reader.walk(target)
+    func = reader.functions.get(function)
+    if func is not None:
+        reader.walk(func)
     for o in reader.out:  # a name built at run time is unknown, not "__expr__"
         o.table, o.column, o.schema = (None if v and "__expr__" in v else v for v in (o.table, o.column, o.schema))
     return reader.out
@@ -240,7 +240,7 @@ _KEYWORDS = {
 
 
 def _bind_args(call: ast.Call, params: tuple[str, ...]) -> dict[str, ast.expr]:
-    args = dict(zip(params, call.args))
+    args = dict(zip(params, call.args, strict=False))
     args.update((_KEYWORDS.get(k.arg, k.arg), k.value) for k in call.keywords if k.arg)
     return args
 
@@ -285,10 +285,11 @@ class _Reader(ast.NodeVisitor):
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         self.visit(node.value)
-        old = self.scope.get(node.target.id) if isinstance(node.target, ast.Name) else None
-        if isinstance(old, ast.expr) and isinstance(node.op, ast.Add):
+        target = node.target
+        old = self.scope.get(target.id) if isinstance(target, ast.Name) else None
+        if isinstance(target, ast.Name) and isinstance(old, ast.expr) and isinstance(node.op, ast.Add):
             joined = ast.BinOp(left=old, op=ast.Add(), right=node.value)  # sql += "..."
-            self.scope[node.target.id] = ast.copy_location(joined, node)
+            self.scope[target.id] = ast.copy_location(joined, node)
         else:
             self.bind(node.target, None)
 
@@ -326,7 +327,7 @@ class _Reader(ast.NodeVisitor):
             and isinstance(value, (ast.Tuple, ast.List))
             and (len(target.elts) == len(value.elts))
         ):  # a, b = "x", "y"
-            for t, v in zip(target.elts, value.elts):
+            for t, v in zip(target.elts, value.elts, strict=True):
                 self.bind(t, v)
         else:  # unpacking we do not follow: forget what the names held
             for n in ast.walk(target):
@@ -355,13 +356,13 @@ class _Reader(ast.NodeVisitor):
         positional = [p.arg for p in a.posonlyargs + a.args]
         every = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
         bound: dict[str, _Value] = {p.arg: None for p in every if p}
-        bound.update(zip(positional[len(positional) - len(a.defaults) :], a.defaults))
-        bound.update((p.arg, d) for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None)
+        bound.update(zip(positional[len(positional) - len(a.defaults) :], a.defaults, strict=True))
+        bound.update((p.arg, d) for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None)
         if call is not None:
-            for name, value in zip(positional, call.args):
-                if isinstance(value, ast.Starred):
+            for name, arg in zip(positional, call.args, strict=False):
+                if isinstance(arg, ast.Starred):
                     break
-                bound[name] = value
+                bound[name] = arg
             bound.update((k.arg, k.value) for k in call.keywords if k.arg in bound)
         for name, value in bound.items():  # an argument naming a caller's variable means that variable's value
             if isinstance(value, ast.Name) and value.id in self.scope:
@@ -378,10 +379,7 @@ class _Reader(ast.NodeVisitor):
             return
         found = None
         if isinstance(f, ast.Attribute):
-            if f.attr in _EXECUTE:
-                found = self._execute(node)
-            else:
-                found = self._alembic_op(node, f)
+            found = self._execute(node) if f.attr in _EXECUTE else self._alembic_op(node, f)
             receiver = f.value.id if isinstance(f.value, ast.Name) else ""
             if f.attr in _MUTATORS and isinstance(self.scope.get(receiver), _COLLECTIONS):
                 self.scope[receiver] = None  # statements.append(...): no longer the literal we saw
@@ -511,8 +509,8 @@ class _Reader(ast.NodeVisitor):
             return self._follow(e, self.sql_texts, None)
         if isinstance(e, _Each):
             items = self._items(e.iterable)
-            texts = [self.sql_texts(item) for item in items or ()]
-            return None if items is None or None in texts else [t for group in texts for t in group or ()]
+            groups = [self.sql_texts(item) for item in items or ()]
+            return None if items is None or None in groups else [t for group in groups for t in group or ()]
         if isinstance(e, ast.Constant):
             return [e.value] if isinstance(e.value, str) else None
         if isinstance(e, ast.JoinedStr):  # f"...{x}...": x's value if it is a known string, else a placeholder
@@ -638,7 +636,7 @@ class _Reader(ast.NodeVisitor):
             return None
         try:
             return cls(*args, **kwargs)  # type: ignore[arg-type]
-        except Exception:  # wrong arguments for the type
+        except Exception:  # noqa: BLE001 - wrong arguments for the type
             return None
 
     def _type_arg(self, e: ast.expr) -> Any:
@@ -655,8 +653,8 @@ def _sqlalchemy_attr(path: str) -> Any:
     parts = path.split(".")
     for i in range(len(parts), 0, -1):
         try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except Exception:
+            obj: Any = importlib.import_module(".".join(parts[:i]))
+        except Exception:  # noqa: BLE001 - not a module, or one that fails to import: try a shorter prefix
             continue
         for part in parts[i:]:
             obj = getattr(obj, part, None)

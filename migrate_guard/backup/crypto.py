@@ -17,6 +17,7 @@ import hmac
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -25,6 +26,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..errors import EXIT_FAILED, EXIT_USAGE, GuardError
+
+if TYPE_CHECKING:
+    import zstandard
 
 MAGIC_ENCRYPTED = b"MGE1"
 MAGIC_PLAIN = b"MGP1"
@@ -112,7 +116,7 @@ def file_key(master: bytes, salt: bytes) -> bytes:
     return _hkdf(master, salt, INFO_FILE)
 
 
-def blob_id(data: bytes | memoryview, key: bytes | None) -> str:
+def blob_id(data: bytes | bytearray | memoryview, key: bytes | None) -> str:
     """HMAC-SHA256(id key, data) in an encrypted repository, SHA-256(data) in a plain one; 64 hex digits."""
     if key is None:
         return hashlib.sha256(data).hexdigest()
@@ -164,7 +168,7 @@ def _segments(pieces: Iterable[bytes], size: int = SEGMENT_SIZE) -> Iterator[tup
 _COMPRESSORS = threading.local()
 
 
-def compression_parameters(level: int):
+def compression_parameters(level: int) -> zstandard.ZstdCompressionParameters:
     """zstd's parameters for ``level``, tuned for database dumps.
 
     At the fast levels (1-4) matches shorter than 6 bytes are not searched for: database dumps are
@@ -181,12 +185,12 @@ def compression_parameters(level: int):
     return params
 
 
-def _one_shot_compressor(level: int):
+def _one_shot_compressor(level: int) -> zstandard.ZstdCompressor:
     """This thread's compressor for one-shot ``compress`` calls: its context is reused, not rebuilt
     per chunk (a streaming compression gets its own, so two streams never share a context)."""
     import zstandard
 
-    cache = _COMPRESSORS.__dict__
+    cache = cast("dict[int, zstandard.ZstdCompressor]", _COMPRESSORS.__dict__)
     if level not in cache:
         cache[level] = zstandard.ZstdCompressor(compression_params=compression_parameters(level))
     return cache[level]
@@ -228,7 +232,7 @@ def seal(chunks: Iterable[bytes], key: bytes | None, compress: bool = True, leve
 
 def seal_whole(
     data: bytes | bytearray | memoryview, key: bytes | None, compress: bool = True, level: int = 3
-) -> list[bytes | memoryview]:
+) -> list[bytes | bytearray | memoryview]:
     """``seal([data], ...)`` for data already whole in memory (a chunk, a manifest): the same
     framing, in pieces to write one after the other. The plaintext is compressed in one call (one
     zstd frame without a content size, as the streaming compressor writes it) and the segments are
@@ -248,7 +252,7 @@ def seal_whole(
     count = max(1, -(-len(view) // SEGMENT_SIZE))
     if count > MAX_SEGMENTS:
         raise GuardError("file too large for the framing (2^32 segments)", EXIT_FAILED)
-    out: list[bytes | memoryview] = [header]
+    out: list[bytes | bytearray | memoryview] = [header]
     for counter in range(count):
         segment = view[counter * SEGMENT_SIZE : (counter + 1) * SEGMENT_SIZE]
         out.append(aead.encrypt(_nonce(prefix, counter, counter == count - 1), segment, header))

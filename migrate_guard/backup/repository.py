@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
@@ -102,7 +102,7 @@ def _iso(dt: datetime, micro: bool = False) -> str:
 def _user() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
         return "unknown"
 
 
@@ -327,10 +327,8 @@ class Repository:
                 EXIT_USAGE,
             )
         repo = cls(storage, config, master, compression_level)
-        try:
+        with suppress(OSError):  # a read-only location: the leftovers are ignored anyway
             storage.clean_temp(TEMP_MAX_AGE)
-        except OSError:
-            pass  # a read-only location: the leftovers are ignored anyway
         return repo
 
     # --- streams -------------------------------------------------------------------------------------
@@ -677,9 +675,10 @@ class Repository:
     def read_state(self, name: str) -> dict[str, Any] | None:
         path = self._state_path(name)
         try:
-            return self._read_json(path, path)
+            state: dict[str, Any] | None = self._read_json(path, path)
         except FileNotFoundError:
             return None
+        return state
 
     def write_state(self, name: str, data: dict[str, Any]) -> None:
         self._write_json(self._state_path(name), data)

@@ -73,7 +73,7 @@ class PrunePlan:
 _CALENDAR: list[tuple[str, Callable[[datetime], object], Callable[[datetime], str]]] = [
     ("hourly", lambda t: (t.date(), t.hour), lambda t: t.strftime("%Y-%m-%d %H:00")),
     ("daily", lambda t: t.date(), lambda t: t.strftime("%Y-%m-%d")),
-    ("weekly", lambda t: t.isocalendar()[:2], lambda t: "%d-W%02d" % t.isocalendar()[:2]),
+    ("weekly", lambda t: t.isocalendar()[:2], lambda t: "{:d}-W{:02d}".format(*t.isocalendar()[:2])),
     ("monthly", lambda t: (t.year, t.month), lambda t: t.strftime("%Y-%m")),
     ("yearly", lambda t: t.year, lambda t: str(t.year)),
 ]
@@ -180,7 +180,7 @@ def parse_duration(text: str) -> timedelta:
     if not s or "".join(n + u for n, u in parts) != s:
         raise UsageError(f"bad duration {text!r}: {_DURATION_HELP}")
     order = [list(_DURATION_UNITS).index(u) for _, u in parts]
-    if any(a >= b for a, b in zip(order, order[1:])):
+    if any(a >= b for a, b in zip(order, order[1:], strict=False)):
         hint = "; 'm' is minutes, write 'mo' for months" if any(u == "m" for _, u in parts[:-1]) else ""
         raise UsageError(f"bad duration {text!r}: units must go from largest to smallest, each once{hint}")
     total = sum((int(n) * _DURATION_UNITS[u] for n, u in parts), timedelta())

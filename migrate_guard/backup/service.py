@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..config import Project, dialect_family
 from ..errors import ConfigError, GuardError, UsageError
 from ..progress import Progress
-from ..times import iso, parse_iso, utcnow  # noqa: F401 - iso/utcnow are this module's API too
+from ..times import iso as iso  # iso and utcnow are this module's API too (tests replace service.utcnow)
+from ..times import parse_iso
+from ..times import utcnow as utcnow
 from .engines import engine_for
 from .engines.base import DumpResult, Engine, StreamRef, TableDump
 from .repository import KeySource, Repository
@@ -380,8 +382,10 @@ class RestorePlan:
     def describe(self) -> list[str]:
         rows = sum(t["rows"] for t in self.tables)
         lines = [
-            f"restore snapshot {self.snapshot['id']} ({self.snapshot['created_at']}, revision {','.join(self.snapshot.get('revision') or []) or 'none'})",
-            f"into {self.target}: {'all' if self.full else len(self.tables)} table{'s' if len(self.tables) != 1 else ''}, {rows} rows",
+            f"restore snapshot {self.snapshot['id']} ({self.snapshot['created_at']}, "
+            f"revision {','.join(self.snapshot.get('revision') or []) or 'none'})",
+            f"into {self.target}: {'all' if self.full else len(self.tables)} "
+            f"table{'s' if len(self.tables) != 1 else ''}, {rows} rows",
         ]
         lines += [f"  {t['name']}: {t['rows']} rows" for t in self.tables]
         if self.pre_snapshot:
@@ -426,7 +430,8 @@ def plan_restore(
     entries = snapshot["tables"]
     if tables:
         wanted = {t.lower() for t in tables}
-        known = {n.lower(): e for n, e in zip(table_names(snapshot), entries)} | {e["name"].lower(): e for e in entries}
+        by_display_name = {n.lower(): e for n, e in zip(table_names(snapshot), entries, strict=True)}
+        known = by_display_name | {e["name"].lower(): e for e in entries}
         missing = sorted(wanted - set(known))
         if missing:
             raise UsageError(f"not in snapshot {snapshot['id']}: {', '.join(missing)}")
@@ -503,11 +508,12 @@ def _is_missing_sqlite_file(url: str) -> bool:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
+    database = parsed.database
     return (
         parsed.get_backend_name() == "sqlite"
-        and bool(parsed.database)
-        and parsed.database != ":memory:"
-        and not Path(parsed.database).exists()
+        and database is not None
+        and database not in ("", ":memory:")
+        and not Path(database).exists()
     )
 
 
@@ -573,7 +579,7 @@ def prune(project: Project, overrides: dict[str, Any], dry_run: bool = False) ->
     infos = [
         SnapshotInfo(
             m["id"],
-            parse_iso(m["created_at"]),
+            cast(datetime, parse_iso(m["created_at"])),  # written by the repository: manifests are authenticated
             int(m.get("stored_bytes", 0)),
             bool(m.get("pinned")),
             tuple(m.get("revision") or ()),
@@ -616,7 +622,8 @@ def collect_garbage(repo: Repository) -> tuple[int, int]:
     damaged = _damaged_manifests(repo)
     if damaged:
         raise IntegrityError(
-            f"blobs not removed: {damaged[0]} (repair that manifest from a copy, or delete it by hand once its snapshot is given up)"
+            f"blobs not removed: {damaged[0]} "
+            "(repair that manifest from a copy, or delete it by hand once its snapshot is given up)"
         )
     removed = freed = 0
     for blob in repo.blob_ids() - live:
@@ -631,12 +638,13 @@ def set_pinned(project: Project, snapshot_id: str, pinned: bool) -> str:
     manifest = repo.load_manifest(snapshot_id)
     with repo.lock("pin"):
         repo.update_manifest(manifest["id"], pinned=pinned)
-    return manifest["id"]
+    found: str = manifest["id"]
+    return found
 
 
 def who() -> dict[str, str]:
     try:
         user = getpass.getuser()
-    except Exception:  # no passwd entry in some containers
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
         user = "unknown"
     return {"user": user, "host": socket.gethostname()}

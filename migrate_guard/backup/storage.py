@@ -6,6 +6,7 @@ operations; everything about the format lives in ``repository.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -40,7 +41,7 @@ class Storage(ABC):
     location: str
 
     @abstractmethod
-    def write_atomic(self, path: str, chunks: Iterable[bytes]) -> int:
+    def write_atomic(self, path: str, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
         """Write the file so that it appears whole or not at all, durably; returns its size."""
 
     @abstractmethod
@@ -80,7 +81,7 @@ class Storage(ABC):
     def clean_temp(self, older_than: float) -> int:
         """Delete temp files left by interrupted writes, older than ``older_than`` seconds; returns how many."""
 
-    def ensure_dir(self, path: str) -> None:
+    def ensure_dir(self, path: str) -> None:  # noqa: B027 - a no-op by default: object stores have no folders
         """Create a folder (a no-op where folders do not exist, as in object stores)."""
 
     @abstractmethod
@@ -138,7 +139,7 @@ class LocalStorage(Storage):
     def ensure_dir(self, path: str) -> None:
         self._makedirs(self.root / path if path else self.root)
 
-    def write_atomic(self, path: str, chunks: Iterable[bytes]) -> int:
+    def write_atomic(self, path: str, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
         full = self._full(path)
         self._makedirs(full.parent)
         tmp = full.with_name(f"{full.name}{TEMP_MARKER}{secrets.token_hex(6)}")
@@ -156,10 +157,8 @@ class LocalStorage(Storage):
                 os.fsync(f.fileno())
             os.replace(tmp, full)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
         _fsync_dir(full.parent)
         return size
@@ -300,7 +299,7 @@ class FsspecStorage(Storage):
         root = self.fs._strip_protocol(self.root).rstrip("/")
         return full[len(root) :].lstrip("/") if full.startswith(root) else full
 
-    def write_atomic(self, path: str, chunks: Iterable[bytes]) -> int:
+    def write_atomic(self, path: str, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
         data = b"".join(bytes(c) for c in chunks)
         full = self._full(path)
         if self.object_store:
@@ -313,10 +312,8 @@ class FsspecStorage(Storage):
             try:
                 self.fs.mv(tmp, full)
             except BaseException:
-                try:
+                with contextlib.suppress(Exception):  # best effort: the error being raised is the one to report
                     self.fs.rm_file(tmp)
-                except Exception:
-                    pass
                 raise
         return len(data)
 
@@ -325,10 +322,8 @@ class FsspecStorage(Storage):
         and cache listings (s3fs: every ``find`` fills the cache that ``info``/``exists`` answer
         from), so without this a file another process wrote or deleted since would be reported
         wrongly: a deleted blob as present, a new lock as absent."""
-        try:
+        with contextlib.suppress(Exception):  # a backend without a cache
             self.fs.invalidate_cache(full)
-        except Exception:  # noqa: BLE001 - a backend without a cache
-            pass
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         full = self._full(path)
@@ -380,10 +375,8 @@ class FsspecStorage(Storage):
         return bool(self.fs.isfile(full))
 
     def delete(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._full(path))
-        except FileNotFoundError:
-            pass
 
     def _find(self, prefix: str = "") -> dict[str, dict[str, Any]]:
         top = self._full(prefix) if prefix else self.root

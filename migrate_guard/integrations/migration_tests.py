@@ -118,7 +118,8 @@ class MigrationDatabase:
                 "env.py sets no target_metadata to compare the models with; "
                 "set migrate_guard_metadata = module:attribute (e.g. myapp.models:Base.metadata)"
             )
-        return found["diffs"]
+        diffs: list[Any] = found["diffs"]
+        return diffs
 
 
 @contextlib.contextmanager
@@ -137,9 +138,9 @@ def _logging_kept() -> Iterator[None]:
             lg.handlers[:] = handlers
             lg.disabled, lg.propagate = disabled, propagate
         known = {id(lg) for lg in loggers}
-        for lg in manager.loggerDict.values():
-            if isinstance(lg, logging.Logger) and id(lg) not in known:
-                lg.handlers.clear()  # created by the ini: leave it inert
+        for other in manager.loggerDict.values():
+            if isinstance(other, logging.Logger) and id(other) not in known:
+                other.handlers.clear()  # created by the ini: leave it inert
         logging.disable(disable)
 
 
@@ -178,7 +179,7 @@ def load_metadata(project: Project, spec: str) -> Any:
             value: Any = importlib.import_module(module_name)
             for part in attr.split("."):
                 value = getattr(value, part)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - importing the user's module may raise anything
             raise MigrationTestFailure(f"migrate_guard_metadata = {spec!r}: {one_line(exc)}") from None
     return value
 
@@ -205,7 +206,7 @@ def upgrade_base_to_heads(db: MigrationDatabase) -> None:
     for revision in _revisions(db.project):
         try:
             db.upgrade(revision)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a revision's code may raise anything: the test fails
             raise MigrationTestFailure(f"upgrade to {revision} failed: {one_line(exc)}") from None
 
 
@@ -230,7 +231,7 @@ def up_down_consistency(db: MigrationDatabase) -> None:
         if irreversible(script):
             try:
                 db.upgrade(revision)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a revision's code may raise anything: the test fails
                 raise MigrationTestFailure(f"{revision}: upgrade failed: {one_line(exc)}") from None
             continue
         # "rev@-1" undoes this revision only, whatever other branches hold; Alembic calls that ambiguous
@@ -249,7 +250,7 @@ def up_down_consistency(db: MigrationDatabase) -> None:
             _same(after, db.schema(), f"upgrade to {revision} after its downgrade builds a different schema")
         except MigrationTestFailure:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a revision's code may raise anything: the test fails
             raise MigrationTestFailure(f"{revision}: {step} failed: {one_line(exc)}") from None
 
 
@@ -283,7 +284,7 @@ def model_drift(db: MigrationDatabase, metadata: Any = None) -> None:
     db.reset()
     try:
         db.upgrade("heads")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a revision's code may raise anything: the test fails
         raise MigrationTestFailure(f"upgrade to heads failed: {one_line(exc)}") from None
     diffs = db.compare_models(metadata)
     if diffs:

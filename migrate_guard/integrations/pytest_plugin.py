@@ -80,15 +80,18 @@ class _State:
 
     @property
     def config_path(self) -> Path:
-        given = self.config.getoption("migrate_guard_config")
+        given: str | None = self.config.getoption("migrate_guard_config")
         if given:
             return (self.config.invocation_params.dir / given).resolve()
         base = self.config.inipath.parent if self.config.inipath else self.config.rootpath
-        return (base / self.config.getini("migrate_guard_config")).resolve()
+        name: str = self.config.getini("migrate_guard_config")
+        return (base / name).resolve()
 
     @property
     def url(self) -> str:
-        url = self.config.getoption("migrate_guard_url") or os.path.expandvars(self.config.getini("migrate_guard_url"))
+        url: str = self.config.getoption("migrate_guard_url") or os.path.expandvars(
+            self.config.getini("migrate_guard_url")
+        )
         if url:
             return url
         if self._tmp is None:
@@ -123,7 +126,8 @@ _STATE = pytest.StashKey[_State]()
 
 @pytest.fixture(scope="session")
 def migration_db_url(pytestconfig: pytest.Config) -> str:
-    """URL of the database the migration tests use (--migrate-guard-url, ini migrate_guard_url, else temporary SQLite)."""
+    """URL of the database the migration tests use (--migrate-guard-url, ini migrate_guard_url, else
+    temporary SQLite)."""
     return pytestconfig.stash[_STATE].url
 
 

@@ -37,7 +37,8 @@ _ICON = {"critical": ":rotating_light:", "warning": ":warning:", "ok": ":white_c
 @dataclass
 class Alert:
     key: str  # the condition: repeated alerts with the same key are held back within the window
-    event: str  # backup-failed | verify-failed | unhealthy | resolved | migrate-safe-failed | migrate-safe-not-restored | test
+    # backup-failed | verify-failed | unhealthy | resolved | migrate-safe-failed | migrate-safe-not-restored | test
+    event: str
     severity: str  # critical | warning | ok
     title: str
     message: str
@@ -173,7 +174,9 @@ def _post(hook: WebhookSettings, payload: dict[str, Any]) -> str:
     if hook.format == "slack":
         icon = _ICON.get(payload["severity"], "")
         body: dict[str, Any] = {
-            "text": f"{icon} *{payload['title']}*\n{payload['message']}\n_{payload['host']}: {payload['project']}_".strip()
+            "text": (
+                f"{icon} *{payload['title']}*\n{payload['message']}\n_{payload['host']}: {payload['project']}_"
+            ).strip()
         }
     else:
         body = payload
@@ -219,6 +222,7 @@ def _mail(mail: EmailSettings, payload: dict[str, Any]) -> str:
         missing = [n for n, v in ((mail.username_env, user), (mail.password_env, password)) if not v]
         if missing:
             raise ConfigError(f"environment variable {missing[0]} (alerts.email) is not set")
+        assert user is not None and password is not None  # both checked just above
         credentials = (user, password)
     where = f"{mail.host}:{mail.port}"
     context = ssl.create_default_context(cafile=str(mail.ca_file) if mail.ca_file else None)

@@ -8,7 +8,7 @@ import html
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from .. import __version__
 from ..backup import service
@@ -149,7 +149,7 @@ def _snapshots(manifests: list[dict[str, Any]], verified: dict[str, Any]) -> str
 
 def _plot(manifests: list[dict[str, Any]]) -> str:
     """Data size and bytes added per snapshot over time, as inline SVG (drawn here: no script needed)."""
-    points = []
+    points: list[tuple[float, int, int, dict[str, Any]]] = []
     for m in manifests:
         when = parse_iso(m.get("created_at"))
         if when is None:
@@ -180,7 +180,8 @@ def _plot(manifests: list[dict[str, Any]]) -> str:
     for t, anchor in ((t0, "start"), (t1, "end")) if t1 > t0 else ((t0, "middle"),):
         label = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
         parts.append(f'<text x="{x(t):.1f}" y="{height - 12}" text-anchor="{anchor}">{e(label)}</text>')
-    for index, cls in ((1, "data"), (2, "added")):
+    series: tuple[tuple[Literal[1, 2], str], ...] = ((1, "data"), (2, "added"))  # the point's field, the class
+    for index, cls in series:
         line = " ".join(f"{x(p[0]):.1f},{y(p[index]):.1f}" for p in points)
         parts.append(f'<polyline class="{cls}" points="{line}"/>')
         for p in points:
@@ -268,7 +269,8 @@ def _runs(runs: list[dict[str, Any]]) -> str:
 def _findings_section(findings: list[dict[str, Any]], note: str) -> str:
     rows = [
         [
-            f'<span class="level {"critical" if f["severity"] == "error" else "warning" if f["severity"] == "warning" else "ok"}">'
+            f'<span class="level '
+            f'{"critical" if f["severity"] == "error" else "warning" if f["severity"] == "warning" else "ok"}">'
             f"{e(f['severity'])}</span>" + (" <small>(allowed)</small>" if f["allowed"] else ""),
             f"<code>{e(f['rule'])}</code>",
             e(f.get("revision")),
@@ -285,9 +287,11 @@ def _findings_section(findings: list[dict[str, Any]], note: str) -> str:
 
 
 _CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1em 2em;color:#1d232a;background:#fbfbfc}
+body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1em 2em;color:#1d232a;\
+background:#fbfbfc}
 h1{font-size:1.6em;margin:.2em 0}h2{font-size:1.15em;margin:1.6em 0 .5em;border-bottom:1px solid #d5dae0}
-table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #e6e9ed;vertical-align:top}
+table{border-collapse:collapse;width:100%;font-size:13px}\
+th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #e6e9ed;vertical-align:top}
 th{background:#eef1f4}code{font:12px ui-monospace,monospace}small,.note,.empty{color:#5b6570}
 .badge{font-size:.6em;padding:.2em .6em;border-radius:4px;color:#fff;vertical-align:middle}
 .badge.healthy{background:#2e7d32}.badge.unhealthy{background:#c62828}

@@ -137,7 +137,7 @@ def evaluate(project: Project, now: datetime | None = None) -> Status:
 
 
 def _check_repository(status: Status, repo: Any, cfg: Any) -> list[dict[str, Any]]:
-    manifests = repo.manifests()
+    manifests: list[dict[str, Any]] = repo.manifests()
     damaged = [w.removeprefix("skipped ") for w in repo.warnings if w.startswith("skipped ")]
     size = repo.size()
     status.figures["repository_bytes"] = size
@@ -339,7 +339,7 @@ def _run_in_progress(project: Project) -> bool:
             return False
     except MigrationLocked:
         return True
-    except Exception:  # a database that does not answer is reported by its own check
+    except Exception:  # noqa: BLE001 - a database that does not answer is reported by its own check
         return False
 
 
@@ -354,7 +354,7 @@ def _check_pending(status: Status, project: Project, heads: tuple[str, ...] | No
     except GuardError as exc:
         status.add("pending_revisions", UNKNOWN, f"cannot read the revisions: {exc.message}")
         return
-    except Exception as exc:  # alembic's own errors (multiple heads, unknown revision in the database)
+    except Exception as exc:  # noqa: BLE001 - alembic's own errors (multiple heads, unknown revision in the database)
         status.add("pending_revisions", UNKNOWN, f"cannot work out the pending revisions: {exc}")
         return
     status.figures["pending_revisions"] = len(pending)

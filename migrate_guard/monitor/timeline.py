@@ -51,7 +51,8 @@ def events(project: Project) -> list[dict[str, Any]]:
                 "type": "migrate-safe",
                 "id": r.get("run"),
                 "outcome": r.get("state"),
-                "detail": f"{','.join(r.get('from') or []) or 'base'} -> {to if isinstance(to, str) else ','.join(to or []) or 'base'}"
+                "detail": f"{','.join(r.get('from') or []) or 'base'} -> "
+                f"{to if isinstance(to, str) else ','.join(to or []) or 'base'}"
                 f" by {r.get('user')}@{r.get('host')}" + (f": {r['error']}" if r.get("error") else ""),
             }
         )

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -144,7 +145,8 @@ def _sqlite(url: str, wait: float) -> Iterator[None]:
                 continue
             if time.monotonic() >= deadline:
                 raise MigrationLocked(
-                    f"the migration lock {path} is held by {holder.get('who', 'another run')} since {holder.get('since', '?')}; "
+                    f"the migration lock {path} is held by {holder.get('who', 'another run')} "
+                    f"since {holder.get('since', '?')}; "
                     f"waited {wait:g}s (--lock-wait)"
                 ) from None
             time.sleep(_POLL)
@@ -158,14 +160,15 @@ def _sqlite(url: str, wait: float) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        holder: dict[str, Any] = json.loads(path.read_text())
+        return holder
     except (OSError, ValueError):
         return {}
 
 
-def _stale(holder: dict) -> bool:
+def _stale(holder: dict[str, Any]) -> bool:
     """A lock whose process is gone (on this host) no longer protects anything."""
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
         return False

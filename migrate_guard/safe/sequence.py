@@ -68,7 +68,8 @@ def env_form(project: Project, script: Any) -> str:
     """``cookbook`` when env.py uses a connection handed in through ``config.attributes``, else ``stock``."""
     path = os.path.join(project.root, script.env_py_location)
     try:
-        tree = ast.parse(open(path, encoding="utf-8").read())
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
     except (OSError, SyntaxError):
         return "stock"
     for node in ast.walk(tree):
@@ -80,7 +81,8 @@ def env_form(project: Project, script: Any) -> str:
 COOKBOOK_HINT = (
     "in env.py's run_migrations_online(), use the connection migrate-safe passes: "
     '`connectable = config.attributes.get("connection")` and, when it is set, configure with it '
-    "instead of creating an engine (Alembic cookbook: 'Sharing a Connection across one or more programmatic migration commands')"
+    "instead of creating an engine "
+    "(Alembic cookbook: 'Sharing a Connection across one or more programmatic migration commands')"
 )
 
 
@@ -98,7 +100,8 @@ def protection(dialect: str, form: str, report: CheckReport) -> tuple[bool, str]
         )
         return (
             False,
-            f"{name} commits every DDL statement on its own: a failure is undone by restoring the safety snapshot; {env}",
+            f"{name} commits every DDL statement on its own: "
+            f"a failure is undone by restoring the safety snapshot; {env}",
         )
     if autocommit:
         return False, "a revision uses autocommit_block(): a failure is undone by restoring the safety snapshot"
@@ -141,7 +144,8 @@ def affected_tables(report: CheckReport, url: str) -> tuple[list[str] | None, st
             if op.kind in ("update", "delete") and _MULTI_TABLE_DML.search(op.statement or ""):
                 return (
                     None,
-                    f"revision {rev.revision} line {op.line}: a multi-table {op.kind.upper()} may write tables it does not name first",
+                    f"revision {rev.revision} line {op.line}: "
+                    f"a multi-table {op.kind.upper()} may write tables it does not name first",
                 )
             touched.add(op.table.lower())
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
@@ -165,7 +169,7 @@ def _reached(script: Any, heads: list[str], target: str) -> bool:
     try:
         wanted = script.get_revision(target).revision
         return any(s.revision == wanted for s in script.iterate_revisions(tuple(heads), "base"))
-    except Exception:  # an unknown target is reported by the upgrade path itself
+    except Exception:  # noqa: BLE001 - an unknown target is reported by the upgrade path itself
         return False
 
 
@@ -226,7 +230,8 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
             if scope == []:
                 scope, scope_note = None, "none of the tables the revisions touch exists yet"
         plan = [
-            f"{direction} {from_to}: {len(scripts)} revision{'s' if len(scripts) != 1 else ''} ({', '.join(s.revision for s in scripts)})",
+            f"{direction} {from_to}: {len(scripts)} revision{'s' if len(scripts) != 1 else ''} "
+            f"({', '.join(s.revision for s in scripts)})",
             f"protection: {how}",
             "safety snapshot: "
             + (
@@ -494,7 +499,7 @@ def offline_sql(project: Project, before: list[str], target: str, direction: str
                 command.upgrade(project.alembic, f"{start}:{target}", sql=True)
             else:
                 command.downgrade(project.alembic, f"{start}:{target}", sql=True)
-    except Exception as exc:  # e.g. batch mode on SQLite offline
+    except Exception as exc:  # noqa: BLE001 - e.g. batch mode on SQLite offline
         return [f"(cannot render offline: {failure_reason(exc)})"]
     finally:
         project.alembic.output_buffer = previous
@@ -512,14 +517,16 @@ def _estimate(url: str, scope: list[str] | None) -> str:
             if name == "postgresql":
                 rows = conn.execute(
                     sa.text(
-                        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "SELECT c.relname, pg_total_relation_size(c.oid) "
+                        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                         "WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema')"
                     )
                 ).all()
             elif name in ("mysql", "mariadb"):
                 rows = conn.execute(
                     sa.text(
-                        "SELECT table_name, data_length + index_length FROM information_schema.tables WHERE table_schema = DATABASE()"
+                        "SELECT table_name, data_length + index_length FROM information_schema.tables "
+                        "WHERE table_schema = DATABASE()"
                     )
                 ).all()
             else:

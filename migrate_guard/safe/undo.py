@@ -40,7 +40,7 @@ def undo(
     project: Project,
     url: str,
     engine: Any,
-    snapshot: dict | None,
+    snapshot: dict[str, Any] | None,
     before: list[str],
     tables_before: list[str],
     shape_before: dict[str, list[str]],
@@ -59,7 +59,8 @@ def undo(
         return Undo(
             EXIT_NOT_RESTORED,
             "not-restored",
-            f"NOT restored: no safety snapshot was taken (--backup-scope none); the database may be between revisions ({'; '.join(problems)})",
+            "NOT restored: no safety snapshot was taken (--backup-scope none); "
+            f"the database may be between revisions ({'; '.join(problems)})",
         )
     say(f"restoring from safety snapshot {snapshot['id']}")
     try:
@@ -78,7 +79,7 @@ def undo(
 
 
 def restore_to(
-    project: Project, url: str, engine: Any, snapshot: dict, before: list[str], tables_before: list[str]
+    project: Project, url: str, engine: Any, snapshot: dict[str, Any], before: list[str], tables_before: list[str]
 ) -> None:
     """Drop tables created since, restore the snapshot's tables, stamp the revision back."""
     created = sorted(set(qualified_tables(engine.list_tables())) - set(tables_before))
@@ -111,7 +112,7 @@ def state_problems(
     project: Project,
     url: str,
     engine: Any,
-    snapshot: dict | None,
+    snapshot: dict[str, Any] | None,
     before: list[str],
     tables_before: list[str],
     shape_before: dict[str, list[str]] | None = None,

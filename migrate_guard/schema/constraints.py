@@ -100,7 +100,8 @@ class CheckReport(GuardReport):
         return (
             f"checked {len(self.results)} constraint{'s' if len(self.results) != 1 else ''} ({self.dialect}): "
             f"{len(violated)} violated ({rows} row{'s' if rows != 1 else ''}), "
-            f"{sum(r.status == 'skipped' for r in self.results)} skipped, {sum(r.status == 'error' for r in self.results)} failed to run"
+            f"{sum(r.status == 'skipped' for r in self.results)} skipped, "
+            f"{sum(r.status == 'error' for r in self.results)} failed to run"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,7 +118,8 @@ class CheckReport(GuardReport):
 
     def blocked_message(self) -> str:
         parts = [
-            f"{r.constraint.name}: {r.violations} row{'s' if r.violations != 1 else ''} of {r.constraint.table} violate it"
+            f"{r.constraint.name}: {r.violations} row{'s' if r.violations != 1 else ''} "
+            f"of {r.constraint.table} violate it"
             if r.status == "violated"
             else f"{r.constraint.name}: {r.note}"
             for r in self.blocking
@@ -270,7 +272,8 @@ def execute(conn: sa.Connection, the_plan: Plan, commit: Callable[[], None] | No
                     with contextlib.suppress(sa.exc.DBAPIError):
                         q.run(
                             conn,
-                            f"ALTER TABLE {q.table_ref(conn, c.table, c.schema)} DROP CONSTRAINT IF EXISTS {q.quote(conn, c.name)}",
+                            f"ALTER TABLE {q.table_ref(conn, c.table, c.schema)} "
+                            f"DROP CONSTRAINT IF EXISTS {q.quote(conn, c.name)}",
                         )
                         commit()
                 raise ConstraintError(
@@ -328,7 +331,9 @@ def _postgresql(conn: sa.Connection, c: Constraint, expression: str) -> Action:
 
 def _mysql_checks(conn: sa.Connection, target: str) -> dict[str, str]:
     """``name -> clause`` of a table's CHECK constraints, as the server renders them."""
-    ddl = q.run(conn, f"SHOW CREATE TABLE {target}").first()[1]
+    created = q.run(conn, f"SHOW CREATE TABLE {target}").first()
+    assert created is not None  # SHOW CREATE TABLE answers with one row or an error
+    ddl = created[1]
     found = {}
     for line in ddl.splitlines():
         m = re.match(r"\s*CONSTRAINT `((?:[^`]|``)+)` CHECK \((.*)\),?$", line)
@@ -368,8 +373,12 @@ def sqlite_triggers(conn: sa.Connection, c: Constraint, expression: str) -> dict
     body = f"BEGIN SELECT RAISE(ABORT, '{message}') FROM (SELECT {row}) WHERE NOT ({expression}); END"
     of = ", ".join(q.quote(conn, col) for col in cols)
     return {
-        f"{c.name}_insert": f"CREATE TRIGGER {q.quote(conn, c.name + '_insert')} BEFORE INSERT ON {target} FOR EACH ROW {body}",
-        f"{c.name}_update": f"CREATE TRIGGER {q.quote(conn, c.name + '_update')} BEFORE UPDATE OF {of} ON {target} FOR EACH ROW {body}",
+        f"{c.name}_insert": (
+            f"CREATE TRIGGER {q.quote(conn, c.name + '_insert')} BEFORE INSERT ON {target} FOR EACH ROW {body}"
+        ),
+        f"{c.name}_update": (
+            f"CREATE TRIGGER {q.quote(conn, c.name + '_update')} BEFORE UPDATE OF {of} ON {target} FOR EACH ROW {body}"
+        ),
     }
 
 
@@ -387,12 +396,13 @@ def _sqlite(conn: sa.Connection, c: Constraint, expression: str) -> Action:
                 f"expression ({ck['sqltext']}); change it in a migration"
             )
     wanted = sqlite_triggers(conn, c, expression)
-    have = dict(
-        conn.execute(
+    have = {
+        name: sql
+        for name, sql in conn.execute(
             sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (:a, :b)"),
-            dict(zip("ab", wanted)),
+            dict(zip("ab", wanted, strict=True)),
         ).all()
-    )
+    }
     if have == wanted:
         return Action(c, "unchanged")
     statements = [f"DROP TRIGGER IF EXISTS {q.quote(conn, n)}" for n in have] + list(wanted.values())

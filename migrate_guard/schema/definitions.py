@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,8 @@ def load(project: Project) -> Definitions:
         checks += k
         fks += f
     seen: dict[str, str] = {}
-    for item in [*constraints, *uniques, *checks, *fks]:
+    items: list[Constraint | Unique | Check | DeclaredForeignKey] = [*constraints, *uniques, *checks, *fks]
+    for item in items:
         if item.name.lower() in seen:
             raise ConfigError(
                 f"{files[0].name if len(files) == 1 else 'constraints'}: name {item.name!r} is defined twice"
@@ -164,15 +166,18 @@ def parse_file(path: Path) -> tuple[list[Constraint], list[Unique], list[Check],
         for i, entry in enumerate(entries):
             where = f"{kind}[{i}]"
 
-            def text(key: str, required: bool = True, _entry: dict = entry, _where: str = where) -> str | None:
+            def text(key: str, _entry: dict[str, Any] = entry, _where: str = where) -> str:
                 value = _entry.get(key)
-                if value is None and not required:
-                    return None
                 if not isinstance(value, str) or not value.strip():
                     raise fail(f"{_where}.{key}", "must be a non-empty string")
                 return value.strip()
 
-            def names(key: str, _entry: dict = entry, _where: str = where) -> tuple[str, ...]:
+            def optional_text(
+                key: str, _entry: dict[str, Any] = entry, _text: Callable[[str], str] = text
+            ) -> str | None:
+                return None if _entry.get(key) is None else _text(key)
+
+            def names(key: str, _entry: dict[str, Any] = entry, _where: str = where) -> tuple[str, ...]:
                 value = _entry.get(key)
                 if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
                     raise fail(f"{_where}.{key}", "must be a non-empty list of names")
@@ -212,13 +217,13 @@ def parse_file(path: Path) -> tuple[list[Constraint], list[Unique], list[Check],
                         overrides,
                         severity,
                         description,
-                        text("schema", False),
+                        optional_text("schema"),
                         str(path),
                     )
                 )
             elif kind == "unique":
                 out[kind].append(
-                    Unique(name, text("table"), names("columns"), severity, description, text("schema", False))
+                    Unique(name, text("table"), names("columns"), severity, description, optional_text("schema"))
                 )
             elif kind == "check":
                 query = text("query")

@@ -78,7 +78,7 @@ def protect_uninstall(project: Project) -> None:
     protect.uninstall(_url(project))
 
 
-def protect_status(project: Project):
+def protect_status(project: Project) -> protect.Status:
     from . import protect
 
     return protect.status(_url(project), project.settings)

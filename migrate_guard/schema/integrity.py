@@ -77,7 +77,8 @@ class Report(GuardReport):
         failed = [r for r in self.results if r.status in ("failed", "error")]
         return (
             f"integrity ({self.dialect}): {len(self.results)} checks, "
-            f"{sum(r.severity == 'error' for r in failed)} errors, {sum(r.severity == 'warning' for r in failed)} warnings, "
+            f"{sum(r.severity == 'error' for r in failed)} errors, "
+            f"{sum(r.severity == 'warning' for r in failed)} warnings, "
             f"{sum(r.status == 'skipped' for r in self.results)} skipped"
         )
 
@@ -125,18 +126,18 @@ def run(conn: sa.Connection, definitions: Definitions) -> Report:
                     unenforced.get(table, ""),
                 )
             )
-    for fk in definitions.foreign_keys:
+    for declared in definitions.foreign_keys:
         results.append(
             _orphans(
                 conn,
-                fk.name,
-                fk.severity,
-                fk.table,
-                list(fk.columns),
-                fk.references,
-                list(fk.referenced_columns),
+                declared.name,
+                declared.severity,
+                declared.table,
+                list(declared.columns),
+                declared.references,
+                list(declared.referenced_columns),
                 existing,
-                "; ".join(filter(None, ["declared in the definitions", unenforced.get(fk.table, "")])),
+                "; ".join(filter(None, ["declared in the definitions", unenforced.get(declared.table, "")])),
             )
         )
     for u in definitions.uniques:
@@ -194,7 +195,9 @@ def _orphans(
         return Result("foreign_key", name, severity, "skipped", detail, table, note="table does not exist (yet)")
     c, p = q.quote, q.quote
     not_null = " AND ".join(f"c.{c(conn, col)} IS NOT NULL" for col in columns)
-    match = " AND ".join(f"p.{p(conn, pc)} = c.{c(conn, col)}" for col, pc in zip(columns, parent_columns))
+    match = " AND ".join(
+        f"p.{p(conn, pc)} = c.{c(conn, col)}" for col, pc in zip(columns, parent_columns, strict=False)
+    )
     where = f"{not_null} AND NOT EXISTS (SELECT 1 FROM {q.table_ref(conn, parent)} p WHERE {match})"
     shown = list(dict.fromkeys(q.primary_key(conn, table) + columns))
     select = ", ".join(f"c.{c(conn, col)}" for col in shown)
@@ -225,7 +228,10 @@ def _duplicates(
         return Result("unique", name, severity, "skipped", detail, table, note="table does not exist (yet)")
     cols = ", ".join(q.quote(conn, col) for col in columns)
     not_null = " AND ".join(f"{q.quote(conn, col)} IS NOT NULL" for col in columns)
-    groups = f"SELECT {cols}, COUNT(*) AS n FROM {q.table_ref(conn, table, schema)} WHERE {not_null} GROUP BY {cols} HAVING COUNT(*) > 1"
+    groups = (
+        f"SELECT {cols}, COUNT(*) AS n FROM {q.table_ref(conn, table, schema)} WHERE {not_null} "
+        f"GROUP BY {cols} HAVING COUNT(*) > 1"
+    )
     return _counted(
         conn,
         "unique",

@@ -29,6 +29,7 @@ from ..errors import GuardError, one_line
 from . import sqlutil as q
 
 GUC = "migrate_guard.reviewed"
+_PG_HINT = f"run it through a reviewed migration with migrate-safe (or SET {GUC} = on after review)"
 PG_SCHEMA = "migrate_guard"  # the protection's functions on PostgreSQL
 MYSQL_VARIABLE = "@migrate_guard_reviewed"
 SQLITE_MARKER = "migrate_guard_reviewed"  # the name of an attached in-memory database
@@ -69,8 +70,13 @@ class Status:
 
 
 UNPROTECTED = {
-    "postgresql": "DELETE without WHERE, and any session that sets migrate_guard.reviewed = on itself (superusers can also drop the event triggers)",
-    "mysql": "DROP TABLE, TRUNCATE, ALTER TABLE (DDL cannot be trapped): revoke DROP and ALTER from the application's user",
+    "postgresql": (
+        "DELETE without WHERE, and any session that sets migrate_guard.reviewed = on itself "
+        "(superusers can also drop the event triggers)"
+    ),
+    "mysql": (
+        "DROP TABLE, TRUNCATE, ALTER TABLE (DDL cannot be trapped): revoke DROP and ALTER from the application's user"
+    ),
     "sqlite": "DROP TABLE, ALTER TABLE (DDL cannot be trapped), and anyone who can write the file",
 }
 
@@ -159,7 +165,8 @@ def _pg_install_sql(settings: GuardSettings) -> list[str]:
             SELECT format('%I.%I.%I %s%s', n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
                           CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END)
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid
-            WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND migrate_guard.is_protected(n.nspname, c.relname)
+            WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped"""
+        """ AND migrate_guard.is_protected(n.nspname, c.relname)
             $mg$""",
         f"""CREATE OR REPLACE FUNCTION migrate_guard.on_sql_drop() RETURNS event_trigger LANGUAGE plpgsql AS $mg$
             DECLARE obj record;
@@ -167,14 +174,16 @@ def _pg_install_sql(settings: GuardSettings) -> list[str]:
               IF migrate_guard.reviewed() THEN RETURN; END IF;
               FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE NOT is_temporary LOOP
                 IF obj.object_type = 'table' AND migrate_guard.is_protected(obj.schema_name, obj.object_name) THEN
-                  RAISE EXCEPTION 'migrate-guard: % refused: table %.% is protected', tg_tag, obj.schema_name, obj.object_name
+                  RAISE EXCEPTION 'migrate-guard: % refused: table %.% is protected',"""
+        f""" tg_tag, obj.schema_name, obj.object_name
                     USING ERRCODE = 'insufficient_privilege',
-                          HINT = 'run it through a reviewed migration with migrate-safe (or SET {GUC} = on after review)';
-                ELSIF obj.object_type = 'table column' AND migrate_guard.is_protected(obj.address_names[1], obj.address_names[2]) THEN
+                          HINT = '{_PG_HINT}';
+                ELSIF obj.object_type = 'table column'"""
+        f""" AND migrate_guard.is_protected(obj.address_names[1], obj.address_names[2]) THEN
                   RAISE EXCEPTION 'migrate-guard: % refused: it drops column % of protected table %.%', tg_tag,
                     obj.address_names[3], obj.address_names[1], obj.address_names[2]
                     USING ERRCODE = 'insufficient_privilege',
-                          HINT = 'run it through a reviewed migration with migrate-safe (or SET {GUC} = on after review)';
+                          HINT = '{_PG_HINT}';
                 END IF;
               END LOOP;
             END $mg$""",
@@ -187,20 +196,22 @@ def _pg_install_sql(settings: GuardSettings) -> list[str]:
             DECLARE gone text;
             BEGIN
               IF migrate_guard.reviewed() THEN RETURN; END IF;
-              SELECT b INTO gone FROM unnest(string_to_array(current_setting('migrate_guard.columns_before', true), E'\\n')) b
+              SELECT b INTO gone"""
+        f""" FROM unnest(string_to_array(current_setting('migrate_guard.columns_before', true), E'\\n')) b
                 WHERE b <> '' AND b NOT IN (SELECT s FROM migrate_guard.columns() s) LIMIT 1;
               IF gone IS NOT NULL THEN
                 RAISE EXCEPTION 'migrate-guard: % refused: it changes or renames % of a protected table', tg_tag, gone
                   USING ERRCODE = 'insufficient_privilege',
-                        HINT = 'run it through a reviewed migration with migrate-safe (or SET {GUC} = on after review)';
+                        HINT = '{_PG_HINT}';
               END IF;
             END $mg$""",
         f"""CREATE OR REPLACE FUNCTION migrate_guard.refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $mg$
             BEGIN
               IF NOT migrate_guard.reviewed() THEN
-                RAISE EXCEPTION 'migrate-guard: TRUNCATE refused: table %.% is protected', TG_TABLE_SCHEMA, TG_TABLE_NAME
+                RAISE EXCEPTION 'migrate-guard: TRUNCATE refused: table %.% is protected',"""
+        f""" TG_TABLE_SCHEMA, TG_TABLE_NAME
                   USING ERRCODE = 'insufficient_privilege',
-                        HINT = 'run it through a reviewed migration with migrate-safe (or SET {GUC} = on after review)';
+                        HINT = '{_PG_HINT}';
               END IF;
               RETURN NULL;
             END $mg$""",
@@ -209,7 +220,8 @@ def _pg_install_sql(settings: GuardSettings) -> list[str]:
             BEGIN
               FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' LOOP
                 IF migrate_guard.is_protected(cmd.schema_name, (SELECT relname FROM pg_class WHERE oid = cmd.objid))
-                   AND NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = cmd.objid AND tgname = '{TRUNCATE_TRIGGER}') THEN
+                   AND NOT EXISTS (SELECT 1 FROM pg_trigger"""
+        f""" WHERE tgrelid = cmd.objid AND tgname = '{TRUNCATE_TRIGGER}') THEN
                   EXECUTE format('CREATE TRIGGER {TRUNCATE_TRIGGER} BEFORE TRUNCATE ON %s FOR EACH STATEMENT '
                                  'EXECUTE FUNCTION migrate_guard.refuse_truncate()', cmd.object_identity);
                 END IF;
@@ -221,7 +233,8 @@ def _pg_install_sql(settings: GuardSettings) -> list[str]:
         "EXECUTE FUNCTION migrate_guard.before_alter()",
         "CREATE EVENT TRIGGER migrate_guard_after_alter ON ddl_command_end WHEN TAG IN ('ALTER TABLE') "
         "EXECUTE FUNCTION migrate_guard.after_alter()",
-        "CREATE EVENT TRIGGER migrate_guard_on_create ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') "
+        "CREATE EVENT TRIGGER migrate_guard_on_create ON ddl_command_end "
+        "WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') "
         "EXECUTE FUNCTION migrate_guard.on_create()",
     ]
 
@@ -268,11 +281,12 @@ def _pg_uninstall(conn: sa.Connection) -> None:
 
 def _pg_status(conn: sa.Connection, settings: GuardSettings) -> Status:
     status = Status("postgresql", False)
-    events = dict(
-        conn.execute(
+    events = {
+        name: enabled
+        for name, enabled in conn.execute(
             sa.text("SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname LIKE 'migrate\\_guard\\_%'")
         ).all()
-    )
+    }
     comment = conn.execute(
         sa.text("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'migrate_guard'")
     ).scalar()
@@ -347,11 +361,13 @@ def _keep_trigger(conn: sa.Connection, table: str) -> str:
     if family == "sqlite":
         return (
             f"CREATE TRIGGER {name} BEFORE DELETE ON {target} FOR EACH ROW WHEN {last} AND NOT EXISTS "
-            f"(SELECT 1 FROM pragma_database_list WHERE name = '{SQLITE_MARKER}') BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            f"(SELECT 1 FROM pragma_database_list WHERE name = '{SQLITE_MARKER}') "
+            f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
         )
     return (
         f"CREATE TRIGGER {name} BEFORE DELETE ON {target} FOR EACH ROW BEGIN "
-        f"IF COALESCE({MYSQL_VARIABLE}, 0) <> 1 AND {last} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'; END IF; END"
+        f"IF COALESCE({MYSQL_VARIABLE}, 0) <> 1 AND {last} THEN "
+        f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'; END IF; END"
     )
 
 
@@ -438,7 +454,7 @@ def install(url: str, settings: GuardSettings) -> list[str]:
                     if "superuser" in str(exc.orig) or "permission denied" in str(exc.orig):
                         raise ProtectError(
                             "protect install needs a PostgreSQL superuser (event triggers can only be created by one): "
-                            f"{one_line(exc.orig)}"
+                            f"{one_line(exc.orig or exc)}"
                         ) from None
                     raise
             return _rows_install(conn, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -94,12 +95,12 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-def rows_as_dicts(result: sa.CursorResult) -> list[dict[str, Any]]:
+def rows_as_dicts(result: sa.CursorResult[*tuple[Any, ...]]) -> list[dict[str, Any]]:
     keys = list(result.keys())
-    return [{k: plain(v) for k, v in zip(keys, row)} for row in result]
+    return [{k: plain(v) for k, v in zip(keys, row, strict=True)} for row in result]
 
 
-def isolated(conn: sa.Connection):
+def isolated(conn: sa.Connection) -> AbstractContextManager[Any]:
     """A savepoint on PostgreSQL, where a failed query would abort the caller's whole transaction;
     elsewhere nothing (a failed SELECT leaves the transaction usable)."""
     import contextlib
@@ -107,6 +108,6 @@ def isolated(conn: sa.Connection):
     return conn.begin_nested() if family(conn) == "postgresql" else contextlib.nullcontext()
 
 
-def run(conn: sa.Connection, sql: str) -> sa.CursorResult:
+def run(conn: sa.Connection, sql: str) -> sa.CursorResult[*tuple[Any, ...]]:
     """Run SQL text as written: no parameters, so drivers with %-placeholders leave ``%`` alone."""
     return conn.execution_options(no_parameters=True).exec_driver_sql(sql)

@@ -15,7 +15,7 @@ def engine_for(url: str) -> Engine:
     """The engine for a SQLAlchemy URL's dialect."""
     try:
         backend = make_url(url).get_backend_name()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever make_url raises, the URL is bad
         raise ConfigError(f"bad database URL: {exc}") from None
     if backend == "sqlite":
         from .sqlite import SQLiteEngine

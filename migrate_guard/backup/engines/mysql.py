@@ -42,9 +42,9 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, BinaryIO
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import IO, Any
 
 from ...errors import GuardError
 from .base import DumpResult, Engine, StreamReader, StreamWriter, TableDump, require_tool
@@ -166,7 +166,7 @@ def _marker_name(raw: bytes) -> str:
     return raw.replace(b"``", b"`").decode("utf-8", "replace")
 
 
-def _pieces(stream: BinaryIO) -> Iterator[bytes]:
+def _pieces(stream: IO[bytes]) -> Iterator[bytes]:
     while True:
         piece = stream.read(PIECE)
         if not piece:
@@ -188,7 +188,7 @@ def _events(pieces: Iterable[bytes]) -> Iterator[tuple[str, bytes, str | None]]:
         yield from _scan(buf, len(buf) + 1)
 
 
-def _scan(buf: bytes, hold: int) -> Iterator[tuple[str, bytes, str | None]]:
+def _scan(buf: bytes, hold: int) -> Generator[tuple[str, bytes, str | None], None, int]:
     """Events for buf's markers that start (at their leading newline) before ``hold``, and the text
     between them up to ``hold``; returns where the unscanned rest begins."""
     pos = 0
@@ -220,7 +220,7 @@ def split_schema(data: bytes, names: Iterable[str]) -> tuple[bytes, dict[str, by
     current: list[bytes] = header
     for kind, chunk, name in _events([data]):
         if kind == _STRUCTURE and name in expected and name not in sections:
-            current = sections.setdefault(name, [])  # type: ignore[arg-type]
+            current = sections.setdefault(name, [])
         elif kind == _FOOTER and current is not header and current is not footer and len(sections) == len(expected):
             current = footer
         current.append(chunk)
@@ -282,7 +282,7 @@ class MySQLEngine(Engine):
                 yield conn
         except GuardError:
             raise
-        except Exception as exc:  # connection refused, access denied ... : one line, no traceback
+        except Exception as exc:  # noqa: BLE001 - connection refused, access denied ... : one line, no traceback
             orig = getattr(exc, "orig", None) or exc
             raise GuardError(f"MariaDB/MySQL: {orig}") from None
         finally:
@@ -314,10 +314,8 @@ class MySQLEngine(Engine):
             yield args
         finally:
             if path:
-                try:
+                with suppress(OSError):
                     os.unlink(path)
-                except OSError:
-                    pass
 
     # --- Engine ---------------------------------------------------------------------------------------------
 
@@ -412,11 +410,11 @@ class MySQLEngine(Engine):
             if server:
                 engine_info["server"] = server.group(1).decode()
             schema.seek(0)
-            schema_ref = write("schema", _pieces(schema))  # type: ignore[arg-type]
+            schema_ref = write("schema", _pieces(schema))
         return DumpResult(engine_info, schema_ref, results)
 
     def _split_dump(
-        self, stdout: BinaryIO, names: list[str], deps: dict[str, list[str]], write: StreamWriter, schema: Any
+        self, stdout: IO[bytes], names: list[str], deps: dict[str, list[str]], write: StreamWriter, schema: Any
     ) -> list[TableDump]:
         remaining = set(names)
         results: list[TableDump] = []
@@ -424,7 +422,7 @@ class MySQLEngine(Engine):
         current: str | None = None  # the table whose structure section we are in
         for kind, chunk, name in events:
             if kind == _STRUCTURE and name in remaining:
-                remaining.discard(name)  # type: ignore[arg-type]
+                remaining.discard(name)
                 current = name
             elif kind == _DATA and name is not None and name == current:
                 counter = RowCounter()
@@ -530,10 +528,8 @@ class MySQLEngine(Engine):
                 raise
             finally:
                 if proc.stdin and not proc.stdin.closed:
-                    try:
+                    with suppress(OSError):
                         proc.stdin.close()
-                    except OSError:
-                        pass
             if rc != 0:
                 err.seek(0)
                 raise GuardError(_client_message(err.read(), f"{what} failed"))
