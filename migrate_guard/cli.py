@@ -52,6 +52,32 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+_CHECK_OPTIONS = [
+    click.option(
+        "--dialect", type=click.Choice(DIALECTS), help="SQL dialect to render in (default: from the URL, else sqlite)."
+    ),
+    click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json", "sarif", "github", "gitlab"]),
+        default="text",
+        show_default=True,
+    ),
+    click.option(
+        "--fail-on",
+        type=click.Choice(FAIL_ON_CHOICES),
+        default=None,
+        help="Lowest severity that fails the run [default: error].",
+    ),
+    click.option(
+        "--allow",
+        multiple=True,
+        metavar="RULE[:TABLE[.COLUMN]]",
+        help="Acknowledge findings of RULE (on TABLE); repeatable.",
+    ),
+]
+
+
 def _project_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``-c`` and ``--url`` on every command too, so ``migrate-safe -c x.ini`` works as well."""
     fn = click.option("--url", "url", default=None, help="Database URL; overrides sqlalchemy.url.")(fn)
@@ -64,6 +90,13 @@ def _project_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="alembic.ini or pyproject.toml ([tool.alembic]); default ./alembic.ini or $ALEMBIC_CONFIG.",
     )(fn)
     return fn
+
+
+def _check_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``check`` and ``check-files`` share: dialect, format, --fail-on, --allow."""
+    for option in reversed(_CHECK_OPTIONS):
+        command = option(command)
+    return command
 
 
 def _project(ctx: click.Context, config: str | None, url: str | None) -> Project:
@@ -89,28 +122,7 @@ def cli(config: str | None, url: str | None) -> None:
     "--revision", "revisions", multiple=True, metavar="REV", help="Only this revision (id or file path); repeatable."
 )
 @click.option("--since", metavar="GIT_REF", help="Only revisions whose files changed since GIT_REF (the PR gate).")
-@click.option(
-    "--dialect", type=click.Choice(DIALECTS), help="SQL dialect to render in (default: from the URL, else sqlite)."
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "sarif", "github", "gitlab"]),
-    default="text",
-    show_default=True,
-)
-@click.option(
-    "--fail-on",
-    type=click.Choice(FAIL_ON_CHOICES),
-    default=None,
-    help="Lowest severity that fails the run [default: error].",
-)
-@click.option(
-    "--allow",
-    multiple=True,
-    metavar="RULE[:TABLE[.COLUMN]]",
-    help="Acknowledge findings of RULE (on TABLE); repeatable.",
-)
+@_check_options
 @click.option(
     "-o",
     "--output",
@@ -595,28 +607,7 @@ def key_generate() -> None:
 @cli.command("check-files")
 @_project_options
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
-@click.option(
-    "--dialect", type=click.Choice(DIALECTS), help="SQL dialect to render in (default: from the URL, else sqlite)."
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "sarif", "github", "gitlab"]),
-    default="text",
-    show_default=True,
-)
-@click.option(
-    "--fail-on",
-    type=click.Choice(FAIL_ON_CHOICES),
-    default=None,
-    help="Lowest severity that fails the run [default: error].",
-)
-@click.option(
-    "--allow",
-    multiple=True,
-    metavar="RULE[:TABLE[.COLUMN]]",
-    help="Acknowledge findings of RULE (on TABLE); repeatable.",
-)
+@_check_options
 @click.pass_context
 def check_files(
     ctx: click.Context,
