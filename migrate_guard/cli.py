@@ -101,7 +101,22 @@ def _check_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _project(ctx: click.Context, config: str | None, url: str | None) -> Project:
     root = ctx.find_root().params
-    return load_project(config or root.get("config"), url or root.get("url"))
+    chosen = url if url is not None else root.get("url")
+    if chosen is not None and not chosen.strip():
+        from .errors import UsageError
+
+        raise UsageError("--url is empty: give a database URL, or leave --url out to use sqlalchemy.url")
+    return load_project(config or root.get("config"), chosen)
+
+
+def _say(line: str) -> None:
+    """Progress to stderr (the use cases keep going when it is closed: see safe.undo.never_fails)."""
+    click.echo(line, err=True)
+
+
+_ALL_DATABASES = click.option(
+    "--all-databases", is_flag=True, help="Every database the repository holds, not only the current one."
+)
 
 
 @click.group(cls=GuardGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -264,7 +279,7 @@ def migrate_safe(
         statement_timeout=statement_timeout,
         allow=allow,
     )
-    result = safe.run(project, options, say=lambda line: click.echo(line, err=True))
+    result = safe.run(project, options, say=_say)
     if result.report is not None and result.report.findings:
         click.echo(render(result.report, "text", config_path=project.config_path))
     for line in result.lines:
@@ -282,8 +297,9 @@ def migrate_safe(
 @_project_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--all", "all_", is_flag=True, help="Also the snapshots taken and the verify results, as one timeline.")
+@_ALL_DATABASES
 @click.pass_context
-def history(ctx: click.Context, config: str | None, url: str | None, fmt: str, all_: bool) -> None:
+def history(ctx: click.Context, config: str | None, url: str | None, fmt: str, all_: bool, all_databases: bool) -> None:
     """The journal of migrate-safe runs: who, when, from -> to, snapshot, outcome."""
     import json
 
@@ -292,7 +308,7 @@ def history(ctx: click.Context, config: str | None, url: str | None, fmt: str, a
     if all_:
         from .monitor.timeline import events
 
-        timeline = events(_project(ctx, config, url))
+        timeline = events(_project(ctx, config, url), all_databases=all_databases)
         click.echo(
             json.dumps(timeline, indent=2)
             if fmt == "json"
@@ -303,7 +319,9 @@ def history(ctx: click.Context, config: str | None, url: str | None, fmt: str, a
             or "nothing yet"
         )
         return
-    records = safe.history(_project(ctx, config, url))
+    records, problems = safe.history(_project(ctx, config, url), all_databases=all_databases)
+    for problem in problems:
+        click.echo(f"warning: the journal is damaged: {problem}", err=True)
     if fmt == "json":
         click.echo(json.dumps(records, indent=2))
         return
@@ -314,7 +332,8 @@ def history(ctx: click.Context, config: str | None, url: str | None, fmt: str, a
         errors = sum(f["severity"] == "error" and not f["allowed"] for f in r.get("findings", []))
         click.echo(
             f"{r['started_at'][:19].replace('T', ' ')}  {r['run']}  {r.get('user')}@{r.get('host')}  "
-            f"{r.get('direction', 'upgrade')} "
+            + (f"{_database_text(r)}  " if all_databases else "")
+            + f"{r.get('direction', 'upgrade')} "
             f"{','.join(r.get('from') or []) or 'base'} -> "
             f"{r['to'] if isinstance(r['to'], str) else ','.join(r['to']) or 'base'}  "
             f"{r['state']}  snapshot {r.get('snapshot') or '-'}  {r.get('seconds', '?')}s"
@@ -325,14 +344,32 @@ def history(ctx: click.Context, config: str | None, url: str | None, fmt: str, a
 
 @cli.command()
 @_project_options
+@click.option("--dry-run", is_flag=True, help="Only show what the run left behind and what would be restored.")
+@click.option(
+    "--abandon", is_flag=True, help="Record the unfinished run as given up, changing nothing (after checking by hand)."
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def recover(ctx: click.Context, config: str | None, url: str | None) -> int:
-    """Finish an interrupted migrate-safe run: restore its safety snapshot and stamp its starting revision."""
+def recover(ctx: click.Context, config: str | None, url: str | None, dry_run: bool, abandon: bool, yes: bool) -> int:
+    """Undo what an interrupted migrate-safe run did to this database: compare it with its state before
+    the run; restore nothing when the run left nothing behind, else (after a snapshot of the current
+    state) only the tables that differ."""
     from . import safe
 
-    result = safe.recover(_project(ctx, config, url), say=lambda line: click.echo(line, err=True))
+    confirm = (lambda q: click.confirm(q, default=False)) if sys.stdin.isatty() else None
+    result = safe.recover(
+        _project(ctx, config, url), say=_say, yes=yes, dry_run=dry_run, abandon=abandon, confirm=confirm
+    )
     click.echo(result.message, err=result.exit_code != 0)
     return result.exit_code
+
+
+def _database_text(item: dict[str, Any]) -> str:
+    from .backup import service
+
+    d = service.database_of(item)
+    where = f"{d['host']}/{d['name']}" if d.get("host") else str(d.get("name") or "?")
+    return f"{d.get('dialect') or '?'}:{where}"
 
 
 # --- backups ------------------------------------------------------------------------------------
@@ -423,14 +460,15 @@ def backup(
 @cli.command("list")
 @_project_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_ALL_DATABASES
 @click.pass_context
-def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str) -> None:
-    """List the snapshots in the backup repository, oldest first."""
+def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str, all_databases: bool) -> None:
+    """List the current database's snapshots in the backup repository, oldest first."""
     import json
 
     from .backup import service
 
-    snapshots, warnings = service.list_snapshots(_project(ctx, config, url))
+    snapshots, warnings = service.list_snapshots(_project(ctx, config, url), all_databases=all_databases)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     if fmt == "json":
@@ -439,13 +477,17 @@ def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str) 
     if not snapshots:
         click.echo("no snapshots")
         return
+    where = [_database_text(s) for s in snapshots]
+    width = max(len("DATABASE"), *(len(w) for w in where))
     click.echo(
-        f"{'ID':16}  {'CREATED (UTC)':20}  {'REVISION':12}  {'TABLES':>6}  {'ROWS':>10}  {'SIZE':>10}  FLAGS  LABEL"
+        f"{'ID':16}  {'CREATED (UTC)':20}  {'DATABASE':{width}}  {'REVISION':12}  {'TABLES':>6}  {'ROWS':>10}  "
+        f"{'SIZE':>10}  FLAGS  LABEL"
     )
-    for s in snapshots:
+    for s, w in zip(snapshots, where, strict=True):
         flags = ("P" if s["pinned"] else "-") + ("E" if s["encrypted"] else "-") + ("V" if s["verified_at"] else "-")
         click.echo(
-            f"{s['id']:16}  {s['created_at'][:19].replace('T', ' '):20}  {','.join(s['revision']) or 'base':12}  "
+            f"{s['id']:16}  {s['created_at'][:19].replace('T', ' '):20}  {w:{width}}  "
+            f"{','.join(s['revision']) or 'base':12}  "
             f"{len(s['tables']):>6}  {s['rows']:>10}  {human_bytes(s['bytes']):>10}  {flags:5}  {s['label'] or ''}"
         )
 
@@ -507,6 +549,9 @@ def verify(
 @click.option("--to-url", metavar="URL", help="Restore into this database instead.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and touch nothing.")
 @click.option("--no-pre-snapshot", is_flag=True, help="Do not snapshot the current state first.")
+@click.option(
+    "--into-other-database", is_flag=True, help="Allow restoring a snapshot into a database it was not taken from."
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def restore(
@@ -520,6 +565,7 @@ def restore(
     to_url: str | None,
     dry_run: bool,
     no_pre_snapshot: bool,
+    into_other_database: bool,
     yes: bool,
 ) -> None:
     """Restore a snapshot (all of it, or --tables) into the database."""
@@ -530,8 +576,16 @@ def restore(
 
     project = _project(ctx, config, url)
     repo = service.open_repository(project)
-    snapshot = service.select_snapshot(repo, snapshot_id, before, at_revision)
-    plan = service.plan_restore(project, snapshot, _csv(tables), to_url, pre_snapshot=not no_pre_snapshot)
+    target = service.current_database(project, to_url)
+    snapshot = service.select_snapshot(repo, snapshot_id, before, at_revision, target)
+    plan = service.plan_restore(
+        project,
+        snapshot,
+        _csv(tables),
+        to_url,
+        pre_snapshot=not no_pre_snapshot,
+        into_other_database=into_other_database,
+    )
     for line in plan.describe():
         click.echo(line)
     if dry_run:
@@ -556,16 +610,22 @@ def restore(
 @click.option("--keep-yearly", type=int)
 @click.option("--keep-within", metavar="DURATION", help="Keep everything newer than this (7d, 36h).")
 @click.option("--max-size", metavar="SIZE", help="Then remove the oldest until the repository fits (10GB).")
-@click.option("--dry-run", is_flag=True, help="List what would be removed.")
+@click.option("--dry-run", is_flag=True, help="List what would be removed, and why each kept snapshot is kept.")
+@_ALL_DATABASES
 @click.pass_context
-def prune(ctx: click.Context, /, config: str | None, url: str | None, dry_run: bool, **policy: Any) -> None:
-    """Remove snapshots the retention policy does not keep, then their unreferenced blobs.
+def prune(
+    ctx: click.Context, /, config: str | None, url: str | None, dry_run: bool, all_databases: bool, **policy: Any
+) -> None:
+    """Remove the current database's snapshots the retention policy does not keep, then unreferenced blobs.
 
-    Never removes the newest snapshot, a pinned one, or the last one taken before the current revision.
+    Per database, never removes the newest snapshot, a pinned one, the last one taken before the current
+    revision, or the safety snapshot of a run that did not finish or was not restored.
     """
     from .backup import service
 
-    result = service.prune(_project(ctx, config, url), policy, dry_run=dry_run)
+    result = service.prune(_project(ctx, config, url), policy, dry_run=dry_run, all_databases=all_databases)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     for snapshot_id, reasons in result.keep.items():
         click.echo(f"keep   {snapshot_id}  {', '.join(reasons)}")
     for snapshot_id in result.remove:

@@ -15,8 +15,15 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg  # noqa: F401 - imported before any test: see below
+import pymysql  # noqa: F401
 import pytest
 from click.testing import CliRunner
+
+# The database drivers are imported once, here, before any test runs. A `pytester` test puts sys.modules
+# back as it found it, dropping modules first imported during that test; psycopg imported again after
+# that is a new module whose `psycopg.Error` is not the class its C extension (cached by the interpreter)
+# raises, so `except psycopg.Error` missed a failed connection in whichever worker imported it there first.
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "alembic_example"
@@ -254,6 +261,22 @@ def sqlite_url(tmp_path: Path) -> str:
 def db_url(request: pytest.FixtureRequest) -> str:
     """The same test against SQLite, PostgreSQL and MariaDB."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def other_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second fresh, empty database of the same kind, on the same server."""
+    from sqlalchemy.engine import make_url
+
+    from migrate_guard.backup.service import scratch_database
+
+    dialect = make_url(db_url).get_backend_name()
+    if dialect == "sqlite":
+        (tmp_path / "other.db").touch()  # an empty file is an empty SQLite database
+        yield f"sqlite:///{tmp_path / 'other.db'}"
+        return
+    with scratch_database(dialect, db_url) as url:
+        yield url
 
 
 # --- looking at databases -------------------------------------------------------------------------

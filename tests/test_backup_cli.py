@@ -44,8 +44,10 @@ def test_backup_verify_restore_round_trip(run_cli, seeded):
         "id",
         "created_at",
         "label",
+        "kind",
         "revision",
         "dialect",
+        "database",
         "tables",
         "rows",
         "bytes",
@@ -53,6 +55,9 @@ def test_backup_verify_restore_round_trip(run_cli, seeded):
         "pinned",
         "verified_at",
     }
+    assert set(snap["database"]) == {"dialect", "host", "name", "id"}
+    assert snap["database"]["dialect"] == snap["dialect"].replace("mariadb", "mysql")
+    assert snap["database"]["name"] in url and "password" not in json.dumps(snap["database"])
     assert snap["encrypted"] is True and snap["label"] == "nightly" and snap["revision"] == ["0006"]
     assert snap["created_at"].endswith("Z") and "customers" in snap["tables"]
 

@@ -80,20 +80,6 @@ def seeded(example: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Seede
     return Seeded(example, db_url, example / "repo")
 
 
-@pytest.fixture
-def other_url(db_url: str, tmp_path: Path):
-    """A second fresh, empty database of the same kind, on the same server."""
-    dialect = _dialect(db_url)
-    if dialect == "sqlite":
-        (tmp_path / "other.db").touch()  # an empty file is an empty SQLite database
-        yield f"sqlite:///{tmp_path / 'other.db'}"
-        return
-    from migrate_guard.backup.service import scratch_database
-
-    with scratch_database(dialect, db_url) as url:
-        yield url
-
-
 # --- helpers -------------------------------------------------------------------------------------------------
 
 
@@ -368,7 +354,16 @@ def test_restore_to_another_database_leaves_the_source_alone(run_cli, seeded, ot
     changed = everything(seeded.url)
     assert changed != original
 
-    result = run_cli(*seeded.args, "restore", snapshot, "--to-url", other_url, "--yes")
+    refused = run_cli(*seeded.args, "restore", snapshot, "--to-url", other_url, "--yes")
+    assert refused.exit_code == 2 and "--into-other-database" in refused.stderr, refused.output
+    source, target = (sa.engine.make_url(u).database or "" for u in (seeded.url, other_url))
+    family = {"mariadb": "mysql"}.get(sa.engine.make_url(seeded.url).get_backend_name(), "")
+    assert f"was taken from {family or sa.engine.make_url(seeded.url).get_backend_name()}" in refused.stderr
+    assert os.path.basename(source) in refused.stderr and os.path.basename(target) in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert everything(other_url) != original  # refused: nothing was restored
+
+    result = run_cli(*seeded.args, "restore", snapshot, "--to-url", other_url, "--into-other-database", "--yes")
     assert result.exit_code == 0, result.output
     assert everything(other_url) == original
     assert everything(seeded.url) == changed  # the source is untouched
@@ -397,7 +392,9 @@ def test_restore_to_a_new_sqlite_file(run_cli, example, sqlite_url, tmp_path, mo
     new = tmp_path / "new" / "copy.db"
     new.parent.mkdir()
     extra = () if pre_snapshot else ("--no-pre-snapshot",)
-    result = run_cli(*seeded.args, "restore", snapshot, "--to-url", f"sqlite:///{new}", "--yes", *extra)
+    result = run_cli(
+        *seeded.args, "restore", snapshot, "--to-url", f"sqlite:///{new}", "--into-other-database", "--yes", *extra
+    )
     assert result.exit_code == 0, result.output
     assert everything(f"sqlite:///{new}") == everything(sqlite_url)
 

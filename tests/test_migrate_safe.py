@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import KEY, migrate_example, use_repository
+from conftest import KEY, error_line, migrate_example, use_repository
 
 BIN = Path(sys.executable).parent
 
@@ -45,6 +45,10 @@ class Guarded:
     @property
     def dialect(self) -> str:
         return sa.engine.make_url(self.url).get_backend_name()
+
+    @property
+    def dialect_family(self) -> str:
+        return "mysql" if self.dialect in ("mysql", "mariadb") else self.dialect
 
     @property
     def transactional(self) -> bool:
@@ -185,6 +189,16 @@ def assert_can_insert(url: str) -> None:
             new_id = conn.execute(sa.text("SELECT id FROM customers WHERE customer_code = 'NEW00001'")).scalar()
             assert new_id > 10
             conn.execute(sa.text("DELETE FROM customers WHERE customer_code = 'NEW00001'"))
+    finally:
+        engine.dispose()
+
+
+def write_row(url: str, table: str, **values: object) -> None:
+    """The application writing a row (committed)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.table(table, *(sa.column(k) for k in values)).insert().values(**values))
     finally:
         engine.dispose()
 
@@ -521,9 +535,20 @@ def test_killed_run_is_refused_then_recovered(run_cli, guarded, tmp_path):
     assert "migrate-guard recover" in refused.stderr and "did not finish" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
 
-    recovered = subprocess.run(g.command("recover"), env=env, capture_output=True, text=True)
+    # the application goes on writing between the crash and recover, to a table the run did not touch
+    write_row(g.url, "service_categories", name="after the crash")
+    before["service_categories"]["rows"] = db_state(g.url)["service_categories"]["rows"]
+
+    recovered = subprocess.run(g.command("recover", "--yes"), env=env, capture_output=True, text=True)
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-    assert "recovered run" in recovered.stdout and "restored to 0004" in recovered.stdout
+    assert f"database: {g.dialect_family} " in recovered.stderr
+    if g.transactional:  # the database rolled the killed transaction back: nothing to restore
+        assert "left nothing behind" in recovered.stdout and "nothing restored" in recovered.stdout
+    else:  # MariaDB: only the tables the run changed, after a snapshot of their current state
+        assert "restore customers from safety snapshot" in recovered.stderr
+        assert "drop half_done: created by the run" in recovered.stderr
+        assert "service_categories" not in recovered.stderr
+        assert "recovered run" in recovered.stdout and "rows written since the crash" in recovered.stdout
     assert_same_state(g.url, before)
     assert revision_of(g.url) == ["0004"]
     assert [r["state"] for r in g.journal() if r.get("run")] == ["started", "recovered"]
@@ -1243,3 +1268,141 @@ def test_first_deploy_onto_an_empty_database(run_cli, empty):
     result = run_cli(*g.args, "migrate-safe")
     assert result.exit_code == 0, result.output
     assert revision_of(g.url) == ["0006"]
+
+
+# --- 12. two databases, one project, one repository (issue 13) ----------------------------------------------
+
+
+def listed(run_cli, g: Guarded, *extra: str) -> list[dict]:
+    result = run_cli(*g.args, "list", "--format", "json", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_two_databases_keep_apart_and_recover_touches_only_its_own(run_cli, guarded, other_url, tmp_path):
+    a = guarded
+    b = Guarded(a.root, other_url)  # the same project and repository, another database (staging / a tenant)
+    migrate_example(a.root, b.url, "0004", customers=10)
+    env = {**os.environ, "MIGRATE_GUARD_KEY": KEY}
+
+    # B first: upgraded to 0005 behind its safety snapshot, taken at 0004
+    done = subprocess.run(b.safe_command("0005"), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"database: {b.dialect_family} " in done.stderr
+    (b_safety,) = [s["id"] for s in listed(run_cli, b)]
+
+    # A: killed in the middle of its run
+    marker = tmp_path / "reached"
+    add_sleeping_revision(a, marker)
+    proc = subprocess.Popen(a.safe_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(marker, proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+    (a_safety,) = [s["id"] for s in listed(run_cli, a)]
+    b_state = db_state(b.url)
+
+    # each database sees its own snapshots; --all-databases every one, told apart by their identity
+    every = listed(run_cli, a, "--all-databases")
+    assert {s["id"] for s in every} == {a_safety, b_safety}
+    names = {s["id"]: s["database"]["name"] for s in every}
+    assert names[a_safety] != names[b_safety] and len({s["database"]["id"] for s in every}) == 2
+    text = run_cli(*b.args, "list")
+    assert b_safety in text.stdout and a_safety not in text.stdout
+    assert "1 snapshot of other databases not shown" in text.stderr
+
+    # A's unfinished run stands in nobody else's way, and prune keeps what recovery needs
+    assert run_cli(*b.args, "recover", "--yes").stdout.startswith("no unfinished migrate-safe run on")
+    assert db_state(b.url) == b_state
+    status = json.loads(run_cli(*b.args, "status", "--format", "json").stdout)
+    assert next(c for c in status["checks"] if c["name"] == "unfinished_runs")["level"] == "ok"
+    pruned = run_cli(*a.args, "prune", "--keep-last", "1", "--dry-run")
+    assert f"keep   {a_safety}  newest, safety snapshot of unfinished run" in pruned.stdout, pruned.output
+    assert b_safety not in pruned.stdout
+    newer = run_cli(*a.args, "backup", "--label", "after")
+    assert newer.exit_code == 0, newer.output
+    pruned = run_cli(*a.args, "prune", "--keep-last", "1")
+    assert pruned.exit_code == 0, pruned.output
+    assert {a_safety, b_safety} <= {s["id"] for s in listed(run_cli, a, "--all-databases")}
+
+    # selection by time or revision is per database; another database's snapshot is refused
+    picked = run_cli(*b.args, "restore", "--at-revision", "0004", "--dry-run")
+    assert picked.exit_code == 0 and f"restore snapshot {b_safety}" in picked.stdout, picked.output
+    refused = run_cli(*b.args, "restore", a_safety, "--yes")
+    assert refused.exit_code == 2 and "pass --into-other-database" in refused.stderr, refused.output
+    assert os.path.basename(names[a_safety]) in refused.stderr and os.path.basename(names[b_safety]) in refused.stderr
+    cron = run_cli(*b.args, "backup", "--if-older-than", "1h", "--label", "after")
+    assert cron.exit_code == 0 and "skipped" not in cron.stdout, cron.output  # A's backup is not B's
+    assert db_state(b.url) == b_state
+
+    # the application writes to A after the crash, in a table the run did not touch; recover A
+    write_row(a.url, "service_categories", name="after the crash")
+    recovered = subprocess.run(a.command("recover", "--yes"), env=env, capture_output=True, text=True)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert revision_of(a.url) == ["0004"] and "half_done" not in db_state(a.url)
+    assert ("after the crash",) in [(r[1],) for r in db_state(a.url)["service_categories"]["rows"]]
+    assert db_state(b.url) == b_state  # never touched
+    assert revision_of(b.url) == ["0005"]
+    history = json.loads(run_cli(*b.args, "history", "--format", "json").stdout)
+    assert [r["state"] for r in history] == ["succeeded"]
+    assert len(json.loads(run_cli(*b.args, "history", "--format", "json", "--all-databases").stdout)) == 2
+
+
+def test_a_deleted_journal_line_is_detected_and_restores_nothing(run_cli, guarded):
+    g = guarded
+    done = run_cli(*g.args, "migrate-safe", "0005")
+    assert done.exit_code == 0, done.output
+    after = db_state(g.url)
+    journal = g.root / "repo" / "state" / "journal.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:-1]))  # the "succeeded" record is gone: the run looks unfinished
+
+    verify = run_cli(*g.args, "verify", "--all")
+    assert verify.exit_code == 1 and "journal: DAMAGED" in verify.stdout and "truncated" in verify.stdout
+    status = json.loads(run_cli(*g.args, "status", "--format", "json").stdout)
+    assert next(c for c in status["checks"] if c["name"] == "journal")["level"] == "critical"
+    refused = run_cli(*g.args, "migrate-safe")
+    assert refused.exit_code == 2 and "the journal is damaged" in refused.stderr, refused.output
+
+    recovered = run_cli(*g.args, "recover", "--yes")
+    if g.transactional:  # one transaction, and the database is past it: the run had committed
+        assert recovered.exit_code == 0 and "recorded as succeeded, nothing restored" in recovered.stdout
+    else:  # MariaDB: what the database shows could be the run's end or its middle: nothing on the journal's word
+        assert recovered.exit_code == 2 and "recover restores nothing on a damaged journal's word" in recovered.stderr
+        assert run_cli(*g.args, "recover", "--abandon").exit_code == 0
+    assert db_state(g.url) == after
+    assert run_cli(*g.args, "migrate-safe").exit_code == 0  # the next run goes ahead
+
+
+def test_closed_output_and_ctrl_c_still_journal_the_outcome(guarded, tmp_path):
+    """`migrate-safe | tee deploy.log`, Ctrl-C: tee dies with the run's output pipe; the run still undoes
+    itself and writes its outcome."""
+    g = guarded
+    marker = tmp_path / "reached"
+    add_sleeping_revision(g, marker)
+    before = db_state(g.url)
+    env = {**os.environ, "MIGRATE_GUARD_KEY": KEY}
+    proc = subprocess.Popen(
+        g.safe_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint
+    )
+    try:
+        wait_for(marker, proc)
+        proc.stdout.close()  # the reader is gone: every later write is EPIPE
+        proc.stderr.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) in (1, 130)
+    finally:
+        proc.kill()
+    assert [r["state"] for r in g.journal() if r.get("run")][-1] in ("rolled-back", "restored")
+    assert_same_state(g.url, before)
+
+
+def test_target_with_down_and_an_empty_url_are_usage_errors(run_cli, guarded):
+    g = guarded
+    both = run_cli(*g.args, "migrate-safe", "0005", "--down", "0003")
+    assert both.exit_code == 2 and "not both" in error_line(both)
+    empty = run_cli("-c", str(g.ini), "--url", "", "list")
+    assert empty.exit_code == 2 and "--url is empty" in error_line(empty)
+    assert revision_of(g.url) == ["0004"]

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import REQUIRE_DATABASES, migrate_example, use_repository
 
+from migrate_guard.backup.identity import database_identity
+
 CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:9/nothing"  # the discard port: nothing listens
 
 
@@ -109,6 +111,7 @@ def _journal(state: str):
                 "state": state,
                 "snapshot": None,
                 "error": "boom" if state != "started" else None,
+                "database": database_identity(g.url).to_dict(),
             }
         )
 
@@ -172,9 +175,9 @@ def test_a_run_in_progress_is_not_an_unfinished_one(run_cli, guarded):
     with migration_lock(guarded.url):  # as a migrate-safe run holds it while it works
         code, report = status_json(run_cli, guarded)
     assert code == 0 and level_of(report, "unfinished_runs") == "warning"
-    assert next(c["message"] for c in report["checks"] if c["name"] == "unfinished_runs").endswith(
-        "is in progress (started 2026-01-01T00:00:00Z)"
-    )
+    message = next(c["message"] for c in report["checks"] if c["name"] == "unfinished_runs")
+    assert "run r1 is running (started 2026-01-01T00:00:00Z by ops@" in message
+    assert "is held by migrate-safe pid" in message  # the holder, as the lock names it
     code, report = status_json(run_cli, guarded)
     assert code == 1 and level_of(report, "unfinished_runs") == "critical"
 

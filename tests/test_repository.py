@@ -288,8 +288,9 @@ def test_encrypted_files_hide_their_content(enc_repo, key):
     assert json.loads(decrypt_by_the_doc(manifest_raw, key))["label"] == "secret-label"
     lines = (Path(enc_repo.location) / "state" / "journal.jsonl").read_bytes().splitlines()
     assert len(lines) == 2
-    assert json.loads(decrypt_by_the_doc(base64.b64decode(lines[0]), key)) == {"step": "secret-journal"}
-    assert enc_repo.journal() == [{"step": "secret-journal"}, {"step": "two"}]
+    first = json.loads(decrypt_by_the_doc(base64.b64decode(lines[0]), key))
+    assert first == {"step": "secret-journal", "seq": 1, "prev": "", "repository": enc_repo.id}
+    assert [r["step"] for r in enc_repo.journal()] == ["secret-journal", "two"]
     assert enc_repo.read_state("verify") == {sid: {"ok": True, "note": "secret-state"}}
 
 
@@ -626,7 +627,9 @@ def test_state_and_journal(repo):
     assert repo.read_state("verify") == {"a": {"ok": False}}
     for n in range(3):
         repo.append_journal({"n": n, "text": "ünïcode"})
-    assert repo.journal() == [{"n": n, "text": "ünïcode"} for n in range(3)]
+    assert [{k: r[k] for k in ("n", "text", "seq")} for r in repo.journal()] == [
+        {"n": n, "text": "ünïcode", "seq": n + 1} for n in range(3)
+    ]
     with pytest.raises(ValueError):
         repo.read_state("../config")
 

@@ -113,6 +113,16 @@ def _mysql_server(connection: sa.Connection) -> str:
     return "h" + hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
+def named_identity(url: str) -> DatabaseIdentity:
+    """The database at ``url`` known by name only (it does not answer): matched by dialect, host and name."""
+    parsed = make_url(url)
+    family = dialect_family(parsed.get_backend_name())
+    if family == "sqlite":
+        return sqlite_identity(url)
+    host = _host(parsed, 5432 if family == "postgresql" else 3306)
+    return DatabaseIdentity(family, host, parsed.database or "", "")
+
+
 def database_identity(url: str) -> DatabaseIdentity:
     """The identity of the database at ``url`` (SQLite: without opening the file)."""
     if dialect_family(make_url(url).get_backend_name()) == "sqlite":
@@ -123,3 +133,33 @@ def database_identity(url: str) -> DatabaseIdentity:
             return read_identity(connection)
     finally:
         engine.dispose()
+
+
+def recorded_identity(data: Any) -> DatabaseIdentity | None:
+    """The identity a manifest's or journal record's ``database`` field holds (None when it predates identities)."""
+    return DatabaseIdentity.from_dict(data)
+
+
+def belongs_to(data: Any, dialect: str | None, current: DatabaseIdentity) -> bool:
+    """Whether a manifest or journal record (its ``database`` field and dialect) is of the database ``current``.
+    Records written before identities hold only the database's name (or a URL): they are matched by dialect
+    and name (for SQLite the file's name), the best they allow."""
+    recorded = recorded_identity(data)
+    if recorded is not None and not current.id:  # known by name only (see named_identity)
+        return (recorded.dialect, recorded.host, recorded.name) == (current.dialect, current.host, current.name)
+    if recorded is not None:
+        return recorded.id == current.id
+    if not isinstance(data, str) or not data:
+        return False
+    name = data
+    if "://" in data:  # a journal record's URL (password hidden)
+        try:
+            parsed = make_url(data)
+        except Exception:  # noqa: BLE001 - a damaged legacy field matches nothing
+            return False
+        name, dialect = parsed.database or "", parsed.get_backend_name()
+    if dialect_family(dialect or "") != current.dialect:
+        return False
+    if current.dialect == "sqlite":
+        return os.path.basename(name) == os.path.basename(current.name)
+    return name == current.name

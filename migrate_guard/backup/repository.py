@@ -11,22 +11,24 @@ import base64
 import binascii
 import getpass
 import hashlib
+import hmac
 import json
 import os
+import random
 import re
 import secrets
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import EXIT_FAILED, EXIT_USAGE, GuardError
 from ..times import parse_iso
@@ -59,6 +61,7 @@ from .storage import Storage, open_storage
 
 __all__ = [
     "IntegrityError",
+    "JournalCheck",
     "KeySource",
     "Repository",
     "RepositoryLocked",
@@ -71,6 +74,12 @@ VERSION = 1
 CONFIG = "config.json"
 LOCK = "locks/exclusive.json"
 JOURNAL = "state/journal.jsonl"
+JOURNAL_HEAD = "journal-head"  # the state name of state/journal-head.json
+JOURNAL_LOCK = "locks/journal.json"
+JOURNAL_LOCK_WAIT = 30.0
+JOURNAL_LOCK_STALE_SECONDS = 60  # held for an append (well under a second); older than this, it is stale
+JOURNAL_UNREADABLE_LOCK_SECONDS = 10
+_CHAIN_FIELDS = ("seq", "prev", "repository")
 DEFAULT_CHUNK_SIZE = 4 << 20
 MIN_CHUNK_SIZE = 1 << 10
 MAX_CHUNK_SIZE = 256 << 20
@@ -89,6 +98,52 @@ class RepositoryNotFound(GuardError):
 
 class RepositoryLocked(GuardError):
     exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class _LockKind:
+    """One of the repository's lock files and when it counts as stale (see ``Repository._acquire``)."""
+
+    path: str
+    what: str  # how warnings name it: "repository lock"
+    subject: str  # how "is locked" messages name what it guards; {} is the location
+    stale_after: float  # seconds: another host's lock older than this is stale (or any, see live_pid_holds)
+    stale_text: str  # stale_after in words
+    live_pid_holds: bool  # a lock of a process still running on this host is held however old
+    unreadable_after: float  # seconds: a lock file that cannot be parsed, older than this, is stale
+    poll: float  # seconds between tries while waiting (jittered)
+
+
+_EXCLUSIVE = _LockKind(
+    LOCK, "repository lock", "repository {}", STALE_LOCK_SECONDS, "12 hours", True, UNREADABLE_LOCK_SECONDS, 0.2
+)
+# The journal lock is held only for one append: a live process on this host does not keep it for more
+# than a minute either, and polling is quick (several appenders queue for it).
+_JOURNAL_LOCK = _LockKind(
+    JOURNAL_LOCK,
+    "journal lock",
+    "the journal of repository {}",
+    JOURNAL_LOCK_STALE_SECONDS,
+    "1 minute",
+    False,
+    JOURNAL_UNREADABLE_LOCK_SECONDS,
+    0.02,
+)
+
+
+class JournalCheck(NamedTuple):
+    """What ``Repository.journal_checked`` found.
+
+    ``records``: every line that decodes, in file order (as ``journal()`` returns them).
+    ``problems``: one sentence per defect, naming the line or the head file; empty when sound.
+    ``untrusted_from``: None when there is no problem; else ``records[:untrusted_from]`` are the
+    records the chain still vouches for (``len(records)`` when only records after the last one are in
+    doubt, e.g. a truncated journal; 0 when the head contradicts the chain)."""
+
+    records: list[dict[str, Any]]
+    problems: list[str]
+    untrusted_from: int | None
+    sound_from: int = 0  # records from this index on are vouched for again (by the chain after the last defect)
 
 
 def _now() -> datetime:
@@ -120,6 +175,30 @@ def _pid_alive(pid: int) -> bool:
 
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class _Slot(NamedTuple):
+    """A journal line as the number it holds (its record's ``seq``, or the next one for lack of one)."""
+
+    hash: str  # the line's hash (what the next record's ``prev`` holds)
+    record: int | None  # its record's index among the records read; None when the line does not decode
+    line: int  # its line number
+    real: bool  # the number is the record's own ``seq``
+
+
+def _chain_seq(record: dict[str, Any]) -> int | None:
+    """``seq`` when the record's chain fields are well formed (an integer from 1, strings ``prev`` and
+    ``repository``), else None."""
+    seq = record.get("seq")
+    if (
+        isinstance(seq, int)
+        and not isinstance(seq, bool)
+        and seq >= 1
+        and isinstance(record.get("prev"), str)
+        and isinstance(record.get("repository"), str)
+    ):
+        return seq
+    return None
 
 
 def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[memoryview | bytearray]:
@@ -683,47 +762,253 @@ class Repository:
     def write_state(self, name: str, data: dict[str, Any]) -> None:
         self._write_json(self._state_path(name), data)
 
+    # The journal is chained (docs/repository-format.md, "State and journal"): each record carries its
+    # number (``seq``), the hash of the line before it (``prev``) and the repository's id; the head file
+    # holds the number and hash of the last record. Appends take the short journal lock, never the
+    # repository's exclusive one (migrate-safe appends while a backup may hold that).
+
     def _journal_line(self, record: dict[str, Any]) -> bytes:
         text = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         if self.encrypted:
             return base64.b64encode(seal_bytes(text, self._key, compress=False)) + b"\n"
         return text + b"\n"
 
-    def append_journal(self, record: dict[str, Any]) -> None:
-        """Add a record to ``state/journal.jsonl`` (the file is rewritten atomically: it is small)."""
-        try:
-            existing = self.storage.read_bytes(JOURNAL)
-        except FileNotFoundError:
-            existing = b""
-        if existing and not existing.endswith(b"\n"):
-            existing += b"\n"
-        self.storage.write_atomic(JOURNAL, [existing, self._journal_line(record)])
+    def _line_hash(self, line: bytes) -> str:
+        """What ``prev`` (and the head's ``hash``) holds for ``line``, a line's bytes as stored without its
+        newline: HMAC-SHA256 under the id key in an encrypted repository (only a key holder can forge a
+        chain), SHA-256 in an unencrypted one."""
+        if self._id_key is not None:
+            return hmac.new(self._id_key, line, hashlib.sha256).hexdigest()
+        return hashlib.sha256(line).hexdigest()
 
-    def journal(self) -> list[dict[str, Any]]:
+    def _decode_journal_line(self, line: bytes, name: str) -> dict[str, Any]:
+        """The record ``line`` holds; ``IntegrityError`` naming ``name`` when it does not decode or unseal."""
+        if self.encrypted:
+            try:
+                sealed = base64.b64decode(line, validate=True)
+            except (binascii.Error, ValueError):
+                raise IntegrityError(f"{name}: not a journal record (not base64)") from None
+            text = unseal_bytes(sealed, self._key, name)
+        else:
+            text = line
         try:
-            raw = self.storage.read_bytes(JOURNAL)
+            record = json.loads(text)
+        except (UnicodeDecodeError, ValueError):
+            raise IntegrityError(f"{name}: not a journal record (not JSON)") from None
+        if not isinstance(record, dict):
+            raise IntegrityError(f"{name}: not a journal record (not a JSON object)")
+        return record
+
+    @staticmethod
+    def _journal_split(raw: bytes) -> list[tuple[int, bytes]]:
+        """The non-blank lines of the journal's bytes: (line number, the line without its newline)."""
+        return [(number, line) for number, line in enumerate(raw.split(b"\n"), 1) if line.strip()]
+
+    def _journal_lines(self) -> list[tuple[int, bytes]]:
+        try:
+            return self._journal_split(self.storage.read_bytes(JOURNAL))
         except FileNotFoundError:
             return []
-        records = []
-        for number, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            name = f"{JOURNAL} line {number}"
+
+    def _own_seq(self, record: dict[str, Any]) -> int | None:
+        """The record's ``seq`` when it is a well-formed chained record of this repository, else None."""
+        seq = _chain_seq(record)
+        return seq if seq is not None and record.get("repository") == self.id else None
+
+    def _next_link(self, lines: list[bytes]) -> tuple[int, str]:
+        """``seq`` and ``prev`` for a record appended after ``lines``. A line that is no sound chained
+        record of this repository (one written before the chain, or a damaged one) takes the next number,
+        as readers count it; usually only the last line is read."""
+        if not lines:
+            return 1, ""
+        prev = self._line_hash(lines[-1])
+        for back, line in enumerate(reversed(lines)):
             try:
-                text = unseal_bytes(base64.b64decode(line, validate=True), self._key, name) if self.encrypted else line
-                record = json.loads(text)
-            except (binascii.Error, ValueError, UnicodeDecodeError):
-                raise IntegrityError(f"{name}: not a journal record") from None
-            if not isinstance(record, dict):
-                raise IntegrityError(f"{name}: not a journal record")
-            records.append(record)
-        return records
+                seq = self._own_seq(self._decode_journal_line(line, JOURNAL))
+            except IntegrityError:
+                continue
+            if seq is not None:
+                return seq + back + 1, prev
+        return len(lines) + 1, prev
+
+    def append_journal(self, record: dict[str, Any], *, wait: float = JOURNAL_LOCK_WAIT) -> dict[str, Any]:
+        """Add a record to ``state/journal.jsonl`` and return it as written: with ``seq``, ``prev`` and
+        ``repository`` (set here; the caller's values for them are replaced). Takes the journal lock
+        (``RepositoryLocked`` when another appender holds it for more than ``wait`` seconds), not the
+        repository's exclusive lock. The file is rewritten atomically (it is small), then the head."""
+        with self._holding(_JOURNAL_LOCK, "journal append", wait) as mine:
+            try:
+                existing = self.storage.read_bytes(JOURNAL)
+            except FileNotFoundError:
+                existing = b""
+            seq, prev = self._next_link([line for _, line in self._journal_split(existing)])
+            try:  # a journal cut short stays visibly cut short: the next record numbers on from the head
+                head = self.read_state(JOURNAL_HEAD) or {}
+            except IntegrityError:
+                head = {}
+            if isinstance(head.get("seq"), int) and head.get("repository") == self.id and head["seq"] >= seq:
+                seq = head["seq"] + 1
+            written = {
+                "seq": seq,
+                "prev": prev,
+                "repository": self.id,
+                **{k: v for k, v in record.items() if k not in _CHAIN_FIELDS},
+            }
+            line = self._journal_line(written)
+            if existing and not existing.endswith(b"\n"):
+                existing += b"\n"
+            if self._read_lock(_JOURNAL_LOCK.path)[0] != mine:
+                raise RepositoryLocked(
+                    f"the journal of repository {self.location}: another process took over the journal lock "
+                    "while this one held it (as stale); the record was not written: try again"
+                )
+            self.storage.write_atomic(JOURNAL, [existing, line])
+            self.write_state(JOURNAL_HEAD, {"seq": seq, "hash": self._line_hash(line[:-1]), "repository": self.id})
+        return written
+
+    def journal(self) -> list[dict[str, Any]]:
+        """The journal's records, oldest first, as written (records from before the chain have no
+        ``seq``, ``prev`` or ``repository``). A line that does not decode raises ``IntegrityError``
+        (callers then treat the journal as unreadable); a broken chain does not: ``journal_checked``
+        says what is wrong with it and which records can be trusted."""
+        return [self._decode_journal_line(line, f"{JOURNAL} line {number}") for number, line in self._journal_lines()]
+
+    def journal_problems(self) -> list[str]:
+        """``journal_checked().problems``: every defect of the journal, one sentence each; empty when sound."""
+        return self.journal_checked().problems
+
+    def journal_checked(self) -> JournalCheck:
+        """The journal's records, its defects and how far it can be trusted (see ``JournalCheck``); never raises.
+
+        Records from before the chain (no ``seq``) at the start are accepted, each counting as the number
+        of its line. Each chained record must be of this repository, number one more than the highest
+        before it, and carry in ``prev`` the hash of the record numbered one less ("" for record 1). The
+        head may lag behind the file (an append interrupted between its two writes) but must match the
+        record it names, and must not be ahead of the file."""
+        try:
+            lines = self._journal_lines()
+        except OSError as exc:
+            return JournalCheck([], [f"{JOURNAL}: cannot read it ({exc})"], 0)
+        decoded: list[tuple[int, bytes, dict[str, Any] | None, str]] = []
+        for number, line in lines:
+            try:
+                decoded.append((number, line, self._decode_journal_line(line, f"{JOURNAL} line {number}"), ""))
+            except IntegrityError as exc:
+                decoded.append((number, line, None, exc.message))
+        present = {s for _, _, r, _ in decoded if r is not None and (s := self._own_seq(r)) is not None}
+
+        records: list[dict[str, Any]] = []
+        problems: list[str] = []
+        trusted: list[int] = []  # each problem's bound: records before this index are still vouched for
+        foreign: list[Any] = []  # the run of consecutive lines of another repository: [first, last, id, index]
+        slots: dict[int, _Slot] = {}  # number -> the line that holds it
+        highest = 0
+        chained = False
+
+        flagged: set[int] = set()  # line numbers named in a problem
+
+        def flush() -> None:
+            if foreign:
+                first, last, other, index = foreign
+                where = f"line {first}: belongs" if first == last else f"lines {first}-{last}: belong"
+                problems.append(f"{JOURNAL} {where} to repository {other}, not this one {self.id}")
+                trusted.append(index)
+                foreign.clear()
+
+        def flag(problem: str, bound: int) -> None:
+            flush()
+            problems.append(problem)
+            trusted.append(bound)
+
+        for position, (number, line, record, error) in enumerate(decoded):
+            name = f"{JOURNAL} line {number}"
+            index = len(records)
+            seq: int | None = None
+            if record is None:
+                flagged.add(number)
+                flag(error, index)
+            else:
+                records.append(record)
+                other = record.get("repository")
+                if "seq" not in record:
+                    if chained:
+                        flag(
+                            f"{name}: has no sequence number, after chained records (written without the chain)", index
+                        )
+                elif _chain_seq(record) is None:
+                    flag(f"{name}: bad chain fields (seq, prev, repository)", index)
+                elif other != self.id:
+                    flagged.add(number)
+                    if foreign and foreign[1] == decoded[position - 1][0] and foreign[2] == other:
+                        foreign[1] = number
+                    else:
+                        flush()
+                        foreign.extend([number, number, other, index])
+                else:
+                    seq = record["seq"]
+                    chained = True
+                    after = f"follows {highest}" if highest else "at the start"
+                    if seq in slots and slots[seq].real:
+                        flag(f"{name}: repeats sequence {seq} of line {slots[seq].line} (a line was copied)", index)
+                    elif seq <= highest or (seq > highest + 1 and any(highest < s < seq for s in present)):
+                        flag(f"{name}: sequence {seq} {after} (out of order)", index)
+                    elif seq > highest + 1:
+                        flag(f"{name}: sequence {seq} {after} (records missing)", index)
+                    else:
+                        before = slots.get(seq - 1)
+                        # a link to a line named already (undecodable, foreign) is not named again
+                        if record["prev"] != (before.hash if before else "") and not (
+                            before and before.line in flagged
+                        ):
+                            bound = before.record if before and before.record is not None else index
+                            flag(f"{name}: chained to another record (a line was removed, changed or reordered)", bound)
+            if seq is None:  # no number of its own: it takes the next one
+                seq = highest + 1
+                real = False
+            else:
+                real = True
+            if seq not in slots:
+                slots[seq] = _Slot(self._line_hash(line), None if record is None else index, number, real)
+            highest = max(highest, seq)
+        flush()
+        self._check_head(slots, highest, chained, len(records), flag)
+        if not problems:
+            return JournalCheck(records, problems, None)
+        return JournalCheck(records, problems, min(trusted), max(trusted) + 1)
+
+    def _check_head(
+        self, slots: dict[int, _Slot], highest: int, chained: bool, count: int, flag: Callable[[str, int], None]
+    ) -> None:
+        """The head file against the journal read: ``flag(problem, trusted bound)`` for each defect."""
+        name = self._state_path(JOURNAL_HEAD)
+        try:
+            head = self.read_state(JOURNAL_HEAD)
+        except IntegrityError as exc:
+            flag(f"{exc.message} (head unreadable)", count)
+            return
+        if head is None:
+            if chained:
+                flag(f"{name} missing: the end of the journal cannot be checked (head missing)", count)
+            return
+        digest, other = head.get("hash"), head.get("repository")
+        seq = _chain_seq({"seq": head.get("seq"), "prev": digest, "repository": other})
+        if seq is None:
+            flag(f"{name}: not a journal head (head unreadable)", count)
+        elif other != self.id:
+            flag(f"{name}: belongs to repository {other}, not this one {self.id}", 0)
+        elif seq > highest:
+            held = f"ends at record {highest}" if highest else "holds no record"
+            flag(f"the journal {held}, its head says {seq} (truncated)", count)
+        elif seq not in slots:
+            flag(f"the journal's head names record {seq}, which is missing from the journal (records missing)", count)
+        elif slots[seq].hash != digest and slots[seq].record is not None:  # an undecodable line is named already
+            flag(f"the journal's head does not match record {seq} on line {slots[seq].line} (changed or replaced)", 0)
 
     # --- locking ----------------------------------------------------------------------------------------
 
-    def _read_lock(self) -> tuple[bytes | None, dict[str, Any] | None]:
+    def _read_lock(self, path: str) -> tuple[bytes | None, dict[str, Any] | None]:
         try:
-            raw = self.storage.read_bytes(LOCK)
+            raw = self.storage.read_bytes(path)
         except FileNotFoundError:
             return None, None
         try:
@@ -732,28 +1017,74 @@ class Repository:
             return raw, None
         return raw, holder if isinstance(holder, dict) else None
 
-    def _stale(self, holder: dict[str, Any] | None) -> str | None:
+    def _stale(self, kind: _LockKind, holder: dict[str, Any] | None) -> str | None:
         """Why the lock is stale, or None when it is (or may be) held."""
         if holder is None:
             try:
-                mtime = self.storage.mtime(LOCK)
+                mtime = self.storage.mtime(kind.path)
             except FileNotFoundError:
                 return None
-            if mtime is not None and time.time() - mtime > UNREADABLE_LOCK_SECONDS:
+            if mtime is not None and time.time() - mtime > kind.unreadable_after:
                 return "an unreadable lock file"
             return None
+        created = parse_iso(holder.get("created_at"))
+        old = created is not None and (_now() - created).total_seconds() > kind.stale_after
+        since = f"(since {holder.get('created_at')})"
         if holder.get("host") == socket.gethostname():
             try:
                 pid = int(holder.get("pid"))  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                return None
+                return (
+                    f"a lock of this host older than {kind.stale_text} {since}"
+                    if old and not kind.live_pid_holds
+                    else None
+                )
             if not _pid_alive(pid):
                 return f"the lock of pid {pid}, which no longer runs"
-            return None  # a live process here: however old, it is held
-        created = parse_iso(holder.get("created_at"))
-        if created is not None and (_now() - created).total_seconds() > STALE_LOCK_SECONDS:
-            return f"a lock of host {holder.get('host')} older than 12 hours (since {holder.get('created_at')})"
+            if kind.live_pid_holds or not old:
+                return None  # a live process here: held (for the exclusive lock however old)
+            return f"the lock of pid {pid}, held for more than {kind.stale_text} {since}"
+        if old:
+            return f"a lock of host {holder.get('host')} older than {kind.stale_text} {since}"
         return None
+
+    @contextmanager
+    def _holding(self, kind: _LockKind, command: str, wait: float) -> Iterator[bytes]:
+        """Hold the lock file ``kind.path`` (yielding its content) for the block; removed after, only if
+        still ours. A stale lock is taken over with a note in ``warnings``; a held one raises
+        ``RepositoryLocked`` after ``wait`` seconds of polling. Not re-entrant."""
+        mine = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "user": _user(),
+                "created_at": _iso(_now(), micro=True),
+                "command": command,
+            }
+        ).encode("utf-8")
+        deadline = time.monotonic() + max(0.0, wait)
+        retries = 0
+        while not self.storage.create_exclusive(kind.path, mine):
+            raw, holder = self._read_lock(kind.path)
+            reason = None if raw is None else self._stale(kind, holder)
+            if (raw is None or reason is not None) and retries < 20:
+                retries += 1  # released meanwhile, or stale: try again (a bounded number of times)
+                if reason is not None and self._read_lock(kind.path)[0] == raw:  # not taken over meanwhile
+                    self.storage.delete(kind.path)
+                    self.warnings.append(f"took over a stale {kind.what}: {reason}")
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RepositoryLocked(_locked_message(kind, self.location, holder))
+            time.sleep(min(kind.poll * random.uniform(0.5, 1.5), remaining))
+        try:
+            yield mine
+        finally:
+            try:
+                if self.storage.read_bytes(kind.path) == mine:
+                    self.storage.delete(kind.path)
+            except FileNotFoundError:
+                pass
 
     @contextmanager
     def lock(self, command: str, wait: float = 0) -> Iterator[None]:
@@ -766,40 +1097,12 @@ class Repository:
             finally:
                 self._lock_depth -= 1
             return
-        mine = json.dumps(
-            {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "user": _user(),
-                "created_at": _iso(_now(), micro=True),
-                "command": command,
-            }
-        ).encode("utf-8")
-        deadline = time.monotonic() + max(0.0, wait)
-        retries = 0
-        while not self.storage.create_exclusive(LOCK, mine):
-            raw, holder = self._read_lock()
-            reason = None if raw is None else self._stale(holder)
-            if (raw is None or reason is not None) and retries < 20:
-                retries += 1  # released meanwhile, or stale: try again (a bounded number of times)
-                if reason is not None and self._read_lock()[0] == raw:  # not taken over by another meanwhile
-                    self.storage.delete(LOCK)
-                    self.warnings.append(f"took over a stale repository lock: {reason}")
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RepositoryLocked(_locked_message(self.location, holder))
-            time.sleep(min(0.2, remaining))
-        self._lock_depth = 1
-        try:
-            yield
-        finally:
-            self._lock_depth = 0
+        with self._holding(_EXCLUSIVE, command, wait):
+            self._lock_depth = 1
             try:
-                if self.storage.read_bytes(LOCK) == mine:
-                    self.storage.delete(LOCK)
-            except FileNotFoundError:
-                pass
+                yield
+            finally:
+                self._lock_depth = 0
 
     # --- size ---------------------------------------------------------------------------------------------
 
@@ -808,16 +1111,17 @@ class Repository:
         return self.storage.total_size()
 
 
-def _locked_message(location: str, holder: dict[str, Any] | None) -> str:
+def _locked_message(kind: _LockKind, location: str, holder: dict[str, Any] | None) -> str:
+    subject = kind.subject.format(location)
     if holder is None:
         return (
-            f"repository {location} is locked (the lock file is being written or unreadable); "
-            f"try again, or delete {LOCK} if no migrate-guard runs"
+            f"{subject} is locked (the lock file is being written or unreadable); "
+            f"try again, or delete {kind.path} if no migrate-guard runs"
         )
     return (
-        f"repository {location} is locked by pid {holder.get('pid')} on {holder.get('host')} "
+        f"{subject} is locked by pid {holder.get('pid')} on {holder.get('host')} "
         f"(user {holder.get('user')}) since {holder.get('created_at')}, running {holder.get('command')!r}; "
-        f"wait for it, or delete {LOCK} if that process is gone"
+        f"wait for it, or delete {kind.path} if that process is gone"
     )
 
 

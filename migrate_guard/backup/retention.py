@@ -7,8 +7,10 @@ buckets are in UTC. ``keep_within D`` keeps every snapshot taken at or after ``n
 snapshot kept by any rule is kept, and its reasons accumulate. A count of 0 (or None) is no rule.
 
 Whatever the policy, these are always kept ("protected"), also under ``max_size``: the newest
-snapshot, every pinned snapshot, and the last safe point before the current schema -- the newest
-snapshot whose Alembic heads differ from ``current_revision`` (skipped when that is empty).
+snapshot, every pinned snapshot, the last safe point before the current schema -- the newest
+snapshot whose Alembic heads differ from ``current_revision`` (skipped when that is empty) -- and
+every snapshot the caller names in ``needed`` (what recovery needs: an unfinished run's safety
+snapshot). One call plans one database's snapshots: the caller groups them.
 
 ``max_size`` (spatie/laravel-backup's cap) applies last: while the kept snapshots' ``stored_bytes``
 add up to more than it, the oldest unprotected kept snapshot is removed. With no keep rule at all
@@ -19,7 +21,7 @@ An empty policy (nothing set) removes nothing; the caller refuses to prune with 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -91,6 +93,7 @@ def plan_prune(
     *,
     now: datetime,
     current_revision: tuple[str, ...] = (),
+    needed: Mapping[str, str] | None = None,
 ) -> PrunePlan:
     ids = [s.id for s in snapshots]
     if len(set(ids)) != len(ids):
@@ -108,6 +111,9 @@ def plan_prune(
 
     if newest_first:
         protect(newest_first[0], "newest")
+    for s in newest_first:
+        if needed and s.id in needed:
+            protect(s, needed[s.id])
     for s in newest_first:
         if s.pinned:
             protect(s, "pinned")

@@ -22,6 +22,7 @@ from ..times import parse_iso
 from ..times import utcnow as utcnow
 from .engines import engine_for
 from .engines.base import DumpResult, Engine, StreamRef, TableDump
+from .identity import DatabaseIdentity, belongs_to, database_identity, recorded_identity
 from .repository import KeySource, Repository
 
 
@@ -56,10 +57,31 @@ def open_repository(project: Project, create: bool = False) -> Repository:
 
 
 def database_url(project: Project, url: str | None = None) -> str:
-    chosen = url or project.url
-    if not chosen:
+    chosen = project.url if url is None else url
+    if not chosen or not chosen.strip():
         raise ConfigError("no database URL: set sqlalchemy.url in alembic.ini or pass --url")
     return chosen
+
+
+def current_database(project: Project, url: str | None = None) -> DatabaseIdentity:
+    """The identity of the database commands act on (``--url``, else sqlalchemy.url)."""
+    return database_identity(database_url(project, url))
+
+
+def of_database(items: Sequence[dict[str, Any]], identity: DatabaseIdentity | None) -> list[dict[str, Any]]:
+    """The manifests (or journal records) taken from ``identity``'s database; all of them when it is None."""
+    if identity is None:
+        return list(items)
+    return [m for m in items if belongs_to(m.get("database"), m.get("dialect"), identity)]
+
+
+def database_of(item: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's or record's ``database`` as `list --format json` shows it: dialect, host, name, id."""
+    recorded = recorded_identity(item.get("database"))
+    if recorded is not None:
+        return {k: v for k, v in recorded.to_dict().items() if k != "file"}
+    name = item.get("database")
+    return {"dialect": item.get("dialect"), "host": None, "name": name if isinstance(name, str) else None, "id": None}
 
 
 _TOOLS_CHECKED: set[tuple[type, str]] = set()
@@ -101,7 +123,7 @@ def _manifest(
     dump: DumpResult,
     *,
     dialect: str,
-    database: str | None,
+    database: DatabaseIdentity,
     revision: list[str],
     label: str | None,
     pinned: bool,
@@ -128,7 +150,7 @@ def _manifest(
         "kind": kind,
         "pinned": pinned,
         "dialect": dialect,
-        "database": database,
+        "database": database.to_dict(),
         "revision": revision,
         "engine": dump.engine,
         "schema": {"blobs": dump.schema.blobs, "bytes": dump.schema.bytes},
@@ -165,10 +187,9 @@ def take_snapshot(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Dump the database into the repository; the manifest is written last, so the snapshot exists only when whole."""
-    from sqlalchemy.engine import make_url
-
     url = database_url(project, url)
     engine = database_engine(url)
+    identity = database_identity(url)
     repo = repo or open_repository(project, create=True)
     progress = progress or Progress()
     with repo.lock(f"backup {label or ''}".strip()):
@@ -180,12 +201,12 @@ def take_snapshot(
             progress.stream(name)
             return repo.write_stream(name, progress.counted(chunks))
 
-        dump = engine.dump(write, tables=tables, exclude=exclude, previous=_previous_dumps(repo, engine.dialect))
+        dump = engine.dump(write, tables=tables, exclude=exclude, previous=_previous_dumps(repo, identity))
         manifest = _manifest(
             snapshot_id,
             dump,
             dialect=engine.dialect,
-            database=make_url(url).database,
+            database=identity,
             revision=revision,
             label=label,
             pinned=pin,
@@ -197,14 +218,14 @@ def take_snapshot(
     return manifest
 
 
-def _previous_dumps(repo: Repository, dialect: str) -> dict[str, TableDump]:
-    """Each table's newest earlier dump that carries a marker and whose blobs are all present:
-    what the engine may reuse when the table has not changed since."""
+def _previous_dumps(repo: Repository, identity: DatabaseIdentity) -> dict[str, TableDump]:
+    """Each table's newest earlier dump of this same database that carries a marker and whose blobs
+    are all present: what the engine may reuse when the table has not changed since."""
     found: dict[str, TableDump] = {}
     known: set[str] | None = None
     for manifest in reversed(repo.manifests()):  # newest first
-        if manifest.get("dialect") != dialect:
-            continue
+        if not identity.same_database(recorded_identity(manifest.get("database"))):
+            continue  # another database's (or one from before identities): its markers say nothing of this one
         for table in dump_from_manifest(manifest).tables:
             if table.marker and table.qualified not in found:
                 known = repo.known_blobs() if known is None else known
@@ -232,20 +253,33 @@ def _verify_state(repo: Repository, warnings: list[str]) -> dict[str, Any]:
         return {}
 
 
-def list_snapshots(project: Project) -> tuple[list[dict[str, Any]], list[str]]:
-    """The `list --format json` records, oldest first, and warnings (damaged manifests or state)."""
+def list_snapshots(project: Project, all_databases: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """The `list --format json` records of the current database (every database's with ``all_databases``),
+    oldest first, and warnings (damaged manifests or state, snapshots of other databases not shown)."""
     repo = open_repository(project)
     warnings: list[str] = []
     verified = _verify_state(repo, warnings)
     manifests = repo.manifests()
     warnings += [f"snapshot not listed: {note}" for note in _damaged_manifests(repo)]
+    if not all_databases:
+        current = current_database(project)
+        mine = of_database(manifests, current)
+        others = len(manifests) - len(mine)
+        if others:
+            warnings.append(
+                f"{others} snapshot{'s' if others != 1 else ''} of other databases not shown "
+                f"(this is {current.describe()}; --all-databases lists every database)"
+            )
+        manifests = mine
     return [
         {
             "id": m["id"],
             "created_at": m["created_at"],
             "label": m.get("label"),
+            "kind": m.get("kind", "manual"),
             "revision": m.get("revision", []),
             "dialect": m.get("dialect"),
+            "database": database_of(m),
             "tables": table_names(m),
             "rows": m.get("rows", 0),
             "bytes": m.get("bytes", 0),
@@ -282,6 +316,10 @@ def verify(
     if not manifests and not damaged:
         raise UsageError("the repository has no snapshot to verify")
     results = [VerifyResult("manifest", False, [note]) for note in damaged]
+    if snapshot_ids is None:  # the whole repository: its journal too
+        journal_problems = repo.journal_problems()
+        if journal_problems:
+            results.append(VerifyResult("journal", False, journal_problems))
     progress = progress or Progress()
     checked: dict[str, str | None] = {}
     for manifest in manifests:
@@ -299,7 +337,7 @@ def verify(
         results.append(result)
     state = _verify_state(repo, [])
     for r in results:
-        if r.snapshot == "manifest":
+        if r.snapshot in ("manifest", "journal"):
             continue
         state[r.snapshot] = {
             "verified_at": iso(utcnow()),
@@ -375,7 +413,7 @@ def scratch_database(dialect: str, server_url: str | None) -> Iterator[str]:
 class RestorePlan:
     snapshot: dict[str, Any]
     tables: list[dict[str, Any]]  # manifest entries to restore
-    target: str  # a URL with the password hidden
+    target: str  # the database, as DatabaseIdentity.describe() names it
     full: bool
     pre_snapshot: bool
 
@@ -396,19 +434,25 @@ class RestorePlan:
 
 
 def select_snapshot(
-    repo: Repository, snapshot_id: str | None, before: str | None, at_revision: str | None
+    repo: Repository,
+    snapshot_id: str | None,
+    before: str | None,
+    at_revision: str | None,
+    database: DatabaseIdentity | None = None,
 ) -> dict[str, Any]:
+    """The snapshot named by id, or the newest of ``database`` taken before a time or at a revision."""
     given = [x for x in (snapshot_id, before, at_revision) if x]
     if len(given) != 1:
         raise UsageError("name exactly one of: a snapshot ID, --before TIME, --at-revision REV")
     if snapshot_id:
         return repo.load_manifest(snapshot_id)
-    manifests = repo.manifests()
+    manifests = of_database(repo.manifests(), database)
+    of = f" of {database.describe()}" if database else ""
     if before:
         limit = parse_time(before)
         chosen = [m for m in manifests if (parse_iso(m["created_at"]) or limit) < limit]
         if not chosen:
-            raise UsageError(f"no snapshot taken before {iso(limit)}")
+            raise UsageError(f"no snapshot{of} taken before {iso(limit)}")
         return chosen[-1]
     chosen = [
         m
@@ -417,16 +461,33 @@ def select_snapshot(
         or any(r.startswith(at_revision or "\0") for r in m.get("revision") or [])
     ]
     if not chosen:
-        raise UsageError(f"no snapshot taken at revision {at_revision}")
+        raise UsageError(f"no snapshot{of} taken at revision {at_revision}")
     return chosen[-1]
 
 
-def plan_restore(
-    project: Project, snapshot: dict[str, Any], tables: Sequence[str] | None, to_url: str | None, pre_snapshot: bool
-) -> RestorePlan:
-    from sqlalchemy.engine import make_url
+def refuse_other_database(snapshot: dict[str, Any], target: DatabaseIdentity, into_other: bool) -> None:
+    """A snapshot goes back into the database it was taken from, unless ``--into-other-database`` says otherwise."""
+    if into_other or belongs_to(snapshot.get("database"), snapshot.get("dialect"), target):
+        return
+    source = recorded_identity(snapshot.get("database"))
+    taken = source.describe() if source else f"database {snapshot.get('database') or '(unrecorded)'}"
+    raise UsageError(
+        f"snapshot {snapshot['id']} was taken from {taken}, not from {target.describe()}: "
+        "pass --into-other-database to restore it there"
+    )
 
+
+def plan_restore(
+    project: Project,
+    snapshot: dict[str, Any],
+    tables: Sequence[str] | None,
+    to_url: str | None,
+    pre_snapshot: bool,
+    into_other_database: bool = False,
+) -> RestorePlan:
     target = database_url(project, to_url)
+    identity = database_identity(target)
+    refuse_other_database(snapshot, identity, into_other_database)
     entries = snapshot["tables"]
     if tables:
         wanted = {t.lower() for t in tables}
@@ -438,8 +499,7 @@ def plan_restore(
         entries = [
             e for e in entries if e["name"].lower() in wanted or f"{e.get('schema')}.{e['name']}".lower() in wanted
         ]
-    shown = make_url(target).render_as_string(hide_password=True)
-    return RestorePlan(snapshot, entries, shown, full=not tables, pre_snapshot=pre_snapshot)
+    return RestorePlan(snapshot, entries, identity.describe(), full=not tables, pre_snapshot=pre_snapshot)
 
 
 def restore(
@@ -559,10 +619,61 @@ class PruneResult:
     freed_blobs: int = 0
     freed_bytes: int = 0
     dry_run: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
-def prune(project: Project, overrides: dict[str, Any], dry_run: bool = False) -> PruneResult:
-    from .retention import RetentionPolicy, SnapshotInfo, parse_duration, parse_size, plan_prune
+def journal_runs(repo: Repository) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every migrate-safe run in the journal, oldest first, as its latest record says it ended, and the
+    journal's defects. Where the chain is broken after a run's "started" record, its end may be what is
+    missing: such a run is "unknown", never "started" (a damaged journal is no reason to restore anything)."""
+    check = repo.journal_checked()
+    latest: dict[str, tuple[int, dict[str, Any]]] = {}
+    for index, record in enumerate(check.records):
+        if "run" in record:
+            latest.pop(record["run"], None)
+            latest[record["run"]] = (index, record)
+    found = []
+    for index, record in latest.values():
+        if record.get("state") == "started" and check.problems and index < check.sound_from:
+            record = {**record, "state": "unknown", "journal_problem": check.problems[0]}
+        found.append(record)
+    return found, check.problems
+
+
+def runs(repo: Repository) -> list[dict[str, Any]]:
+    return journal_runs(repo)[0]
+
+
+def database_key(item: dict[str, Any]) -> str:
+    """What groups manifests and runs by database: the identity, else (before identities) dialect and name."""
+    recorded = recorded_identity(item.get("database"))
+    return recorded.id if recorded else f"unidentified:{item.get('dialect')}:{item.get('database')}"
+
+
+def needed_for_recovery(repo: Repository) -> tuple[dict[str, str], list[str]]:
+    """Snapshots recovery may still need (id -> why), whatever retention says: the safety snapshot of every
+    run that did not finish or was not restored. When the journal cannot be read, every safety snapshot."""
+    records, problems = journal_runs(repo)
+    if problems:
+        why = "a safety snapshot, and the journal is damaged"
+        return {m["id"]: why for m in repo.manifests() if m.get("kind") == "safety"}, [
+            f"the journal is damaged ({problems[0]}): every safety snapshot is kept"
+        ]
+    needed = {}
+    for r in records:
+        if r.get("snapshot") and r.get("state") == "started":
+            needed[r["snapshot"]] = f"safety snapshot of unfinished run {r['run']}"
+        elif r.get("snapshot") and r.get("state") == "not-restored":
+            needed[r["snapshot"]] = f"safety snapshot of run {r['run']}, which was NOT restored"
+    return needed, []
+
+
+def prune(
+    project: Project, overrides: dict[str, Any], dry_run: bool = False, all_databases: bool = False
+) -> PruneResult:
+    """Apply the retention policy to the current database's snapshots (every database's, each on its own,
+    with ``all_databases``); what recovery needs is always kept."""
+    from .retention import RetentionPolicy, parse_duration, parse_size
 
     settings = {**project.settings.backup.retention, **{k: v for k, v in overrides.items() if v is not None}}
     policy = RetentionPolicy(
@@ -573,29 +684,64 @@ def prune(project: Project, overrides: dict[str, Any], dry_run: bool = False) ->
     if policy.empty:
         raise UsageError("no retention rule: pass --keep-last/--keep-daily/... or set [backup.retention] in the config")
     repo = open_repository(project)
-    url = project.url
-    current = tuple(current_revision(project, url)) if url else ()
-    manifests = repo.manifests()
-    infos = [
-        SnapshotInfo(
-            m["id"],
-            cast(datetime, parse_iso(m["created_at"])),  # written by the repository: manifests are authenticated
-            int(m.get("stored_bytes", 0)),
-            bool(m.get("pinned")),
-            tuple(m.get("revision") or ()),
-        )
-        for m in manifests
-    ]
-    plan = plan_prune(infos, policy, now=utcnow(), current_revision=current)
-    result = PruneResult(plan.keep, plan.remove, dry_run=dry_run)
-    if dry_run or not plan.remove:
-        return result
-    with repo.lock("prune"):
+    url = database_url(project)
+    current = database_identity(url)
+    revision = tuple(current_revision(project, url))
+    if dry_run:
+        return _plan_prune(repo, policy, current, revision, all_databases, dry_run=True)
+    with repo.lock("prune"):  # planned under the lock: a snapshot or run recorded meanwhile is seen
+        result = _plan_prune(repo, policy, current, revision, all_databases, dry_run=False)
+        if not result.remove:
+            return result
         if _damaged_manifests(repo):
             collect_garbage(repo)  # raises, before any snapshot is removed
-        for snapshot_id in plan.remove:
+        for snapshot_id in result.remove:
             repo.delete_manifest(snapshot_id)
         result.freed_blobs, result.freed_bytes = collect_garbage(repo)
+    return result
+
+
+def _plan_prune(
+    repo: Repository,
+    policy: Any,
+    current: DatabaseIdentity,
+    revision: tuple[str, ...],
+    all_databases: bool,
+    dry_run: bool,
+) -> PruneResult:
+    from .retention import SnapshotInfo, plan_prune
+
+    manifests = repo.manifests()
+    needed, notes = needed_for_recovery(repo)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for m in manifests:
+        key = current.id if belongs_to(m.get("database"), m.get("dialect"), current) else database_key(m)
+        groups.setdefault(key, []).append(m)
+    result = PruneResult({}, [], dry_run=dry_run, notes=notes)
+    for key, group in groups.items():
+        if key != current.id and not all_databases:
+            continue
+        # another database's current revision is not known here: its newest snapshot's stands in
+        at = revision if key == current.id else tuple(group[-1].get("revision") or ())
+        infos = [
+            SnapshotInfo(
+                m["id"],
+                cast(datetime, parse_iso(m["created_at"])),  # written by the repository: manifests are authenticated
+                int(m.get("stored_bytes", 0)),
+                bool(m.get("pinned")),
+                tuple(m.get("revision") or ()),
+            )
+            for m in group
+        ]
+        plan = plan_prune(infos, policy, now=utcnow(), current_revision=at, needed=needed)
+        result.keep.update(plan.keep)
+        result.remove.extend(plan.remove)
+    others = sum(len(g) for k, g in groups.items() if k != current.id)
+    if others and not all_databases:
+        result.notes.append(
+            f"{others} snapshot{'s' if others != 1 else ''} of other databases left alone "
+            f"(this is {current.describe()}; --all-databases prunes each database by the same rules)"
+        )
     return result
 
 

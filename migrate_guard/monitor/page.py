@@ -16,7 +16,7 @@ from ..config import Project
 from ..errors import GuardError
 from ..progress import human_bytes
 from ..times import parse_iso
-from .status import CRITICAL, WARNING, Status, evaluate
+from .status import CRITICAL, WARNING, Status, current_database, evaluate
 
 
 @dataclass
@@ -33,15 +33,13 @@ def build(project: Project) -> Built:
 
     repo = service.open_repository(project)  # a missing repository is a one-line error, not an empty page
     status = evaluate(project)
-    manifests = repo.manifests()
+    database = current_database(project)
+    manifests = service.of_database(repo.manifests(), database)
     try:
         verified = repo.read_state("verify") or {}
     except IntegrityError:
         verified = {}
-    try:
-        runs = safe.runs(repo)
-    except IntegrityError:
-        runs = []
+    runs = safe.runs(repo, database)  # a damaged journal is a check of the status above; its runs still show
     findings, findings_note = _findings(project)
     body = "\n".join(
         [

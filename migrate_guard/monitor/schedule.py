@@ -36,7 +36,11 @@ def backup(
         return service.take_snapshot(project, repo=repo, **snapshot)
 
     try:
-        result = backup_if_older(project, older_than, snapshot.get("label"), take) if older_than else take()
+        result = (
+            backup_if_older(project, older_than, snapshot.get("label"), take, snapshot.get("url"))
+            if older_than
+            else take()
+        )
     except Exception as exc:
         alerts.backup_failed(project, exc.message if isinstance(exc, GuardError) else f"internal error: {exc}", warn)
         raise
@@ -46,14 +50,18 @@ def backup(
 
 
 def backup_if_older(
-    project: Project, older_than: timedelta, label: str | None, take: Callable[[Any], dict[str, Any]]
+    project: Project,
+    older_than: timedelta,
+    label: str | None,
+    take: Callable[[Any], dict[str, Any]],
+    snapshot_url: str | None = None,
 ) -> dict[str, Any] | Skipped:
     """Call ``take(repo)`` under the repository lock unless a recent enough snapshot exists. The check
     is made under that lock, so two cron runs at once never both take one."""
     repo = service.open_repository(project, create=True)
     try:
         with repo.lock(f"backup {label or ''}".strip()):  # re-entrant: take_snapshot takes it again
-            recent = _recent(repo, older_than, label)
+            recent = _recent(repo, older_than, label, service.current_database(project, snapshot_url))
             if recent is not None:
                 return recent
             return take(repo)
@@ -61,8 +69,9 @@ def backup_if_older(
         return Skipped(f"skipped: another command holds the repository ({exc.message})")
 
 
-def _recent(repo: Any, older_than: timedelta, label: str | None) -> Skipped | None:
-    backups = backup_snapshots(repo.manifests(), label)
+def _recent(repo: Any, older_than: timedelta, label: str | None, database: Any) -> Skipped | None:
+    """The newest backup of ``database`` (with ``label``), when recent enough; another database's does not count."""
+    backups = backup_snapshots(service.of_database(repo.manifests(), database), label)
     if not backups:
         return None
     newest = backups[-1]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backup import service
+from ..backup.identity import DatabaseIdentity, named_identity
 from ..backup.retention import format_duration
 from ..config import Project
 from ..errors import GuardError
@@ -124,16 +125,30 @@ def evaluate(project: Project, now: datetime | None = None) -> Status:
     except GuardError as exc:
         status.add("repository", CRITICAL, exc.message)
     manifests: list[dict[str, Any]] = []
+    database = current_database(project)
     if repo is not None:
-        manifests = _check_repository(status, repo, cfg)
+        manifests = service.of_database(_check_repository(status, repo, cfg), database)
         _check_snapshots(status, manifests, cfg, now)
         _check_verify(status, repo, manifests, cfg, now)
     _check_disk(status, repo, location, cfg)
     heads = _check_database(status, project)
     if repo is not None:
-        _check_runs(status, repo, project, now)
+        _check_runs(status, repo, project, now, database)
     _check_pending(status, project, heads, cfg)
     return status
+
+
+def current_database(project: Project) -> DatabaseIdentity | None:
+    """The database status is about; known by name when it does not answer, None without a URL."""
+    if not project.url:
+        return None
+    try:
+        return service.current_database(project)
+    except Exception:  # noqa: BLE001 - a database that does not answer is reported by its own check
+        try:
+            return named_identity(project.url)
+        except Exception:  # noqa: BLE001 - a bad URL too
+            return None
 
 
 def _check_repository(status: Status, repo: Any, cfg: Any) -> list[dict[str, Any]]:
@@ -285,17 +300,16 @@ def _check_database(status: Status, project: Project) -> tuple[str, ...] | None:
     return heads
 
 
-def _check_runs(status: Status, repo: Any, project: Project, now: datetime) -> None:
-    from .. import safe
-    from ..backup.crypto import IntegrityError
-
-    try:
-        runs = safe.runs(repo)
-    except IntegrityError as exc:
-        status.add("migrate_safe", WARNING, f"the migrate-safe journal cannot be read: {exc.message}")
-        return
-    unfinished = [r for r in runs if r.get("state") == "started"]
-    finished = [r for r in runs if r.get("state") != "started"]
+def _check_runs(status: Status, repo: Any, project: Project, now: datetime, database: Any) -> None:
+    records, problems = service.journal_runs(repo)
+    runs = service.of_database(records, database)
+    if problems:
+        more = f" (and {len(problems) - 1} more: `migrate-guard verify --all`)" if len(problems) > 1 else ""
+        status.add("journal", CRITICAL, f"the migrate-safe journal is damaged: {problems[0]}{more}")
+    else:
+        status.add("journal", OK, "chained and complete")
+    unfinished = [r for r in runs if r.get("state") in ("started", "unknown")]
+    finished = [r for r in runs if r.get("state") not in ("started", "unknown")]
     status.figures["unfinished_runs"] = len(unfinished)
     if finished:
         last = finished[-1]
@@ -315,9 +329,14 @@ def _check_runs(status: Status, repo: Any, project: Project, now: datetime) -> N
         status.add("unfinished_runs", OK, "none")
         return
     r = unfinished[-1]
-    if _run_in_progress(project):
+    holder = _run_in_progress(project)
+    if holder:
+        status.figures["unfinished_runs"] = len(unfinished) - 1
         status.add(
-            "unfinished_runs", WARNING, f"migrate-safe run {r['run']} is in progress (started {r.get('started_at')})"
+            "unfinished_runs",
+            WARNING if len(unfinished) == 1 else CRITICAL,
+            f"migrate-safe run {r['run']} is running (started {r.get('started_at')} "
+            f"by {r.get('user')}@{r.get('host')}; {holder})",
         )
         return
     status.add(
@@ -328,19 +347,19 @@ def _check_runs(status: Status, repo: Any, project: Project, now: datetime) -> N
     )
 
 
-def _run_in_progress(project: Project) -> bool:
-    """True when another process holds the database's migration lock right now."""
+def _run_in_progress(project: Project) -> str | None:
+    """Who holds the database's migration lock right now (a run in progress), or None."""
     from ..safe.lock import MigrationLocked, migration_lock
 
     if not project.url:
-        return False
+        return None
     try:
         with migration_lock(project.url, wait=0):
-            return False
-    except MigrationLocked:
-        return True
+            return None
+    except MigrationLocked as exc:
+        return exc.message.split("; waited")[0]
     except Exception:  # noqa: BLE001 - a database that does not answer is reported by its own check
-        return False
+        return None
 
 
 def _check_pending(status: Status, project: Project, heads: tuple[str, ...] | None, cfg: Any) -> None:

@@ -9,12 +9,13 @@ from ..config import Project
 from ..progress import human_bytes
 
 
-def events(project: Project) -> list[dict[str, Any]]:
+def events(project: Project, all_databases: bool = False) -> list[dict[str, Any]]:
     from .. import safe
     from ..backup.crypto import IntegrityError
 
     repo = service.open_repository(project)
-    manifests = repo.manifests()
+    database = None if all_databases else service.current_database(project)
+    manifests = service.of_database(repo.manifests(), database)
     out: list[dict[str, Any]] = []
     for m in manifests:
         out.append(
@@ -31,8 +32,9 @@ def events(project: Project) -> list[dict[str, Any]]:
         verified = repo.read_state("verify") or {}
     except IntegrityError:  # damaged verify results: `status` reports them; the timeline goes on without
         verified = {}
+    shown = {m["id"] for m in manifests}
     for sid, r in verified.items():
-        if isinstance(r, dict) and r.get("verified_at"):
+        if isinstance(r, dict) and r.get("verified_at") and sid in shown:
             out.append(
                 {
                     "time": r["verified_at"],
@@ -43,7 +45,7 @@ def events(project: Project) -> list[dict[str, Any]]:
                     + (f": {r['problems'][0]}" if r.get("problems") else ""),
                 }
             )
-    for r in safe.runs(repo):
+    for r in safe.runs(repo, database):
         to = r.get("to")
         out.append(
             {

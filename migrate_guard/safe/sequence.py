@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from .. import alembic_bridge as bridge
 from ..analysis.acks import parse_cli_allow
 from ..analysis.check import CheckReport, analyse, rules_for
 from ..backup import service
+from ..backup.identity import DatabaseIdentity
 from ..config import Project
 from ..errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, GuardError, UsageError
 from ..schema import guard as schema_guard
 from .journal import refuse_if_unfinished
 from .lock import migration_lock
-from .undo import Interrupted, Say, failure_reason, qualified_tables, schema_shape, undo
+from .undo import Interrupted, Say, failure_reason, fingerprints, never_fails, qualified_tables, schema_shape, undo
 
 SCOPES = ("affected", "full", "none")
 TRANSACTIONAL_DDL = ("postgresql", "sqlite")
@@ -179,8 +179,12 @@ def _reached(script: Any, heads: list[str], target: str) -> bool:
 def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
     if options.backup_scope not in SCOPES:
         raise UsageError(f"--backup-scope {options.backup_scope!r}: choose {', '.join(SCOPES)}")
+    if options.down and options.target != "heads":
+        raise UsageError(f"give either TARGET ({options.target}) or --down REV ({options.down}), not both")
+    say = never_fails(say)
     url = service.database_url(project)
     dialect = service.database_engine(url).dialect
+    identity = service.current_database(project, url)
     repo = None if options.dry_run else service.open_repository(project, create=True)
     timeouts = _timeout_statements(dialect, options)  # bad values are usage errors, before anything happens
     rules = rules_for(project)
@@ -189,7 +193,7 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
 
     with migration_lock(url, wait=options.lock_wait):
         if repo is not None:
-            refuse_if_unfinished(repo)  # under the lock: a run still going holds it, a crashed one does not
+            refuse_if_unfinished(repo, identity)  # under the lock: a run still going holds it, a crashed one not
         script = bridge.open_scripts(project)
         heads, why = bridge.database_heads(project)
         if heads is None:
@@ -249,10 +253,24 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
             return SafeResult(EXIT_OK, "dry run: nothing was touched", report=report, lines=plan)
         if options.backup_scope == "none" and not options.yes:
             raise UsageError("--backup-scope none leaves nothing to restore from: add --yes to confirm")
+        say(f"database: {identity.describe()}")
         for line in plan:
             say(line)
+        one_transaction = transactional and form == "cookbook"
         return _execute(
-            project, options, url, dialect, repo, report, before, direction, target, scope, transactional, timeouts, say
+            project,
+            options,
+            url,
+            identity,
+            repo,
+            report,
+            before,
+            direction,
+            target,
+            scope,
+            (transactional, one_transaction),
+            timeouts,
+            say,
         )
 
 
@@ -260,18 +278,20 @@ def _execute(
     project: Project,
     options: SafeOptions,
     url: str,
-    dialect: str,
+    identity: DatabaseIdentity,
     repo: Any,
     report: CheckReport,
     before: list[str],
     direction: str,
     target: str,
     scope: list[str] | None,
-    transactional: bool,
+    protection: tuple[bool, bool],
     timeouts: list[str],
     say: Say,
 ) -> SafeResult:
+    transactional, one_transaction = protection
     engine = service.database_engine(url)
+    dialect = engine.dialect
     snapshot = None
     if options.backup_scope != "none":
         say("taking the safety snapshot")
@@ -294,6 +314,10 @@ def _execute(
         say(f"safety snapshot {snapshot['id']} verified")
     tables_before = qualified_tables(engine.list_tables())
     shape_before = schema_shape(url)
+    content_before = {}
+    if not one_transaction:  # what tells `recover` whether a killed run changed rows it cannot roll back
+        content = [t for t in (scope if scope is not None else tables_before) if t != "alembic_version"]
+        content_before = fingerprints(url, [t for t in content if t in tables_before])
     run_id = uuid.uuid4().hex[:12]
     started = time.monotonic()
     record = {
@@ -304,12 +328,16 @@ def _execute(
         "from": before,
         "to": target,
         "snapshot": snapshot["id"] if snapshot else None,
+        "snapshot_tables": service.table_names(snapshot) if snapshot else [],
         "scope": scope,
         "tables_before": tables_before,
         "shape_before": shape_before,
+        "content_before": content_before,
+        "one_transaction": one_transaction,
         "findings": [f.to_dict() for f in report.findings],
         "state": "started",
-        "database": make_url(url).render_as_string(hide_password=True),
+        "dialect": dialect,
+        "database": identity.to_dict(),
     }
     journal = repo.append_journal if repo is not None else (lambda r: None)
     journal(record)
@@ -318,18 +346,19 @@ def _execute(
             _migrate(project, url, dialect, direction, target, timeouts, say)
     except BaseException as exc:  # noqa: BLE001 - every failure, Ctrl-C and SIGTERM included, takes this path
         reason = failure_reason(exc)
-        say(f"the {direction} failed: {reason}")
-        with schema_guard.reviewed_environment(dialect):  # a restore drops protected tables: the run was reviewed
-            outcome = undo(project, url, engine, snapshot, before, tables_before, shape_before, transactional, say)
-        journal(
-            {
-                **record,
-                "state": outcome.state,
-                "finished_at": service.iso(service.utcnow()),
-                "error": reason,
-                "seconds": round(time.monotonic() - started, 3),
-            }
-        )
+        with _shielded():  # a second Ctrl-C, SIGTERM or SIGHUP does not cut the undo or its journal record short
+            say(f"the {direction} failed: {reason}")
+            with schema_guard.reviewed_environment(dialect):  # a restore drops protected tables: the run was reviewed
+                outcome = undo(project, url, engine, snapshot, before, tables_before, shape_before, transactional, say)
+            journal(
+                {
+                    **record,
+                    "state": outcome.state,
+                    "finished_at": service.iso(service.utcnow()),
+                    "error": reason,
+                    "seconds": round(time.monotonic() - started, 3),
+                }
+            )
         return SafeResult(
             outcome.code,
             f"failed ({reason}); {outcome.message}",
@@ -464,16 +493,34 @@ def _session_settings(statements: list[str]) -> Iterator[None]:
         sa.event.remove(sa.pool.Pool, "connect", apply)
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
 def _signals_as_failures() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal or SSH session) fail the run like Ctrl-C: roll back or restore."""
+
     def on_term(signum: int, _frame: Any) -> None:
         raise Interrupted(f"signal {signal.Signals(signum).name}")
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {s: signal.signal(s, on_term) for s in _STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """While a failed run is undone and journaled: Ctrl-C, SIGTERM and SIGHUP wait (noted, not raised)."""
+    deferred: list[int] = []
+    previous = {s: signal.signal(s, lambda n, _f: deferred.append(n)) for s in (signal.SIGINT, *_STOP_SIGNALS)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 # --- dry run helpers ----------------------------------------------------------------------------------

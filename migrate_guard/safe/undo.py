@@ -3,6 +3,8 @@ columns and (given the safety snapshot) row counts."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,17 @@ from ..config import Project
 from ..errors import EXIT_FAILED, EXIT_NOT_RESTORED, one_line
 
 Say = Callable[[str], None]
+
+
+def never_fails(say: Say) -> Say:
+    """``say`` that a closed stdout or stderr (``| tee`` killed with the run: EPIPE) cannot stop: the run
+    goes on to its rollback or restore and its journal record without an audience."""
+
+    def quiet(line: str) -> None:
+        with contextlib.suppress(OSError):  # BrokenPipeError, EIO of a closed terminal
+            say(line)
+
+    return quiet
 
 
 class Interrupted(KeyboardInterrupt):
@@ -158,3 +171,35 @@ def state_problems(
 
 def qualified_tables(tables: Sequence[tuple[str | None, str]]) -> list[str]:
     return sorted(service.display_name(s, n) for s, n in tables)
+
+
+def fingerprints(url: str, tables: Sequence[str]) -> dict[str, str]:
+    """A digest of each table's content (order-independent: MariaDB's CHECKSUM TABLE, PostgreSQL's sum of
+    row hashes, on SQLite a digest of every row): what tells, after a run that could not be rolled back,
+    whether it changed a table's rows."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    out: dict[str, str] = {}
+    try:
+        with engine.connect() as conn:
+            prep = conn.dialect.identifier_preparer
+            for table in tables:
+                schema, _, name = table.rpartition(".")
+                quoted = (prep.quote_schema(schema) + "." if schema else "") + prep.quote(name)
+                family = conn.dialect.name
+                if family in ("mysql", "mariadb"):
+                    row = conn.exec_driver_sql(f"CHECKSUM TABLE {quoted} EXTENDED").one()
+                    out[table] = str(row[1])
+                elif family == "postgresql":
+                    row = conn.exec_driver_sql(
+                        f"SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) FROM {quoted} t"
+                    ).one()
+                    out[table] = f"{row[0]}:{row[1]}"
+                else:
+                    total, count = 0, 0
+                    for r in conn.exec_driver_sql(f"SELECT * FROM {quoted}"):
+                        digest = hashlib.blake2b(repr(tuple(r)).encode(), digest_size=8).digest()
+                        total, count = (total + int.from_bytes(digest, "big")) % (1 << 64), count + 1
+                    out[table] = f"{count}:{total:016x}"
+    finally:
+        engine.dispose()
+    return out
