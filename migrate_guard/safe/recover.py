@@ -11,69 +11,17 @@ current state that keeps whatever was written since.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from .. import alembic_bridge as bridge
 from ..backup import service
 from ..config import Project
 from ..errors import EXIT_NOT_RESTORED, EXIT_OK, UsageError
-from ..schema import guard as schema_guard
 from .journal import unfinished_runs
 from .lock import migration_lock
 from .sequence import SafeResult
-from .undo import Say, fingerprints, never_fails, qualified_tables, schema_shape
+from .undo import Say, compare, never_fails, restore_differences, snapshot_current
 
 Confirm = Callable[[str], bool]
-DROPPED = "dropped by the run"
-
-
-@dataclass
-class Difference:
-    """What a run left behind, compared with its state before."""
-
-    revision: list[str]  # the database's heads now
-    created: list[str] = field(default_factory=list)  # tables that did not exist before: dropped
-    restore: dict[str, str] = field(default_factory=dict)  # table -> why it is restored from the snapshot
-
-    @property
-    def none(self) -> bool:
-        return not self.created and not self.restore
-
-
-def compare(project: Project, url: str, engine: Any, record: dict[str, Any]) -> Difference:
-    heads, why = bridge.database_heads(project, url)
-    if heads is None:
-        raise UsageError(f"cannot read the database's revision ({why}): nothing was changed")
-    before_tables = set(record.get("tables_before") or [])
-    now_tables = set(qualified_tables(engine.list_tables()))
-    diff = Difference(sorted(heads), created=sorted(now_tables - before_tables))
-    scope = record.get("scope")
-    snapshot_tables = set(record.get("snapshot_tables") or [])
-    candidates = sorted((before_tables if scope is None else set(scope)) - {"alembic_version"})
-    for table in sorted(before_tables - now_tables):
-        diff.restore[table] = DROPPED
-    shape_before = record.get("shape_before") or {}
-    shape_now = schema_shape(url)
-    for table in candidates:
-        if table in diff.restore or table not in now_tables:
-            continue
-        if table in shape_before and shape_now.get(table) != shape_before[table]:
-            diff.restore[table] = "its columns changed"
-    content = record.get("content_before") or {}
-    if content:
-        now = fingerprints(url, [t for t in content if t in now_tables and t not in diff.restore])
-        for table, digest in now.items():
-            if digest != content[table]:
-                diff.restore[table] = "its rows changed"
-    if snapshot_tables:
-        missing = sorted(t for t in diff.restore if t not in snapshot_tables)
-        if missing:
-            raise UsageError(
-                f"tables {', '.join(missing)} differ but are not in the safety snapshot {record.get('snapshot')}: "
-                "nothing was changed; compare them by hand"
-            )
-    return diff
 
 
 def recover(
@@ -128,10 +76,13 @@ def recover(
         plan += [f"  drop {t}: created by the run" for t in diff.created]
         source = record.get("snapshot")
         plan += [f"  restore {t} from safety snapshot {source}: {why}" for t, why in diff.restore.items()]
+        plan += [
+            f"  cannot restore {t} ({why}): the safety snapshot does not hold it"
+            for t, why in diff.unrestorable.items()
+        ]
         if diff.revision != sorted(before):
             plan.append(f"  stamp alembic_version {','.join(diff.revision) or 'base'} -> {rev}")
-        present = [t for t, why in diff.restore.items() if why != DROPPED]
-        touched = sorted(set(diff.created) | set(present))  # what exists now and is about to change
+        touched = diff.about_to_change
         if touched:
             plan.append(f"  first, a snapshot of the current state of {', '.join(touched)}")
         for line in plan:
@@ -157,13 +108,9 @@ def recover(
                 raise UsageError("recover changes the database: pass --yes to confirm (no terminal to ask on)")
             if not confirm("go ahead?"):
                 return SafeResult(EXIT_OK, "nothing was changed")
-        pre = None
-        if touched:
-            say("taking a snapshot of the current state")
-            pre = service.take_snapshot(
-                project, url=url, tables=touched, label=f"before recover of run {record['run']}", kind="pre-recover"
-            )
-        problems = _undo(project, url, engine, record, diff)
+        say("taking a snapshot of the current state")
+        pre = snapshot_current(project, url, diff, f"before recover of run {record['run']}", "pre-recover")
+        problems = restore_differences(project, url, engine, record, diff)
         if problems:
             finish("not-restored", error="; ".join(problems), pre_recover_snapshot=pre and pre["id"])
             return SafeResult(
@@ -179,37 +126,3 @@ def recover(
         f"recovered run {record['run']}: {len(diff.restore)} table(s) restored, {len(diff.created)} dropped, "
         f"at {rev}{kept}",
     )
-
-
-def _undo(project: Project, url: str, engine: Any, record: dict[str, Any], diff: Difference) -> list[str]:
-    """Drop what the run created, restore the tables that differ, stamp the revision; what still differs after."""
-    before = list(record.get("from") or [])
-    with schema_guard.reviewed_environment(engine.dialect):  # the run was reviewed; restoring it is too
-        if diff.created:
-            engine.drop_tables(diff.created)
-        if diff.restore:
-            repo = service.open_repository(project)
-            snapshot = repo.load_manifest(record["snapshot"])
-            dump = service.dump_from_manifest(snapshot)
-            by_display = {service.display_name(t.schema, t.name): t.qualified for t in dump.tables}
-            engine.restore(dump, repo.read_stream, tables=[by_display[t] for t in diff.restore])
-        service.stamp(url, before)
-    after = compare(project, url, engine, record)
-    problems = []
-    if after.revision != sorted(before):
-        now, wanted = ",".join(after.revision) or "base", ",".join(before) or "base"
-        problems.append(f"alembic_version is {now}, expected {wanted}")
-    if after.created:
-        problems.append(f"tables still there: {', '.join(after.created)}")
-    # A restored table holds the snapshot's rows, which may differ from the digest taken a moment after it.
-    left = {t: why for t, why in after.restore.items() if why != "its rows changed" or t not in diff.restore}
-    problems += [f"{t} still differs ({why})" for t, why in left.items()]
-    if diff.restore:
-        snapshot = service.open_repository(project).load_manifest(record["snapshot"])
-        rows = {service.display_name(t.get("schema"), t["name"]): t["rows"] for t in snapshot["tables"]}
-        counts = engine.row_counts([t for t in diff.restore])
-        for table in diff.restore:
-            got = counts.get(table, counts.get(table.rpartition(".")[2]))
-            if got != rows.get(table):
-                problems.append(f"{table} has {got} rows after the restore, the snapshot {rows.get(table)}")
-    return problems

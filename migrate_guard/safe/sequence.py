@@ -349,7 +349,7 @@ def _execute(
         with _shielded():  # a second Ctrl-C, SIGTERM or SIGHUP does not cut the undo or its journal record short
             say(f"the {direction} failed: {reason}")
             with schema_guard.reviewed_environment(dialect):  # a restore drops protected tables: the run was reviewed
-                outcome = undo(project, url, engine, snapshot, before, tables_before, shape_before, transactional, say)
+                outcome = undo(project, url, engine, snapshot, record, transactional, say)
             journal(
                 {
                     **record,

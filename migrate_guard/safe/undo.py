@@ -1,12 +1,12 @@
-"""Bringing a database back to its state before a run, and telling whether it is: revision, tables,
-columns and (given the safety snapshot) row counts."""
+"""Bringing a database back to its state before a run, and telling how it differs from it: revision,
+tables, columns, and (for a run that could not be rolled back) a digest of each affected table's rows."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from .. import alembic_bridge as bridge
 from ..backup import service
 from ..config import Project
-from ..errors import EXIT_FAILED, EXIT_NOT_RESTORED, one_line
+from ..errors import EXIT_FAILED, EXIT_NOT_RESTORED, UsageError, one_line
+from ..schema import guard as schema_guard
 
 Say = Callable[[str], None]
 
@@ -54,16 +55,17 @@ def undo(
     url: str,
     engine: Any,
     snapshot: dict[str, Any] | None,
-    before: list[str],
-    tables_before: list[str],
-    shape_before: dict[str, list[str]],
+    record: dict[str, Any],
     transactional: bool,
     say: Say,
 ) -> Undo:
-    """Bring the database back to ``before``: check whether the rollback did it, else restore.
-    Row counts are not compared after a rollback: the application may have written meanwhile."""
+    """Bring the database back to the state ``record`` (the run's "started" journal record) holds: check
+    whether the rollback did it, else restore the tables that differ, and only those (rows the
+    application wrote meanwhile to tables the run did not change stay). Row counts are not compared
+    after a rollback: the application may have written meanwhile."""
+    before, tables_before = list(record["from"]), list(record["tables_before"])
     rev = ",".join(before) or "base"
-    problems = state_problems(project, url, engine, None, before, tables_before, shape_before)
+    problems = state_problems(project, url, engine, before, tables_before, record.get("shape_before"))
     if transactional and not problems:
         return Undo(
             EXIT_FAILED, "rolled-back", f"rolled back to {rev}" + (f", snapshot {snapshot['id']}" if snapshot else "")
@@ -76,33 +78,25 @@ def undo(
             f"the database may be between revisions ({'; '.join(problems)})",
         )
     say(f"restoring from safety snapshot {snapshot['id']}")
+    pre = None
     try:
-        restore_to(project, url, engine, snapshot, before, tables_before)
+        diff = compare(project, url, engine, record, rows_unknown_changed=True if transactional else None)
+        try:  # what the application wrote to those tables during the run is kept; a failure here stops nothing
+            pre = snapshot_current(project, url, diff, f"before undo of run {record['run']}", "pre-undo")
+        except Exception as exc:  # noqa: BLE001 - the restore matters more than this snapshot
+            say(f"no snapshot of the current state: {failure_reason(exc)}")
+        problems = restore_differences(project, url, engine, record, diff)
     except BaseException as exc:  # noqa: BLE001 - report, never lose the original failure
         problems = [f"restore failed: {failure_reason(exc)}"]
-    else:
-        problems = state_problems(project, url, engine, snapshot, before, tables_before, shape_before)
+    kept = f"; the state before the undo is snapshot {pre['id']}" if pre else ""
     if problems:
         return Undo(
             EXIT_NOT_RESTORED,
             "not-restored",
-            f"NOT restored: {'; '.join(problems)}. Restore by hand: migrate-guard restore {snapshot['id']} --yes",
+            f"NOT restored: {'; '.join(problems)}. Restore by hand: migrate-guard restore {snapshot['id']} --yes"
+            + kept,
         )
-    return Undo(EXIT_FAILED, "restored", f"restored to {rev}, snapshot {snapshot['id']}")
-
-
-def restore_to(
-    project: Project, url: str, engine: Any, snapshot: dict[str, Any], before: list[str], tables_before: list[str]
-) -> None:
-    """Drop tables created since, restore the snapshot's tables, stamp the revision back."""
-    created = sorted(set(qualified_tables(engine.list_tables())) - set(tables_before))
-    if created:
-        engine.drop_tables(created)
-    repo = service.open_repository(project)
-    dump = service.dump_from_manifest(snapshot)
-    names = [t.qualified for t in dump.tables]
-    engine.restore(dump, repo.read_stream, tables=names)
-    service.stamp(url, before)
+    return Undo(EXIT_FAILED, "restored", f"restored to {rev}, snapshot {snapshot['id']}{kept}")
 
 
 def schema_shape(url: str) -> dict[str, list[str]]:
@@ -122,16 +116,9 @@ def schema_shape(url: str) -> dict[str, list[str]]:
 
 
 def state_problems(
-    project: Project,
-    url: str,
-    engine: Any,
-    snapshot: dict[str, Any] | None,
-    before: list[str],
-    tables_before: list[str],
-    shape_before: dict[str, list[str]] | None = None,
+    project: Project, url: str, engine: Any, before: list[str], tables_before: list[str], shape_before: Any = None
 ) -> list[str]:
-    """How the database differs from its state before the run: revision, tables, columns, and (given
-    the snapshot) row counts."""
+    """How the database differs from its state before the run: revision, tables, columns."""
     problems = []
     heads, why = bridge.database_heads(project, url)
     if heads is None:
@@ -151,21 +138,6 @@ def state_problems(
         changed = sorted(t for t in shape_before if t in shape and shape[t] != shape_before[t])
         if changed:
             problems.append(f"columns differ in {', '.join(changed)}")
-    if snapshot is not None:
-        counts = engine.row_counts(
-            [
-                t["name"] if not t.get("schema") else f"{t['schema']}.{t['name']}"
-                for t in snapshot["tables"]
-                if t["name"] != "alembic_version"
-            ]
-        )
-        for t in snapshot["tables"]:
-            if t["name"] == "alembic_version":
-                continue
-            key = f"{t['schema']}.{t['name']}" if t.get("schema") else t["name"]
-            got = counts.get(key, counts.get(t["name"]))
-            if got != t["rows"]:
-                problems.append(f"{key} has {got} rows, the snapshot {t['rows']}")
     return problems
 
 
@@ -203,3 +175,113 @@ def fingerprints(url: str, tables: Sequence[str]) -> dict[str, str]:
     finally:
         engine.dispose()
     return out
+
+
+DROPPED = "dropped by the run"
+NO_DIGEST = "no digest of its rows was recorded"
+
+
+@dataclass
+class Difference:
+    """What a run left behind, compared with its state before."""
+
+    revision: list[str]  # the database's heads now
+    created: list[str] = field(default_factory=list)  # tables that did not exist before: dropped
+    restore: dict[str, str] = field(default_factory=dict)  # table -> why it is restored from the snapshot
+    unrestorable: dict[str, str] = field(default_factory=dict)  # differs, but the snapshot does not hold it
+
+    @property
+    def none(self) -> bool:
+        return not self.created and not self.restore and not self.unrestorable
+
+    @property
+    def about_to_change(self) -> list[str]:
+        """The tables that exist now and an undo drops or overwrites."""
+        return sorted(set(self.created) | {t for t, why in self.restore.items() if why != DROPPED})
+
+
+def snapshot_current(project: Project, url: str, diff: Difference, label: str, kind: str) -> dict[str, Any] | None:
+    """A snapshot of the tables an undo is about to drop or overwrite (None when there are none): rows
+    the application wrote to them since the run began are kept there."""
+    tables = diff.about_to_change
+    if not tables:
+        return None
+    return service.take_snapshot(project, url=url, tables=tables, label=label, kind=kind)
+
+
+def compare(
+    project: Project, url: str, engine: Any, record: dict[str, Any], rows_unknown_changed: bool | None = None
+) -> Difference:
+    """How the database differs from the state ``record`` (a run's "started" journal record) holds. Rows
+    count as changed where no digest of them was recorded, unless the run was one transaction (rolled
+    back whole) -- or as ``rows_unknown_changed`` says."""
+    heads, why = bridge.database_heads(project, url)
+    if heads is None:
+        raise UsageError(f"cannot read the database's revision ({why}): nothing was changed")
+    before_tables = set(record.get("tables_before") or [])
+    now_tables = set(qualified_tables(engine.list_tables()))
+    diff = Difference(sorted(heads), created=sorted(now_tables - before_tables))
+    scope = record.get("scope")
+    snapshot_tables = set(record.get("snapshot_tables") or [])
+    candidates = sorted((before_tables if scope is None else set(scope)) - {"alembic_version"})
+    for table in sorted(before_tables - now_tables):
+        diff.restore[table] = DROPPED
+    shape_before = record.get("shape_before") or {}
+    shape_now = schema_shape(url)
+    for table in sorted(shape_before):  # every table: the analysis may not have seen what the run altered
+        if table in diff.restore or table not in now_tables or table == "alembic_version":
+            continue
+        if shape_now.get(table) != shape_before[table]:
+            diff.restore[table] = "its columns changed"
+    content = record.get("content_before") or {}
+    if content:
+        now = fingerprints(url, [t for t in content if t in now_tables and t not in diff.restore])
+        for table, digest in now.items():
+            if digest != content[table]:
+                diff.restore[table] = "its rows changed"
+    if rows_unknown_changed is None:
+        rows_unknown_changed = not record.get("one_transaction")
+    if rows_unknown_changed:
+        for table in candidates:
+            if table in now_tables and table not in diff.restore and table not in content:
+                diff.restore[table] = NO_DIGEST
+    if snapshot_tables:
+        for table in sorted(t for t in diff.restore if t not in snapshot_tables):
+            diff.unrestorable[table] = diff.restore.pop(table)
+    return diff
+
+
+def restore_differences(project: Project, url: str, engine: Any, record: dict[str, Any], diff: Difference) -> list[str]:
+    """Drop what the run created, restore the tables that differ, stamp the revision; what still differs after."""
+    before = list(record.get("from") or [])
+    with schema_guard.reviewed_environment(engine.dialect):  # the run was reviewed; restoring it is too
+        if diff.created:
+            engine.drop_tables(diff.created)
+        if diff.restore:
+            repo = service.open_repository(project)
+            snapshot = repo.load_manifest(record["snapshot"])
+            dump = service.dump_from_manifest(snapshot)
+            by_display = {service.display_name(t.schema, t.name): t.qualified for t in dump.tables}
+            engine.restore(dump, repo.read_stream, tables=[by_display[t] for t in diff.restore])
+        service.stamp(url, before)
+    after = compare(project, url, engine, record)
+    problems = []
+    if after.revision != sorted(before):
+        now, wanted = ",".join(after.revision) or "base", ",".join(before) or "base"
+        problems.append(f"alembic_version is {now}, expected {wanted}")
+    if after.created:
+        problems.append(f"tables still there: {', '.join(after.created)}")
+    # A restored table holds the snapshot's rows, which may differ from the digest taken a moment after it.
+    by_rows = ("its rows changed", NO_DIGEST)
+    left = {t: why for t, why in after.restore.items() if why not in by_rows or t not in diff.restore}
+    left |= {t: f"{why}, and the safety snapshot does not hold it" for t, why in after.unrestorable.items()}
+    problems += [f"{t} still differs ({why})" for t, why in left.items()]
+    if diff.restore:
+        snapshot = service.open_repository(project).load_manifest(record["snapshot"])
+        rows = {service.display_name(t.get("schema"), t["name"]): t["rows"] for t in snapshot["tables"]}
+        counts = engine.row_counts([t for t in diff.restore])
+        for table in diff.restore:
+            got = counts.get(table, counts.get(table.rpartition(".")[2]))
+            if got != rows.get(table):
+                problems.append(f"{table} has {got} rows after the restore, the snapshot {rows.get(table)}")
+    return problems
