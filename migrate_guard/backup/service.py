@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..config import Project, dialect_family
-from ..errors import ConfigError, GuardError, UsageError
+from ..errors import ConfigError, GuardError, UsageError, one_line
 from ..progress import Progress
 from ..times import iso as iso  # iso and utcnow are this module's API too (tests replace service.utcnow)
 from ..times import parse_iso
 from ..times import utcnow as utcnow
 from .engines import engine_for
 from .engines.base import DumpResult, Engine, StreamRef, TableDump
-from .identity import DatabaseIdentity, belongs_to, database_identity, recorded_identity
+from .identity import DatabaseIdentity, belongs_to, database_identity, named_identity, recorded_identity
 from .repository import KeySource, Repository
 
 
@@ -685,12 +685,27 @@ def prune(
         raise UsageError("no retention rule: pass --keep-last/--keep-daily/... or set [backup.retention] in the config")
     repo = open_repository(project)
     url = database_url(project)
-    current = database_identity(url)
-    revision = tuple(current_revision(project, url))
+    notes = []
+    try:
+        current = database_identity(url)
+        revision = tuple(current_revision(project, url))
+    except Exception as exc:  # noqa: BLE001 - a backup host may not reach the database: prune goes by name
+        from sqlalchemy.exc import DBAPIError
+
+        if not isinstance(exc, (DBAPIError, GuardError)):
+            raise
+        current, revision = named_identity(url), ()
+        notes.append(
+            f"the database does not answer ({one_line(exc)}): its snapshots are chosen by name, and its "
+            "newest snapshot's revision stands in for its current one"
+        )
     if dry_run:
-        return _plan_prune(repo, policy, current, revision, all_databases, dry_run=True)
+        result = _plan_prune(repo, policy, current, revision, all_databases, dry_run=True)
+        result.notes[:0] = notes
+        return result
     with repo.lock("prune"):  # planned under the lock: a snapshot or run recorded meanwhile is seen
         result = _plan_prune(repo, policy, current, revision, all_databases, dry_run=False)
+        result.notes[:0] = notes
         if not result.remove:
             return result
         if _damaged_manifests(repo):
@@ -722,7 +737,7 @@ def _plan_prune(
         if key != current.id and not all_databases:
             continue
         # another database's current revision is not known here: its newest snapshot's stands in
-        at = revision if key == current.id else tuple(group[-1].get("revision") or ())
+        at = revision if key == current.id and revision else tuple(group[-1].get("revision") or ())
         infos = [
             SnapshotInfo(
                 m["id"],
