@@ -23,10 +23,10 @@ def _faults():
 def test_killed_operations_lose_no_row_and_leave_the_other_database_alone(db_url):
     faults = _faults()
     dialect = sa.engine.make_url(db_url).get_backend_name().replace("mysql", "mariadb")
-    plans = [(("migrate-safe",), 2)]
-    if dialect == "sqlite":
-        plans += [(("recover",), 2), (("restore", "backup", "prune"), 1)]
-    for operations, trials in plans:
-        table = faults.run([dialect], list(operations), trials, seed=13)
-        for operation, db, count, exact, lost, broken, details in table:
-            assert (exact, lost, broken) == (count, 0, 0), (operation, db, details)
+    # SQLite: one trial of each operation (on A; B is checked unchanged every time); the servers: one
+    # migrate-safe killed. benchmarks/faults.py runs the long version.
+    operations, trials = (list(faults.OPERATIONS), 1) if dialect == "sqlite" else (["migrate-safe"], 1)
+    table = faults.run([dialect], operations, trials, seed=13)
+    assert {row[0] for row in table} == set(operations)
+    for operation, db, count, exact, lost, broken, details in table:
+        assert (exact, lost, broken) == (count, 0, 0), (operation, db, details)
