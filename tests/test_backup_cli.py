@@ -217,3 +217,43 @@ def test_concurrent_backups_are_serialised(run_cli, seeded):
     assert result.exit_code == 2
     assert "a long backup" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert run_cli("--url", url, "-c", str(project / "alembic.ini"), "backup").exit_code == 0
+
+
+def test_prune_with_the_database_down_goes_by_name_and_keeps_other_databases(
+    run_cli, example, postgresql_url, monkeypatch
+):
+    """A backup host that cannot reach the database still prunes its snapshots (chosen by dialect, host
+    and name), and leaves another database's snapshots in the same repository alone."""
+    from migrate_guard.backup.service import scratch_database
+
+    migrate_example(example, postgresql_url, customers=5)
+    use_repository(example, example / "repo", monkeypatch)
+    config = ("-c", str(example / "alembic.ini"))
+    with scratch_database("postgresql", postgresql_url) as other:
+        migrate_example(example, other, customers=5)
+        for url in (postgresql_url, postgresql_url, other, other):
+            assert run_cli("--url", url, *config, "backup").exit_code == 0
+        everything = json.loads(
+            run_cli("--url", postgresql_url, *config, "list", "--all-databases", "--format", "json").stdout
+        )
+        mine = [s["id"] for s in everything if s["database"]["name"] == sa.engine.make_url(postgresql_url).database]
+        theirs = [s["id"] for s in everything if s["id"] not in mine]
+        assert len(mine) == 2 and len(theirs) == 2
+
+        name = sa.engine.make_url(postgresql_url).database
+        execute(other, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')  # a real outage of this database
+        try:
+            result = run_cli("--url", postgresql_url, *config, "prune", "--keep-last", "1")
+            assert result.exit_code == 0, result.output
+            assert "does not answer" in result.output
+            result = run_cli("--url", postgresql_url, *config, "prune", "--keep-last", "1", "--all-databases")
+            assert result.exit_code == 0, result.output
+        finally:
+            execute(other, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        left = {
+            s["id"]
+            for s in json.loads(run_cli("--url", other, *config, "list", "--all-databases", "--format", "json").stdout)
+        }
+        # the unreachable database lost its older snapshot; with --all-databases the other one kept its newest
+        assert left == {mine[-1], theirs[-1]}, (everything, left)
+        assert run_cli("--url", postgresql_url, *config, "verify", "--all").exit_code == 0
