@@ -104,13 +104,21 @@ class Engine(ABC):
         read: StreamReader,
         tables: Sequence[str] | None = None,
         before_commit: Callable[[], None] | None = None,
+        pre_snapshot: Callable[[Engine], None] | None = None,
     ) -> None:
         """Make ``tables`` (all in the dump when None) equal to the dump: schema and rows.
         Other tables are left alone; foreign keys between them survive.
 
         ``before_commit`` is called at the last moment the engine can still undo everything (an
         exception from it must leave the database as it was): before committing where the restore
-        is one transaction, before touching anything where it is not."""
+        is one transaction, before touching anything where it is not.
+
+        ``pre_snapshot`` is called once, before anything is changed, after writers to the tables being
+        restored have been stopped, with an engine whose ``dump`` reads the database as it is at that
+        moment: the caller takes its pre-restore snapshot through it. Writers stay stopped until the
+        restore has committed (or, where it cannot be one transaction, is complete), so every write
+        lands either before the pre-snapshot (and is in it) or after the restore; none vanishes. An
+        exception from it leaves the database as it was."""
 
     @abstractmethod
     def row_counts(self, tables: Sequence[str] | None = None) -> dict[str, int]:

@@ -464,7 +464,10 @@ class MySQLEngine(Engine):
         read: StreamReader,
         tables: Sequence[str] | None = None,
         before_commit: Callable[[], None] | None = None,
+        pre_snapshot: Callable[[Engine], None] | None = None,
     ) -> None:
+        if pre_snapshot is not None:  # TODO(issue 14): writers stopped from here until the restore is done
+            pre_snapshot(self)
         if before_commit is not None:  # what is written here cannot be rolled back: check first
             before_commit()
         tool = require_tool(CLIENT_TOOLS, PACKAGE)

@@ -112,5 +112,8 @@ class PostgreSQLEngine(Engine):
         read: StreamReader,
         tables: Sequence[str] | None = None,
         before_commit: Callable[[], None] | None = None,
+        pre_snapshot: Callable[[Engine], None] | None = None,
     ) -> None:
+        if pre_snapshot is not None:  # TODO(issue 14): writers stopped from here until the restore is done
+            pre_snapshot(self)
         restore_dump(self._settings, self._checked_tools, dump, read, tables, before_commit)
