@@ -5,24 +5,28 @@ Capture works by hooking three Alembic internals for the duration of one run:
 ``Operations.invoke`` (every ``op.*`` and batch op, with the caller's line), ``DefaultImpl.static_output``
 (every SQL statement the offline run emits, which catches ``op.execute`` and
 ``op.get_bind().execute(text(...))`` alike) and ``BatchOperationsImpl.flush`` (a batch block's own
-rebuild SQL, which is not the user's). Each revision's ``upgrade()`` is wrapped so that one revision
-failing offline does not stop the others; its source is then read statically instead.
+rebuild SQL, which is not the user's; a batch op that is not a rebuild gets the SQL it renders alone).
+Each revision's ``upgrade()`` is wrapped so that one revision failing offline does not stop the others;
+its source is then read statically instead, as is the source of a revision module that fails to import.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any, TextIO, cast
 
+import alembic.util as alembic_util
 from alembic.ddl.impl import DefaultImpl
 from alembic.operations import Operations
 from alembic.operations.base import AbstractOperations
@@ -34,8 +38,8 @@ from alembic.util import CommandError
 
 from .analysis.alembic_ops import from_alembic
 from .analysis.operations import Operation
-from .analysis.sqltext import classify_sql
-from .config import Project
+from .analysis.sqltext import classify_sql, mark_transaction_blocks
+from .config import Project, dialect_family
 from .errors import ConfigError, RevisionError, UsageError, one_line
 
 # --- the script directory and revision selection ----------------------------------------------
@@ -59,10 +63,13 @@ def project_cwd(project: Project) -> Iterator[None]:
                 sys.path.remove(str(project.root))
 
 
-def open_scripts(project: Project) -> ScriptDirectory:
-    """The project's ScriptDirectory with every revision file loaded."""
+def open_scripts(project: Project, *, read_unimportable: bool = False) -> ScriptDirectory:
+    """The project's ScriptDirectory with every revision file loaded. With ``read_unimportable`` a
+    revision module that raises on import is replaced by a stand-in read from its source (see
+    ``_stand_in``), so the graph stays whole; only ``check`` wants that, never a run that migrates."""
+    tolerant = _unimportable_as_stand_ins() if read_unimportable else contextlib.nullcontext()
     try:
-        with project_cwd(project):
+        with project_cwd(project), tolerant:
             script = ScriptDirectory.from_config(project.alembic)
             _ = script.revision_map.heads  # loads every revision module now, so errors surface here
     except SyntaxError as exc:
@@ -79,6 +86,103 @@ def open_scripts(project: Project) -> ScriptDirectory:
         )
         raise RevisionError(f"{frame or 'cannot load revisions'}: {one_line(exc)}{hint}") from None
     return script
+
+
+# set on a stand-in module: (what failed, the line of the revision file it failed at)
+_IMPORT_FAILURE = "__migrate_guard_import_failure__"
+_GRAPH_NAMES = ("revision", "down_revision", "branch_labels", "depends_on")
+_UNREADABLE: Any = object()  # a graph attribute whose value is not a literal
+
+
+class UnimportableRevision(RuntimeError):
+    """Raised by a stand-in's ``upgrade()``/``downgrade()``: the real module could not be imported."""
+
+
+def import_failure(module: Any) -> tuple[str, int | None] | None:
+    """Why a revision module is a stand-in (see ``open_scripts``), or None for a module that imported."""
+    failure: tuple[str, int | None] | None = getattr(module, _IMPORT_FAILURE, None)
+    return failure
+
+
+@contextlib.contextmanager
+def _unimportable_as_stand_ins() -> Iterator[None]:
+    original = alembic_util.load_python_file
+
+    def load(dir_: Any, filename: Any) -> ModuleType:
+        try:
+            return original(dir_, filename)
+        except SyntaxError:
+            raise  # nothing to read statically either
+        except Exception as exc:  # noqa: BLE001 - any failure at import: read the source instead
+            stand_in = _stand_in(Path(dir_) / Path(filename).name, exc)
+            if stand_in is None:
+                raise
+            return stand_in
+
+    setattr(alembic_util, "load_python_file", load)  # noqa: B010 - ScriptDirectory calls it through the module
+    try:
+        yield
+    finally:
+        setattr(alembic_util, "load_python_file", original)  # noqa: B010
+
+
+def _stand_in(path: Path, exc: Exception) -> ModuleType | None:
+    """A module with the revision's graph attributes, read from its source as literals, and an
+    ``upgrade()``/``downgrade()`` that raise; None when the source does not give them."""
+    if path.suffix != ".py":
+        return None
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        target, value = (node.targets[0], node.value) if isinstance(node, ast.Assign) else (None, None)
+        if isinstance(node, ast.AnnAssign):
+            target, value = node.target, node.value
+        if isinstance(target, ast.Name) and target.id in _GRAPH_NAMES and value is not None:
+            try:
+                found[target.id] = ast.literal_eval(value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                found[target.id] = _UNREADABLE
+    if not isinstance(found.get("revision"), str) or found.get("down_revision", _UNREADABLE) is _UNREADABLE:
+        return None
+    message, line = _describe_import_failure(tree, path, exc)
+    module = ModuleType(re.sub(r"\W", "_", path.name))
+    module.__file__ = str(path)
+    module.__doc__ = ast.get_docstring(tree)
+    for name in _GRAPH_NAMES:
+        value = found.get(name)
+        setattr(module, name, None if value is _UNREADABLE else value)
+    setattr(module, _IMPORT_FAILURE, (message, line))
+
+    def not_imported(*args: Any, **kw: Any) -> None:
+        raise UnimportableRevision(f"{_display(str(path))}: {message}")
+
+    setattr(module, "upgrade", not_imported)  # noqa: B010
+    setattr(module, "downgrade", not_imported)  # noqa: B010
+    return module
+
+
+def _describe_import_failure(tree: ast.Module, path: Path, exc: Exception) -> tuple[str, int | None]:
+    """``could not import myapp.models: ModuleNotFoundError: ...`` and the line of the revision file."""
+    line = _line_in(exc.__traceback__, os.path.realpath(path), resolve=True)
+    statement = next(
+        (
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Import, ast.ImportFrom)) and line and n.lineno <= line <= (n.end_lineno or n.lineno)
+        ),
+        None,
+    )
+    if isinstance(statement, ast.ImportFrom):
+        return f"could not import {'.' * statement.level}{statement.module or ''}: {one_line(exc)}", line
+    if isinstance(statement, ast.Import):
+        missing = getattr(exc, "name", None) or ""
+        names = [a.name for a in statement.names]
+        name = next((n for n in names if missing and (n == missing or n.startswith(missing + "."))), names[0])
+        return f"could not import {name}: {one_line(exc)}", line
+    return f"the revision module failed to import: {one_line(exc)}", line
 
 
 def _project_frame(tb: Any, project: Project) -> str | None:
@@ -138,7 +242,21 @@ def select_by_range(script: ScriptDirectory, spec: str) -> Selection:
     lower, upper = (
         part.strip() or default for part, default in zip(spec.split(":", 1), ("base", "heads"), strict=True)
     )
-    return Selection(upgrade_path(script, lower, upper), f"{lower}:{upper}")
+    scripts = upgrade_path(script, lower, upper)
+    if not scripts and _comes_after(script, lower, upper):
+        raise UsageError(f"--range {lower}:{upper}: {lower} comes after {upper} (give it as {upper}:{lower})")
+    return Selection(scripts, f"{lower}:{upper}")
+
+
+def _comes_after(script: ScriptDirectory, lower: str, upper: str) -> bool:
+    """Whether ``lower`` is a strict descendant of ``upper``: a range given the wrong way round."""
+    try:
+        later = {s.revision for s in script.get_revisions(lower) if s is not None}
+        earlier = {s.revision for s in script.get_revisions(upper) if s is not None}
+        ancestors = {s.revision for s in script.iterate_revisions(tuple(later), "base")} if later else set()
+    except Exception:  # noqa: BLE001 - a relative or odd spec alembic resolves its own way: not ours to judge
+        return False
+    return bool(later) and later != earlier and earlier <= ancestors
 
 
 def select_by_revisions(project: Project, script: ScriptDirectory, revisions: Sequence[str]) -> Selection:
@@ -242,6 +360,7 @@ class RevisionCapture:
     failure: str | None = None  # why it could not be rendered offline
     failure_line: int | None = None
     ran: bool = False
+    imported: bool = True  # False: its module failed to import, nothing of it ran (see open_scripts)
 
     @property
     def revision(self) -> str:
@@ -266,6 +385,8 @@ class _Recorder:
         self.op_stack: list[tuple[list[Operation] | None, int | None, list[str]]] = []
         self.flush_depth = 0
         self.env_operations: list[Operation] = []
+        self.batched: dict[int, list[tuple[Any, list[Operation]]]] = {}  # id(batch impl) -> its ops, in order
+        self.rendering: list[str] | None = None  # SQL goes here while one batch op is rendered alone
 
     def locate(self) -> int | None:
         """Line of the innermost frame in the revision file being rendered."""
@@ -331,14 +452,40 @@ def _hooks(recorder: _Recorder) -> Iterator[None]:
             if converted and statements:
                 for o in converted:
                     o.statement = o.statement or statements[0]
+            if converted and isinstance(self.impl, BatchOperationsImpl):
+                rec.batched.setdefault(id(self.impl), []).append((operation, converted))
+
+    def render_alone(batch: BatchOperationsImpl, operation: Any) -> str | None:
+        """The SQL a batch op in ALTER mode runs: what the same op renders on the enclosing context."""
+        rec = _active
+        if rec is None:
+            return None
+        rec.rendering = []
+        try:
+            original_invoke(batch.operations, operation)
+        except Exception:  # noqa: BLE001 - the flush below raises it again, where a failure belongs
+            return None
+        finally:
+            rendered, rec.rendering = rec.rendering, None
+        statements = [t.strip().rstrip(";").strip() for t in rendered or ()]
+        return "; ".join(t for t in statements if t) or None
 
     def static_output(self: DefaultImpl, text: str) -> None:
-        if _active is not None:
+        if _active is not None and _active.rendering is not None:
+            _active.rendering.append(text)
+        elif _active is not None:
             _active.dialect = self.dialect.name
             _active.on_sql(text)
 
     def flush(self: BatchOperationsImpl) -> None:
         if _active is not None:
+            pending = _active.batched.pop(id(self), [])
+            # a recreated table has no statement per op: check shows the op's Python statement instead
+            if pending and not self._should_recreate():
+                for operation, converted in pending:
+                    statement = render_alone(self, operation)
+                    for o in converted:
+                        o.statement = o.statement or statement
             _active.flush_depth += 1
         try:
             original_flush(self)
@@ -381,14 +528,23 @@ def _wrapped_migrations(recorder: _Recorder, captures: list[RevisionCapture], di
             module_file: str = module.__file__ or "",
             **kw: Any,
         ) -> None:
-            recorder.current, recorder.current_file = _cap, module_file
             _cap.ran = True
+            failed_import = import_failure(_cap.script.module)
+            if failed_import is not None:
+                _cap.failure, _cap.failure_line = failed_import
+                return
+            recorder.current, recorder.current_file = _cap, module_file
             try:
                 _orig(*args, **kw)
             except Exception as exc:  # noqa: BLE001 - the revision's own code failed offline; read it statically
                 _cap.failure, _cap.failure_line = one_line(exc), _line_in(exc.__traceback__, module_file)
             finally:
                 recorder.current, recorder.op_stack[:] = None, []
+                recorder.batched.clear()  # a block that raised before its flush
+            if dialect_family(recorder.dialect) == "postgresql":
+                # in the order they ran, before a static reading is merged in by line: Alembic runs
+                # each revision inside a transaction there, autocommit_block() leaves it
+                mark_transaction_blocks(_cap.operations, start="inside")
 
         setattr(module, direction, upgrade)
     try:
@@ -413,7 +569,7 @@ def capture(
 ) -> CaptureResult:
     """Render ``scripts`` offline through the project's env.py and record what each one does.
     ``render_url`` (e.g. ``postgresql://``) replaces sqlalchemy.url for the run, to pick the dialect."""
-    captures = [RevisionCapture(s, script_file(project, s)) for s in scripts]
+    captures = [RevisionCapture(s, script_file(project, s), imported=import_failure(s.module) is None) for s in scripts]
     recorder = _Recorder(dialect)
     notes: list[str] = []
     if not captures:
@@ -470,11 +626,12 @@ def _render_without_env(recorder: _Recorder, pending: list[RevisionCapture], dia
             getattr(cap.script.module, direction)()
 
 
-def _line_in(tb: Any, filename: str) -> int | None:
-    """The last line of ``filename`` a traceback passes through."""
+def _line_in(tb: Any, filename: str, resolve: bool = False) -> int | None:
+    """The last line of ``filename`` a traceback passes through (``resolve``: compare real paths)."""
     line = None
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
+        code_file = tb.tb_frame.f_code.co_filename
+        if (os.path.realpath(code_file) if resolve else code_file) == filename:
             line = tb.tb_lineno
         tb = tb.tb_next
     return line

@@ -6,14 +6,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from . import __version__
 from .allocator import keep_freed_memory
 from .config import DIALECTS, FAIL_ON_CHOICES, Project, load_project
-from .errors import EXIT_USAGE, GuardError, one_line
+from .errors import EXIT_FAILED, EXIT_USAGE, GuardError, one_line
 from .progress import for_output, human_bytes
 
 PROG = "migrate-guard"
@@ -41,6 +41,10 @@ class GuardGroup(click.Group):
                 raise
             from sqlalchemy.exc import DBAPIError
 
+            from .backup.storage import describe_os_error, refused
+
+            if refused(exc):  # a full disk, a read-only filesystem, no permission: the path and why
+                _fail(describe_os_error(cast(OSError, exc)), EXIT_FAILED)
             if isinstance(exc, DBAPIError):  # the database refused: unreachable, unknown database, no rights
                 _fail(f"database error: {one_line(exc.orig or exc).split(': ', 1)[-1]}", EXIT_USAGE)
             _fail(f"internal error: {one_line(exc)} (set MIGRATE_GUARD_DEBUG=1 for the traceback)", EXIT_USAGE)
@@ -116,6 +120,11 @@ def _say(line: str) -> None:
 
 _ALL_DATABASES = click.option(
     "--all-databases", is_flag=True, help="Every database the repository holds, not only the current one."
+)
+_NO_LOCK = click.option(
+    "--no-lock",
+    is_flag=True,
+    help="Read the repository without taking its lock (a copy on read-only media is detected by itself).",
 )
 
 
@@ -201,9 +210,9 @@ def rules_cmd(ctx: click.Context, config: str | None, url: str | None, rule_id: 
         return
     if rule_id not in rules:
         raise UsageError(f"unknown rule {rule_id!r}")
-    from .analysis.ruledocs import render_rule_page
+    from .analysis.report import rule_text
 
-    click.echo(render_rule_page(rules[rule_id]))
+    click.echo(rule_text(rules[rule_id]))
 
 
 @cli.command("migrate-safe")
@@ -279,7 +288,8 @@ def migrate_safe(
         statement_timeout=statement_timeout,
         allow=allow,
     )
-    result = safe.run(project, options, say=_say)
+    with _waiting(DEFAULT_LOCK_WAIT):  # a running backup (an hourly cron) is waited for, not a failure
+        result = safe.run(project, options, say=_say)
     if result.report is not None and result.report.findings:
         click.echo(render(result.report, "text", config_path=project.config_path))
     for line in result.lines:
@@ -379,6 +389,45 @@ def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+DEFAULT_LOCK_WAIT = "10m"
+
+
+def _lock_wait_seconds(text: str) -> float:
+    """``--lock-wait``: seconds (``600``, ``30s``) or a duration (``10m``, ``1h``); 0 fails at once."""
+    import re
+
+    from .errors import UsageError
+
+    value = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?s?", value):
+        return float(value.rstrip("s"))
+    from .backup.retention import parse_duration
+
+    try:
+        return parse_duration(value).total_seconds()
+    except GuardError:
+        raise UsageError(
+            f"--lock-wait {text!r}: expected seconds (600, 30s) or a duration (10m, 1h); 0 fails at once"
+        ) from None
+
+
+_LOCK_WAIT = click.option(
+    "--lock-wait",
+    "lock_wait",
+    default=DEFAULT_LOCK_WAIT,
+    show_default=True,
+    metavar="DURATION",
+    help="Wait this long for another command's repository lock (600, 30s, 10m; 0: fail at once).",
+)
+
+
+def _waiting(lock_wait: str) -> Any:
+    """The block waits ``--lock-wait`` for the repository lock, saying once on stderr for whom."""
+    from .backup.repository import Repository
+
+    return Repository.waiting_for_lock(_lock_wait_seconds(lock_wait), _say)
+
+
 @cli.command()
 @_project_options
 @click.option("--tables", metavar="T,..", help="Only these tables.")
@@ -391,6 +440,7 @@ def _csv(value: str | None) -> list[str] | None:
     help="Only when the newest snapshot (with this --label) is older (1h, 1d): for cron.",
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_LOCK_WAIT
 @click.pass_context
 def backup(
     ctx: click.Context,
@@ -402,6 +452,7 @@ def backup(
     pin: bool,
     if_older_than: str | None,
     fmt: str,
+    lock_wait: str,
 ) -> None:
     """Take a snapshot of the database into the backup repository (compressed, encrypted when a key
     is configured, deduplicated against earlier snapshots)."""
@@ -414,7 +465,7 @@ def backup(
         from .errors import UsageError
 
         raise UsageError("--tables and --exclude-tables cannot be combined")
-    with for_output(fmt == "json") as progress:
+    with _waiting(lock_wait), for_output(fmt == "json") as progress:
         manifest = schedule.backup(
             project,
             if_older_than=if_older_than,
@@ -484,7 +535,12 @@ def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str, 
         f"{'SIZE':>10}  FLAGS  LABEL"
     )
     for s, w in zip(snapshots, where, strict=True):
-        flags = ("P" if s["pinned"] else "-") + ("E" if s["encrypted"] else "-") + ("V" if s["verified_at"] else "-")
+        flags = (
+            ("P" if s["pinned"] else "-")
+            + ("E" if s["encrypted"] else "-")
+            + ("V" if s["verified_at"] else "-")
+            + ("L" if s["lost_data"] else "-")
+        )
         click.echo(
             f"{s['id']:16}  {s['created_at'][:19].replace('T', ' '):20}  {w:{width}}  "
             f"{','.join(s['revision']) or 'base':12}  "
@@ -498,6 +554,7 @@ def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str, 
 @click.option("--all", "all_", is_flag=True, help="Verify every snapshot.")
 @click.option("--read-data", is_flag=True, help="Also restore into a scratch database and compare row counts.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_NO_LOCK
 @click.pass_context
 def verify(
     ctx: click.Context,
@@ -507,6 +564,7 @@ def verify(
     all_: bool,
     read_data: bool,
     fmt: str,
+    no_lock: bool,
 ) -> int:
     """Check a snapshot's blobs (checksums and authentication tags); exit 1 when any is damaged."""
     import json
@@ -517,9 +575,14 @@ def verify(
     if bool(snapshot_id) == all_:
         raise UsageError("name a snapshot ID or pass --all")
     project = _project(ctx, config, url)
+    notes: list[str] = []
     with for_output(fmt == "json") as progress:
         wanted = None if all_ or snapshot_id is None else [snapshot_id]
-        results = service.verify(project, wanted, read_data=read_data, progress=progress)
+        results = service.verify(
+            project, wanted, read_data=read_data, progress=progress, warnings=notes, no_lock=no_lock
+        )
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
     if fmt == "json":
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
     else:
@@ -536,6 +599,39 @@ def verify(
 
         alerts.verify_failed(project, damaged, warn=_warn)
     return 1 if damaged else 0
+
+
+@cli.command()
+@_project_options
+@click.option("--dry-run", is_flag=True, help="Only report: remove nothing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def repair(ctx: click.Context, config: str | None, url: str | None, dry_run: bool, fmt: str) -> int:
+    """Read every blob; remove the damaged ones so the next backup stores them again; name the snapshots
+    that lost data. Exit 1 when anything was damaged or missing."""
+    import json
+
+    from .backup.repair import repair as run_repair
+
+    with for_output(fmt == "json") as progress:
+        result = run_repair(_project(ctx, config, url), dry_run=dry_run, progress=progress)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        verb = "would remove" if dry_run else "removed"
+        click.echo(f"read {result.checked} blobs: {len(result.damaged)} damaged or missing, {verb} {result.removed}")
+        for blob, problem in sorted(result.damaged.items()):
+            click.echo(f"  {problem}" if blob in problem else f"  blob {blob}: {problem}")
+        for sid, blobs in result.lost.items():
+            click.echo(f"snapshot {sid} lost data ({len(blobs)} blobs): `prune` or `forget {sid}` removes it")
+        for note in result.unreadable_manifests:
+            click.echo(f"manifest unreadable: {note}")
+        for sid, at in result.missing_manifests:
+            click.echo(f"snapshot {sid} (taken {at}): its manifest was deleted outside migrate-guard")
+        if result.damaged:
+            click.echo("the next backup stores again every damaged blob whose data the database still holds")
+    bad = result.damaged or result.unreadable_manifests or result.missing_manifests
+    return 1 if bad else 0
 
 
 @cli.command()
@@ -588,6 +684,9 @@ def restore(
     )
     for line in plan.describe():
         click.echo(line)
+    interrupted = service.unfinished_restores(repo, target)
+    for r in interrupted:
+        click.echo(f"an earlier restore of snapshot {r['snapshot']} into it, started {r['started_at']}, did not finish")
     if dry_run:
         click.echo("dry run: nothing changed")
         return
@@ -598,6 +697,10 @@ def restore(
     with for_output(False) as progress:
         pre = service.restore(project, plan, to_url=to_url, progress=progress)
     click.echo(f"restored snapshot {snapshot['id']}" + (f"; the state before is snapshot {pre['id']}" if pre else ""))
+    left = service.unfinished_restores(repo, target)
+    for r in interrupted:
+        if r not in left:
+            click.echo(f"the interrupted restore of snapshot {r['snapshot']} (started {r['started_at']}) is completed")
 
 
 @cli.command()
@@ -612,40 +715,81 @@ def restore(
 @click.option("--max-size", metavar="SIZE", help="Then remove the oldest until the repository fits (10GB).")
 @click.option("--dry-run", is_flag=True, help="List what would be removed, and why each kept snapshot is kept.")
 @_ALL_DATABASES
+@_LOCK_WAIT
 @click.pass_context
 def prune(
-    ctx: click.Context, /, config: str | None, url: str | None, dry_run: bool, all_databases: bool, **policy: Any
+    ctx: click.Context,
+    /,
+    config: str | None,
+    url: str | None,
+    dry_run: bool,
+    all_databases: bool,
+    lock_wait: str,
+    **policy: Any,
 ) -> None:
-    """Remove the current database's snapshots the retention policy does not keep, then unreferenced blobs.
+    """Remove the current database's snapshots the retention policy does not keep, then every blob no
+    snapshot names (also those an interrupted backup left, when no snapshot goes).
 
     Per database, never removes the newest snapshot, a pinned one, the last one taken before the current
     revision, or the safety snapshot of a run that did not finish or was not restored.
     """
     from .backup import service
 
-    result = service.prune(_project(ctx, config, url), policy, dry_run=dry_run, all_databases=all_databases)
+    with _waiting(lock_wait):
+        result = service.prune(_project(ctx, config, url), policy, dry_run=dry_run, all_databases=all_databases)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     for snapshot_id, reasons in result.keep.items():
         click.echo(f"keep   {snapshot_id}  {', '.join(reasons)}")
     for snapshot_id in result.remove:
         click.echo(f"{'would remove' if dry_run else 'remove'} {snapshot_id}")
-    if not dry_run:
-        click.echo(
-            f"removed {len(result.remove)} snapshots, {result.freed_blobs} blobs, {human_bytes(result.freed_bytes)}"
-        )
+    click.echo(
+        f"{'would remove' if dry_run else 'removed'} {len(result.remove)} snapshots, "
+        f"{result.freed_blobs} blobs, {human_bytes(result.freed_bytes)}"
+    )
 
 
 @cli.command()
 @_project_options
 @click.argument("snapshot_id")
+@_LOCK_WAIT
 @click.pass_context
-def forget(ctx: click.Context, config: str | None, url: str | None, snapshot_id: str) -> None:
-    """Remove one snapshot (and the blobs only it used)."""
+def forget(ctx: click.Context, config: str | None, url: str | None, snapshot_id: str, lock_wait: str) -> None:
+    """Remove one snapshot and the blobs only it used (what it freed is reported; `prune` reclaims the rest)."""
     from .backup import service
 
-    removed, blobs, freed = service.forget(_project(ctx, config, url), snapshot_id)
+    with _waiting(lock_wait):
+        removed, blobs, freed = service.forget(_project(ctx, config, url), snapshot_id)
     click.echo(f"removed snapshot {removed}, {blobs} blobs, {human_bytes(freed)}")
+
+
+def _pin(ctx: click.Context, config: str | None, url: str | None, snapshot_id: str, lock_wait: str, on: bool) -> None:
+    from .backup import service
+
+    with _waiting(lock_wait):
+        sid, changed = service.set_pinned(_project(ctx, config, url), snapshot_id, on)
+    state = "pinned" if on else "unpinned"
+    click.echo(f"snapshot {sid} {state}" if changed else f"snapshot {sid} was {state} already")
+
+
+@cli.command()
+@_project_options
+@click.argument("snapshot_id")
+@_LOCK_WAIT
+@click.pass_context
+def pin(ctx: click.Context, config: str | None, url: str | None, snapshot_id: str, lock_wait: str) -> None:
+    """Pin a snapshot: retention (`prune`) never removes it, and `forget` refuses it."""
+    _pin(ctx, config, url, snapshot_id, lock_wait, True)
+
+
+@cli.command()
+@_project_options
+@click.argument("snapshot_id")
+@_LOCK_WAIT
+@click.pass_context
+def unpin(ctx: click.Context, config: str | None, url: str | None, snapshot_id: str, lock_wait: str) -> None:
+    """Unpin a snapshot: retention may remove it again."""
+    _pin(ctx, config, url, snapshot_id, lock_wait, False)
 
 
 @cli.group()
@@ -659,6 +803,33 @@ def key_generate() -> None:
     from .backup.crypto import generate_key
 
     click.echo(generate_key())
+
+
+@key.command("add")
+@_project_options
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False),
+    help="Read the key from this file (base64, one line) instead of backup.key_file.",
+)
+@_LOCK_WAIT
+@click.pass_context
+def key_add(ctx: click.Context, config: str | None, url: str | None, key_file: str | None, lock_wait: str) -> None:
+    """Encrypt an unencrypted repository with the key (MIGRATE_GUARD_KEY, else --key-file or
+    backup.key_file, else MIGRATE_GUARD_PASSPHRASE): every blob, manifest, state file and the journal is
+    sealed under it. Safe to interrupt: run it again to finish."""
+    from .backup.rekey import add_key
+
+    with _waiting(lock_wait):
+        done = add_key(_project(ctx, config, url), key_file, say=_say)
+    click.echo(
+        f"encrypted the repository at {done.location}: {done.snapshots} snapshots, {done.blobs} blobs "
+        f"({done.written} written now), {done.journal_records} journal records, {done.state_files} state files; "
+        f"{done.removed} unencrypted blobs removed"
+        if not done.resumed
+        else f"finished encrypting the repository at {done.location}: {done.removed} unencrypted blobs removed"
+    )
+    click.echo("keep the key safe: without it nothing in this repository can be restored", err=True)
 
 
 # --- integrations -------------------------------------------------------------------------------

@@ -53,8 +53,10 @@ def test_backup_verify_restore_round_trip(run_cli, seeded):
         "bytes",
         "encrypted",
         "pinned",
+        "lost_data",
         "verified_at",
     }
+    assert snap["lost_data"] == []
     assert set(snap["database"]) == {"dialect", "host", "name", "id"}
     assert snap["database"]["dialect"] == snap["dialect"].replace("mariadb", "mysql")
     assert snap["database"]["name"] in url and "password" not in json.dumps(snap["database"])

@@ -18,6 +18,7 @@ CONTRACT_KEYS = {
     "revision",
     "file",
     "line",
+    "schema",
     "table",
     "column",
     "statement",
@@ -25,6 +26,15 @@ CONTRACT_KEYS = {
     "suggestion",
     "allowed",
 }
+
+
+def test_every_json_producer_gets_the_contract_from_the_finding_itself():
+    from migrate_guard.analysis.engine import Finding
+
+    finding = Finding("drop-table", "destructive", "warning", "drops table t", "...", table="t", schema="billing")
+    assert set(finding.to_dict()) == CONTRACT_KEYS  # migrate-safe's and the monitor page's JSON too
+    assert finding.to_dict()["schema"] == "billing"
+    assert Finding("drop-table", "destructive", "warning", "m", "s").to_dict()["schema"] is None
 
 
 def findings(result) -> list[dict]:
@@ -224,6 +234,7 @@ def test_severity_overrides_and_user_rules(run_cli, project):
     assert {(f["rule"], f["severity"]) for f in found if f["category"] != "hygiene"} == {
         ("rename-table", "error"),
         ("no-drop-trigger", "error"),
+        ("drop-object", "warning"),  # the built-in rule for dropped triggers, functions, views...
     }
 
 

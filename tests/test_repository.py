@@ -287,10 +287,10 @@ def test_encrypted_files_hide_their_content(enc_repo, key):
     assert manifest_raw[:4] == b"MGE1"
     assert json.loads(decrypt_by_the_doc(manifest_raw, key))["label"] == "secret-label"
     lines = (Path(enc_repo.location) / "state" / "journal.jsonl").read_bytes().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3  # the snapshot's record, then the two appended
     first = json.loads(decrypt_by_the_doc(base64.b64decode(lines[0]), key))
-    assert first == {"step": "secret-journal", "seq": 1, "prev": "", "repository": enc_repo.id}
-    assert [r["step"] for r in enc_repo.journal()] == ["secret-journal", "two"]
+    assert first == {"snapshots_added": [sid], "at": first["at"], "seq": 1, "prev": "", "repository": enc_repo.id}
+    assert [r.get("step") for r in enc_repo.journal()] == [None, "secret-journal", "two"]
     assert enc_repo.read_state("verify") == {sid: {"ok": True, "note": "secret-state"}}
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import io
+import itertools
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,9 +36,12 @@ EXPECTED = {
     "rename-column": "breaking",
     "add-not-null-column-without-default": "breaking",
     "set-not-null": "breaking",
+    "drop-not-null": "breaking",
     "drop-constraint": "breaking",
     "drop-index": "breaking",
     "add-unique-constraint": "locking",
+    "add-primary-key": "locking",
+    "add-column-rewrites-table": "locking",
     "create-index-non-concurrently": "locking",
     "add-foreign-key-validating": "locking",
     "add-check-validating": "locking",
@@ -45,12 +50,32 @@ EXPECTED = {
     "not-analyzable-offline": "hygiene",
     "multiple-heads": "hygiene",
     "invalid-acknowledgement": "hygiene",
+    # the SQL-text rules (analysis/sqltext.py)
+    "drop-object": "destructive",
+    "concurrent-index-in-transaction": "breaking",
+    "enum-add-value-in-transaction": "breaking",
+    "create-domain-with-check": "locking",
+    "detach-partition-non-concurrently": "locking",
+    "lock-table": "locking",
+    "reindex-non-concurrently": "locking",
+    "vacuum-full-or-cluster": "locking",
 }
 POSTGRES_ONLY = {
     "create-index-non-concurrently",
     "add-foreign-key-validating",
     "add-check-validating",
     "lock-timeout-missing",
+    "concurrent-index-in-transaction",
+    "enum-add-value-in-transaction",
+    "create-domain-with-check",
+    "detach-partition-non-concurrently",
+    "reindex-non-concurrently",
+    "vacuum-full-or-cluster",
+}
+# Rules for the servers whose behaviour they describe; every other rule applies everywhere.
+DIALECTS = {rule: ("postgresql",) for rule in POSTGRES_ONLY} | {
+    "add-column-rewrites-table": ("postgresql", "mysql"),
+    "lock-table": ("postgresql", "mysql", "mariadb"),
 }
 
 VALID = """\
@@ -97,7 +122,7 @@ def test_severity_policy(rules: dict[str, Rule]) -> None:
         else:
             expected = "info" if rule.category == "hygiene" else "warning"
             assert (rule.severity, rule.protected_severity) == (expected, None), rule.id
-        assert rule.dialects == (("postgresql",) if rule.id in POSTGRES_ONLY else ("*",)), rule.id
+        assert rule.dialects == DIALECTS.get(rule.id, ("*",)), rule.id
 
 
 def test_builtin_matches(rules: dict[str, Rule]) -> None:
@@ -120,6 +145,21 @@ def test_builtin_matches(rules: dict[str, Rule]) -> None:
     assert hits(Operation("add_constraint", "t", details=fk)) == {"add-foreign-key-validating"}
     assert hits(Operation("add_constraint", "t", details={**fk, "not_valid": True})) == set()
     assert hits(Operation("create_index", "t", details={"concurrently": False})) == {"create-index-non-concurrently"}
+    # a rewrite that loses no value is reported, a change made in place is not
+    assert hits(Operation("alter_column_type", "t", "c", details={"type_change": "rewrite"})) == {"alter-column-type"}
+    assert hits(Operation("alter_column_type", "t", "c", details={"type_change": "changed"})) == {"alter-column-type"}
+    column = {"nullable": True, "server_default": True}
+    assert hits(Operation("add_column", "t", "c", details={**column, "rewrites_table": True})) == {
+        "add-column-rewrites-table"
+    }
+    assert hits(Operation("add_column", "t", "c", details={**column, "rewrites_table": False})) == set()
+    assert hits(Operation("add_column", "t", "c", details={**column, "rewrites_table": None})) == set()
+    pk = {"constraint_type": "primary_key", "not_valid": False, "using_index": False}
+    assert hits(Operation("add_constraint", "t", details=pk)) == {"add-primary-key"}
+    assert hits(Operation("add_constraint", "t", details={**pk, "using_index": True})) == set()
+    assert hits(Operation("drop_not_null", "t", "c")) == {"drop-not-null"}
+    assert hits(Operation("set_not_null", "t", "c")) == {"set-not-null"}
+    assert hits(Operation("reference_table", "t", details={"referenced_by": "n"})) == set()  # lock-timeout only
 
 
 def _run_offline(code: str) -> str:
@@ -333,3 +373,12 @@ def test_kinds_in_builtin_rules_are_known(rules: dict[str, Rule]) -> None:
         kinds = rule.match["kind"]
         assert set(kinds if isinstance(kinds, list) else [kinds]) <= KINDS
         assert rule.category in CATEGORIES and rule.severity in SEVERITIES
+
+
+def test_readme_rules_table_names_every_rule(rules: dict[str, Rule]) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Rules") :].splitlines()
+    start = next(i for i, line in enumerate(section) if line.startswith("| "))
+    table = [line for line in itertools.takewhile(lambda line: line.startswith("|"), section[start:])][2:]
+    listed = {rid for line in table for rid in re.findall(r"[a-z]+(?:-[a-z]+)+", line.split("|")[2])}
+    assert listed == set(rules)

@@ -203,7 +203,8 @@ def test_function_body_is_one_create_other():
         "CREATE OR REPLACE FUNCTION audit() RETURNS trigger AS $body$\n"
         "BEGIN\n  DELETE FROM audit_log WHERE ts < now();\n  RETURN NEW;\nEND\n$body$ LANGUAGE plpgsql;"
     )
-    assert (op.kind, op.details) == ("create_other", {"object_type": "function", "name": "audit"})
+    details = {"object_type": "function", "name": "audit", "if_not_exists": False, "or_replace": True}
+    assert (op.kind, op.details) == ("create_other", details)
 
 
 # ------------------------------------------------------------------ statement families
@@ -514,10 +515,8 @@ CASES = [
     ("REVOKE ALL ON t FROM PUBLIC", None, [("other", None, None, None, {"command": "revoke"})]),
     ("COMMENT ON TABLE t IS 'DROP TABLE t'", None, [("other", None, None, None, {"command": "comment"})]),
     ("ANALYZE t", None, [("other", None, None, None, {})]),
-    ("VACUUM (VERBOSE) t", None, [("other", None, None, None, {})]),
-    ("REINDEX INDEX CONCURRENTLY ix", None, [("other", None, None, None, {})]),
-    ("CLUSTER t USING ix", None, [("other", None, None, None, {})]),
-    ("LOCK TABLE s.t IN ACCESS EXCLUSIVE MODE", None, [("other", "s", "t", None, {"command": "lock"})]),
+    ("UNLOCK TABLES", "mysql", [("other", None, None, None, {"command": "unlock"})]),
+    ("LOCK INSTANCE FOR BACKUP", "mysql", [("other", None, None, None, {"command": "lock"})]),
     ("NOTIFY channel", None, [("other", None, None, None, {})]),
     (
         "DO $$ BEGIN DELETE FROM x; END $$",
@@ -819,6 +818,304 @@ def test_alter_table(sql, dialect, expected):
     check(sql, dialect, expected)
 
 
+# ------------------------------------------------------------------ maintenance, explicit locks, domains, enums
+
+MAINTENANCE_CASES = [
+    # REINDEX
+    (
+        "REINDEX TABLE s.t",
+        "postgresql",
+        [("reindex", "s", "t", None, {"target": "table", "name": "t", "concurrently": False})],
+    ),
+    (
+        "reindex index ix",
+        "postgresql",
+        [("reindex", None, None, None, {"target": "index", "name": "ix", "concurrently": False})],
+    ),
+    (
+        "REINDEX INDEX CONCURRENTLY s.ix",
+        "postgresql",
+        [("reindex", "s", None, None, {"name": "ix", "concurrently": True, "transaction": "unknown"})],
+    ),
+    (
+        "REINDEX (VERBOSE, CONCURRENTLY) TABLE t",
+        "postgresql",
+        [("reindex", None, "t", None, {"concurrently": True, "transaction": "unknown"})],
+    ),
+    ("REINDEX (CONCURRENTLY false) TABLE t", "postgresql", [("reindex", None, "t", None, {"concurrently": False})]),
+    ("REINDEX SCHEMA billing", "postgresql", [("reindex", None, None, None, {"target": "schema", "name": "billing"})]),
+    ("REINDEX DATABASE CONCURRENTLY app", "postgresql", [("reindex", None, None, None, {"target": "database"})]),
+    ("REINDEX ix_a", "sqlite", [("reindex", None, None, None, {"target": None, "name": "ix_a"})]),
+    # VACUUM
+    ("VACUUM", None, [("vacuum", None, None, None, {"full": False, "rewrites": False, "target": "every table"})]),
+    ("VACUUM (VERBOSE) t", None, [("vacuum", None, "t", None, {"full": False, "rewrites": False})]),
+    ("VACUUM ANALYZE t (a, b)", None, [("vacuum", None, "t", None, {"full": False})]),
+    (
+        "VACUUM FULL FREEZE s.a, b",
+        None,
+        [
+            ("vacuum", "s", "a", None, {"full": True, "rewrites": True, "command": "VACUUM FULL", "target": "a"}),
+            ("vacuum", None, "b", None, {"full": True, "rewrites": True}),
+        ],
+    ),
+    ("vacuum (full, analyze) t", None, [("vacuum", None, "t", None, {"full": True, "rewrites": True})]),
+    ("VACUUM (FULL off) t", None, [("vacuum", None, "t", None, {"full": False, "rewrites": False})]),
+    ("VACUUM FULL", None, [("vacuum", None, None, None, {"full": True, "target": "every table"})]),
+    ("VACUUM INTO '/tmp/copy.db'", "sqlite", [("vacuum", None, None, None, {"full": False})]),
+    # CLUSTER
+    ("CLUSTER t USING ix", None, [("cluster", None, "t", None, {"rewrites": True, "index": "ix", "target": "t"})]),
+    ("CLUSTER VERBOSE s.t", None, [("cluster", "s", "t", None, {"index": None})]),
+    ("CLUSTER ix ON s.t", None, [("cluster", "s", "t", None, {"index": "ix"})]),
+    ("CLUSTER", None, [("cluster", None, None, None, {"rewrites": True, "target": "every clustered table"})]),
+    # LOCK
+    (
+        "LOCK TABLE s.t IN ACCESS EXCLUSIVE MODE",
+        None,
+        [("lock_table", "s", "t", None, {"mode": "ACCESS EXCLUSIVE", "blocks_writes": True})],
+    ),
+    ("LOCK t", None, [("lock_table", None, "t", None, {"mode": "ACCESS EXCLUSIVE", "blocks_writes": True})]),
+    (
+        "lock table only a, b * in share row exclusive mode nowait",
+        None,
+        [
+            ("lock_table", None, "a", None, {"mode": "SHARE ROW EXCLUSIVE", "blocks_writes": True}),
+            ("lock_table", None, "b", None, {"mode": "SHARE ROW EXCLUSIVE", "blocks_writes": True}),
+        ],
+    ),
+    ("LOCK TABLE t IN SHARE MODE", None, [("lock_table", None, "t", None, {"blocks_writes": True})]),
+    ("LOCK TABLE t IN EXCLUSIVE MODE", None, [("lock_table", None, "t", None, {"blocks_writes": True})]),
+    ("LOCK TABLE t IN ROW EXCLUSIVE MODE", None, [("lock_table", None, "t", None, {"blocks_writes": False})]),
+    ("LOCK TABLE t IN ROW SHARE MODE", None, [("lock_table", None, "t", None, {"blocks_writes": False})]),
+    ("LOCK TABLE t IN ACCESS SHARE MODE", None, [("lock_table", None, "t", None, {"blocks_writes": False})]),
+    ("LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE", None, [("lock_table", None, "t", None, {"blocks_writes": False})]),
+    (
+        "LOCK TABLES `db`.`a` READ LOCAL, b AS x WRITE, c y LOW_PRIORITY WRITE",
+        "mysql",
+        [
+            ("lock_table", "db", "a", None, {"mode": "READ", "blocks_writes": True}),
+            ("lock_table", None, "b", None, {"mode": "WRITE", "blocks_writes": True}),
+            ("lock_table", None, "c", None, {"mode": "WRITE", "blocks_writes": True}),
+        ],
+    ),
+    # ALTER TABLE ... DETACH PARTITION
+    (
+        "ALTER TABLE events DETACH PARTITION s.events_2019",
+        "postgresql",
+        [("detach_partition", None, "events", None, {"partition": "events_2019", "concurrently": False})],
+    ),
+    (
+        "ALTER TABLE events DETACH PARTITION events_2019 CONCURRENTLY",
+        "postgresql",
+        [("detach_partition", None, "events", None, {"concurrently": True, "transaction": "unknown"})],
+    ),
+    (
+        "ALTER TABLE events DETACH PARTITION events_2019 FINALIZE",
+        "postgresql",
+        [("detach_partition", None, "events", None, {"concurrently": False, "finalize": True})],
+    ),
+    # domains
+    (
+        "CREATE DOMAIN positive AS numeric(10, 2) DEFAULT 1 CHECK (VALUE > 0)",
+        None,
+        [("create_other", None, None, None, {"object_type": "domain", "name": "positive", "with_check": True})],
+    ),
+    (
+        'CREATE DOMAIN email AS text COLLATE "C" NOT NULL',
+        None,
+        [("create_other", None, None, None, {"with_check": False})],
+    ),
+    (
+        "ALTER DOMAIN s.positive ADD CONSTRAINT lim CHECK (VALUE < 10)",
+        None,
+        [("alter_other", "s", None, None, {"object_type": "domain", "name": "positive", "with_check": True})],
+    ),
+    (
+        "ALTER DOMAIN positive ADD CHECK (VALUE < 10) NOT VALID",
+        None,
+        [("alter_other", None, None, None, {"with_check": False})],
+    ),
+    ("ALTER DOMAIN positive VALIDATE CONSTRAINT lim", None, [("alter_other", None, None, None, {"with_check": False})]),
+    (
+        "DROP DOMAIN positive",
+        None,
+        [("drop_other", None, None, None, {"object_type": "domain", "with_check": "<missing>"})],
+    ),
+    # enum values
+    (
+        "ALTER TYPE mood ADD VALUE 'happy'",
+        None,
+        [("alter_other", None, None, None, {"action": "add_value", "value": "happy", "transaction": "unknown"})],
+    ),
+    (
+        "alter type s.mood add value if not exists 'it''s' before 'sad'",
+        None,
+        [("alter_other", "s", None, None, {"name": "mood", "action": "add_value", "value": "it's"})],
+    ),
+    ("ALTER TYPE mood RENAME VALUE 'a' TO 'b'", None, [("alter_other", None, None, None, {"action": "<missing>"})]),
+    ("ALTER TYPE mood OWNER TO bob", None, [("alter_other", None, None, None, {"action": "<missing>"})]),
+    # statements that cannot run in a transaction block
+    (
+        "CREATE INDEX CONCURRENTLY ix ON t (a)",
+        None,
+        [("create_index", None, "t", None, {"concurrently": True, "transaction": "unknown"})],
+    ),
+    ("CREATE INDEX ix ON t (a)", None, [("create_index", None, "t", None, {"transaction": "<missing>"})]),
+    ("DROP INDEX CONCURRENTLY ix", None, [("drop_index", None, None, None, {"transaction": "unknown"})]),
+]
+
+
+@pytest.mark.parametrize("sql, dialect, expected", MAINTENANCE_CASES)
+def test_maintenance_locks_domains_enums(sql, dialect, expected):
+    check(sql, dialect, expected)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE INDEX CONCURRENTLY a ON t (x); CREATE INDEX CONCURRENTLY b ON t (y)",
+        "SELECT 1; DROP INDEX CONCURRENTLY ix",
+        "COMMIT; REINDEX TABLE CONCURRENTLY t",  # still one implicit block: PostgreSQL refuses it
+        "BEGIN; ALTER TYPE mood ADD VALUE 'x'; COMMIT",
+        "ALTER TABLE p DETACH PARTITION c CONCURRENTLY; SELECT 1",
+    ],
+)
+def test_several_statements_in_one_text_run_in_one_transaction_block(sql):
+    states = [o.details["transaction"] for o in classify_sql(sql, "postgresql") if "transaction" in o.details]
+    assert states and set(states) == {"inside"}
+
+
+def _marked(*sqls: str, start: str = "inside") -> list[str]:
+    ops = [o for sql in sqls for o in classify_sql(sql, "postgresql")]
+    sqltext.mark_transaction_blocks(ops, start)
+    return [o.details["transaction"] for o in ops if "transaction" in o.details]
+
+
+def test_mark_transaction_blocks_follows_commit_and_begin():
+    index = "CREATE INDEX CONCURRENTLY ix ON t (a)"
+    assert _marked(index) == ["inside"]
+    # what Alembic emits offline around autocommit_block()
+    assert _marked("SELECT 1", "COMMIT", index, "ALTER TYPE m ADD VALUE 'v'", "BEGIN", index) == [
+        "outside",
+        "outside",
+        "inside",
+    ]
+    assert _marked("END", index, "START TRANSACTION", index, "ROLLBACK", index) == ["outside", "inside", "outside"]
+    assert _marked("SAVEPOINT a", "ROLLBACK TO SAVEPOINT a", "RELEASE SAVEPOINT a", index) == ["inside"]
+    assert _marked(index, start="outside") == ["outside"]
+    assert _marked("COMMIT", f"{index}; {index}") == ["inside", "inside"]  # decided by sqltext, kept
+
+
+def test_mark_transaction_blocks_marks_concurrent_op_calls():
+    from migrate_guard.analysis.operations import Operation
+
+    concurrent = Operation("create_index", "t", details={"name": "ix", "concurrently": True})
+    plain = Operation("create_index", "t", details={"name": "ix2", "concurrently": False})
+    drop = Operation("drop_index", "t", details={"name": "ix3", "concurrently": True})
+    ops = [*classify_sql("COMMIT"), concurrent, *classify_sql("BEGIN"), drop, plain]
+    sqltext.mark_transaction_blocks(ops)
+    assert (concurrent.details["transaction"], drop.details["transaction"]) == ("outside", "inside")
+    assert "transaction" not in plain.details
+
+
+@pytest.mark.parametrize(
+    "sql, dialect, rewrites",
+    [
+        ("ALTER TABLE t ADD COLUMN id uuid DEFAULT gen_random_uuid()", "postgresql", True),
+        ("ALTER TABLE t ADD COLUMN n int NOT NULL DEFAULT 0", "postgresql", False),
+        ("ALTER TABLE t ADD COLUMN note text DEFAULT 'random()'", "postgresql", False),  # a literal, not a call
+        ("ALTER TABLE t ADD COLUMN id bigserial", "postgresql", True),
+        ("ALTER TABLE t ADD COLUMN id uuid DEFAULT gen_random_uuid()", "mysql", False),
+        ("ALTER TABLE t ADD (a INT AUTO_INCREMENT)", "mysql", True),
+        ("ALTER TABLE t ADD COLUMN id uuid DEFAULT gen_random_uuid()", None, None),  # the server is unknown
+    ],
+)
+def test_add_column_rewrites_table(sql, dialect, rewrites):
+    (op,) = classify_sql(sql, dialect)
+    assert op.details["rewrites_table"] is rewrites
+    assert bool(op.details.get("note")) is bool(rewrites)
+
+
+# ------------------------------------------------------------------ WHERE clauses that are always true
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "1=1",
+        "1 = 1",
+        "true",
+        "TRUE",
+        "1",
+        "'a'='a'",
+        "'it''s' = 'it''s'",
+        "(1=1)",
+        "((1 = 1))",
+        "NOT false",
+        "NOT (1 = 0)",
+        "1 <> 2",
+        "2 != 3",
+        "2 > 1",
+        "1.5 >= 1.5",
+        "-1 < 0",
+        "1=1 AND 2=2",
+        "1=1 AND true",
+        "x = 1 OR 1 = 1",
+        "1 = 1 OR x IN (SELECT id FROM u)",
+        "(x = 1) OR (2 = 2)",
+        "false OR true",
+    ],
+)
+def test_where_always_true_is_no_where(condition):
+    for statement in (f"DELETE FROM t WHERE {condition}", f"UPDATE t SET a = 1 WHERE {condition}"):
+        assert [o.details["has_where"] for o in classify_sql(statement)] == [False], statement
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "id = 1",
+        "1 = 0",
+        "false",
+        "0",
+        "NULL",
+        "1 = NULL",
+        "1 = '1'",  # a cast decides: not a constant we evaluate
+        "'a' < 'b'",  # depends on the collation
+        "x = x",  # false for rows where x is NULL; not a literal comparison
+        "1=1 AND id = 5",
+        "(1=1) AND (id = 5)",
+        "x BETWEEN 1 AND 2",
+        "1 BETWEEN 0 AND 2",
+        "x IS NULL OR false",
+        "NOT x",
+        "id IN (SELECT 1 WHERE true)",
+        "1 = 1::int",
+        "lower(name) = 'a'",
+        "CURRENT OF c",
+        "E'a' = E'a'",
+        "$$a$$ = $$a$$",
+    ],
+)
+def test_where_that_may_limit_rows(condition):
+    for statement in (f"DELETE FROM t WHERE {condition}", f"UPDATE t SET a = 1 WHERE {condition}"):
+        assert [o.details["has_where"] for o in classify_sql(statement, "postgresql")] == [True], statement
+
+
+@pytest.mark.parametrize(
+    "sql, has_where",
+    [
+        ("DELETE FROM t WHERE 1 = 1 LIMIT 10", False),
+        ("DELETE FROM t WHERE 1 = 1 RETURNING id", False),
+        ("UPDATE t SET a = 1 WHERE true RETURNING *", False),
+        ("DELETE FROM t WHERE id = 1 RETURNING (SELECT 1 WHERE true)", True),
+        ("WITH x AS (SELECT 1 WHERE 1=1) DELETE FROM t WHERE 1=1", False),
+        ("DELETE FROM t USING u WHERE t.id = u.id OR 1 = 1", False),
+    ],
+)
+def test_where_end_and_subqueries(sql, has_where):
+    assert [o.details["has_where"] for o in classify_sql(sql)] == [has_where]
+
+
 # ------------------------------------------------------------------ negatives
 
 
@@ -992,6 +1289,13 @@ FAST_PATH_CORPUS = [
     "garbage here",
     "BEGIN DELETE FROM x",
     "\n  ALTER TABLE t\n    DROP COLUMN c,\n    ADD COLUMN d int\n",
+    "DELETE FROM t WHERE 1.5 > 1 OR x = -1",
+    "UPDATE t SET a = 1 WHERE (1 = 1) AND NOT false",
+    "LOCK TABLE a, b IN SHARE ROW EXCLUSIVE MODE NOWAIT",
+    "VACUUM (FULL, ANALYZE) t",
+    "REINDEX (CONCURRENTLY) TABLE t",
+    "CLUSTER ix ON t",
+    "ALTER TABLE p DETACH PARTITION c CONCURRENTLY",
 ]
 
 

@@ -3,6 +3,7 @@ with the operations the offline capture produces for the same code."""
 
 from __future__ import annotations
 
+import ast
 import textwrap
 from typing import Any
 
@@ -103,7 +104,7 @@ CASES: list[tuple[str, str, list[dict[str, Any]]]] = [
                 old_type="varchar(50)",
                 new_type="varchar(20)",
             ),
-            E("alter_column_type", "t", "b", line=2, type_change="widening"),
+            E("alter_column_type", "t", "b", line=2, type_change="rewrite"),  # PostgreSQL rewrites int -> bigint
             E("set_not_null", "t", "b", line=2),
             E("alter_column_type", "t", "c", line=3, type_change="changed", old_type=None, new_type="mytype()"),
             E("alter_column", "t", "d", line=4),
@@ -479,29 +480,212 @@ PARITY = [
         batch_op.create_unique_constraint("uq", ["a"])
         batch_op.drop_constraint("uq_old", type_="unique")
     """,
+    # what Alembic emits besides the op itself: indexes, constraints, the tables foreign keys lock
+    """\
+    op.create_table(
+        "invoices",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), index=True),
+        sa.Column("number", sa.String(20), unique=True),
+        sa.ForeignKeyConstraint(["id"], ["ledger.entries.id"], name="fk_invoices_entry"),
+        schema="billing",
+    )
+    op.add_column("orders", sa.Column("code", sa.String(20), unique=True, index=True))
+    op.add_column("orders", sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id", name="fk_o_c")))
+    op.add_column("orders", sa.Column("token", sa.Uuid(), server_default=sa.text("gen_random_uuid()")))
+    op.add_column("orders", sa.Column("created", sa.DateTime(), server_default=sa.func.now(), nullable=False))
+    op.add_column("orders", sa.Column("n", sa.Integer, sa.CheckConstraint("n > 0", name="ck_n")))
+    op.alter_column("orders", "qty", existing_type=sa.Integer(), type_=sa.BigInteger())
+    op.alter_column("orders", "note", existing_type=sa.String(100), type_=sa.Text())
+    """,
 ]
 
 
-def _captured(source: str) -> list[Operation]:
+def _captured(source: str, dialect: str | None = None) -> list[Operation]:
     """Run ``upgrade()`` against Alembic's real op API and convert the op objects it builds."""
     captured: list[Any] = []
-    context = MigrationContext.configure(dialect_name="postgresql", opts={"as_sql": True})
+    context = MigrationContext.configure(dialect_name=dialect or "postgresql", opts={"as_sql": True})
     namespace: dict[str, Any] = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(AbstractOperations, "invoke", lambda self, operation: captured.append(operation))
         with Operations.context(context):
             exec(compile(source, "<revision>", "exec"), namespace)
             namespace["upgrade"]()
-    return [o for operation in captured for o in from_alembic(operation) or []]
+    return [o for operation in captured for o in from_alembic(operation, dialect) or []]
 
 
 def _shape(ops: list[Operation]) -> list[tuple[Any, ...]]:
     return [(o.kind, o.table, o.column, o.schema, o.details) for o in ops]
 
 
+@pytest.mark.parametrize("dialect", [None, "postgresql", "mysql", "sqlite"])
 @pytest.mark.parametrize("body", PARITY)
-def test_parity_with_offline_capture(body: str) -> None:
+def test_parity_with_offline_capture(body: str, dialect: str | None) -> None:
     source = rev(body, header=HEADER + "from sqlalchemy.dialects import postgresql\n")
-    expected = _captured(source)
-    assert len(expected) >= len(textwrap.dedent(body).strip().splitlines()) - body.count("with ")
-    assert _shape(read_upgrade(source)) == _shape(expected)
+    expected = _captured(source, dialect)
+    calls = sum(isinstance(n, ast.Expr) for n in ast.walk(ast.parse(textwrap.dedent(body))))
+    assert len(expected) >= calls
+    assert _shape(read_upgrade(source, dialect)) == _shape(expected)
+
+
+def test_parity_covers_the_records_beside_the_op() -> None:
+    source = rev(PARITY[-1], header=HEADER + "from sqlalchemy.dialects import postgresql\n")
+    got = read_upgrade(source, "postgresql")
+    kinds = [(o.kind, o.table, o.details.get("constraint_type")) for o in got if o.kind != "add_column"]
+    assert ("reference_table", "customers", None) in kinds and ("reference_table", "entries", None) in kinds
+    assert ("create_index", "invoices", None) in kinds
+    assert [o.details["unique"] for o in got if o.kind == "create_index" and o.table == "orders"] == [True]
+    assert ("add_constraint", "orders", "foreign_key") in kinds  # a column's CHECK is inline: no record of its own
+    assert ("add_constraint", "orders", "check") not in kinds
+    rewrites = {o.column: o.details["rewrites_table"] for o in got if o.kind == "add_column"}
+    assert rewrites == {"code": False, "customer_id": False, "token": True, "created": False, "n": False}
+    types = {o.column: (o.details["type_change"], o.details.get("note")) for o in got if o.kind == "alter_column_type"}
+    assert types == {"qty": ("rewrite", "postgresql rewrites the table to change the type"), "note": ("widening", None)}
+
+
+# --- dialect conditions: only the branch that runs on the checked dialect is read ---------------------
+
+DIALECT_BRANCHES = rev(
+    """\
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        op.drop_table("t_pg")
+    elif bind.dialect.name in ("mysql", "mariadb"):
+        op.drop_table("t_mysql")
+    else:
+        op.drop_table("t_sqlite")
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_table("t_not_sqlite")
+    if context.get_context().dialect.name not in ("postgresql",):
+        op.drop_table("t_not_pg")
+    if op.get_context().dialect.name.startswith("my"):
+        op.drop_table("t_my_prefix")
+    if bind.engine.name == "sqlite":
+        op.drop_table("t_engine_sqlite")
+    if is_pg():
+        op.drop_table("t_helper_pg")
+    if _dialect() == "mysql" and not is_pg():
+        op.drop_table("t_helper_mysql")
+    op.execute("DROP TABLE t_ifexp_sqlite" if _dialect() == "sqlite" else "DROP TABLE t_ifexp_other")
+    """,
+    before='''\
+    def _dialect():
+        return op.get_bind().dialect.name
+
+
+    def is_pg():
+        """A boolean of the dialect name, through a local variable."""
+        bind = op.get_bind()
+        return bind.dialect.name == "postgresql"
+
+
+    ''',
+    header=HEADER + "from alembic import context\n",
+)
+ON = {
+    "postgresql": ["t_pg", "t_not_sqlite", "t_helper_pg", "t_ifexp_other"],
+    "mysql": ["t_mysql", "t_not_sqlite", "t_not_pg", "t_my_prefix", "t_helper_mysql", "t_ifexp_other"],
+    "sqlite": ["t_sqlite", "t_not_pg", "t_engine_sqlite", "t_ifexp_sqlite"],
+}
+
+
+@pytest.mark.parametrize("dialect", sorted(ON))
+def test_dialect_conditions_read_only_the_branch_that_runs(dialect: str) -> None:
+    tables = [o.table for o in read_upgrade(DIALECT_BRANCHES, dialect)]
+    assert tables == ON[dialect]
+    everything = {t for names in ON.values() for t in names}
+    assert not (everything - set(ON[dialect])) & set(tables)  # nothing of another dialect's branches
+
+
+def test_without_a_dialect_every_branch_is_read() -> None:
+    tables = [o.table for o in read_upgrade(DIALECT_BRANCHES, None)]
+    assert set(tables) == {t for names in ON.values() for t in names}
+
+
+def test_mariadb_decides_only_what_holds_whether_it_calls_itself_mariadb_or_mysql() -> None:
+    source = rev(
+        """\
+        name = op.get_bind().dialect.name
+        if name in ("mysql", "mariadb"):
+            op.drop_table("either")
+        if name == "mysql":
+            op.drop_table("mysql_url")
+        if name == "postgresql":
+            op.drop_table("never")
+        """
+    )
+    assert [o.table for o in read_upgrade(source, "mariadb")] == ["either", "mysql_url"]
+
+
+def test_conditions_it_cannot_decide_read_both_branches() -> None:
+    source = rev(
+        """\
+        bind = op.get_bind()
+        if bind.dialect.name == "postgresql" and has_column("t", "c"):
+            op.drop_table("a")
+        else:
+            op.drop_table("b")
+        if bind.dialect.server_version_info >= (14,):
+            op.drop_table("c")
+        if bind.dialect.name == "sqlite" or feature_flag():
+            op.drop_table("d")
+        """
+    )
+    assert [o.table for o in read_upgrade(source, "postgresql")] == ["a", "b", "c", "d"]
+    # the same conditions, decided by one operand: `and` with a False one, `or` with a True one
+    assert [o.table for o in read_upgrade(source, "sqlite")] == ["b", "c", "d"]
+
+
+def test_a_decided_early_return_or_raise_ends_the_reading() -> None:
+    source = rev(
+        """\
+        if op.get_bind().dialect.name != "postgresql":
+            return
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        op.drop_table("pg_cleanup")
+        """
+    )
+    assert [o.kind for o in read_upgrade(source, "postgresql")] == ["create_other", "drop_table"]
+    assert read_upgrade(source, "sqlite") == []
+    raising = source.replace("return", 'raise NotImplementedError("PostgreSQL only")')
+    assert read_upgrade(raising, "mysql") == []
+    undecided = source.replace('op.get_bind().dialect.name != "postgresql"', "not has_extension()")
+    assert [o.kind for o in read_upgrade(undecided, "sqlite")] == ["create_other", "drop_table"]
+
+
+def test_offline_mode_is_decided_only_when_told() -> None:
+    source = rev(
+        """\
+        if context.is_offline_mode():
+            raise RuntimeError("run this revision online")
+        else:
+            op.drop_table("online_only")
+        if not op.get_context().as_sql:
+            op.drop_column("t", "online_too")
+        """,
+        header=HEADER + "from alembic import context\n",
+    )
+    # failed offline: only an online run completes it
+    assert [o.kind for o in read_upgrade(source, "sqlite", offline=False)] == ["drop_table", "drop_column"]
+    assert [o.kind for o in read_upgrade(source, "sqlite", offline=True)] == []
+    assert [o.kind for o in read_upgrade(source, "sqlite")] == ["drop_table", "drop_column"]  # either: both read
+
+
+def test_helpers_with_parameters_and_through_arguments() -> None:
+    source = rev(
+        """\
+        conn = op.get_bind()
+        if on(conn, "sqlite"):
+            op.drop_table("lite")
+        if on(conn, "postgresql"):
+            op.drop_table("pg")
+        """,
+        before="""\
+        def on(bind, name):
+            return bind.dialect.name == name
+
+
+        """,
+    )
+    assert [o.table for o in read_upgrade(source, "sqlite")] == ["lite"]
+    assert [o.table for o in read_upgrade(source, "postgresql")] == ["pg"]

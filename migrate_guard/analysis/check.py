@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ast
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from alembic.script import ScriptDirectory
@@ -68,7 +69,7 @@ def run_check(project: Project, options: CheckOptions) -> CheckReport:
     cli_acks = [parse_cli_allow(spec, frozenset(rules)) for spec in options.allow]
     if options.dialect and options.dialect not in DIALECTS:
         raise UsageError(f"--dialect {options.dialect!r}: choose {', '.join(DIALECTS)}")
-    script = bridge.open_scripts(project)
+    script = bridge.open_scripts(project, read_unimportable=True)
     selection = _select(project, script, options)
     notes = [selection.note] if selection.note else []
 
@@ -155,6 +156,30 @@ def _select(project: Project, script, options: CheckOptions) -> bridge.Selection
     return bridge.select_pending(project, script)
 
 
+def _python_statements(source: str) -> Callable[[int], str | None]:
+    """line -> the innermost whole Python statement on that line, whitespace collapsed."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return lambda line: None
+    nodes = [n for n in ast.walk(tree) if isinstance(n, ast.stmt)]  # outer before inner
+
+    def statement(line: int) -> str | None:
+        best, best_span = None, 0
+        for node in nodes:
+            span = (node.end_lineno or node.lineno) - node.lineno
+            if node.lineno <= line <= node.lineno + span and (best is None or span <= best_span):
+                best, best_span = node, span
+        if best is None:
+            return None
+        if isinstance(best, (ast.With, ast.AsyncWith, ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try)):
+            return None  # a block header spans its body: not one statement
+        segment = ast.get_source_segment(source, best)
+        return " ".join(segment.split()) if segment else None
+
+    return statement
+
+
 def _revision_ops(cap: bridge.RevisionCapture, dialect: str, direction: str = "upgrade") -> RevisionOps:
     """A captured revision, completed by a static reading where rendering failed, with its acknowledgements."""
     try:
@@ -165,8 +190,11 @@ def _revision_ops(cap: bridge.RevisionCapture, dialect: str, direction: str = "u
     operations = cap.operations
     if cap.failure:
         seen = {o.line for o in operations}
+        # a revision that imported failed offline, so only an online run can complete it; of one that
+        # did not import nothing ran, and either mode may be how it is run
+        offline = False if cap.imported else None
         try:
-            static = read_upgrade(source, dialect, function=direction)
+            static = read_upgrade(source, dialect, function=direction, offline=offline)
         except SyntaxError as exc:
             raise RevisionError(f"{cap.path}:{exc.lineno}: syntax error: {exc.msg}") from None
         for o in static:
@@ -174,9 +202,10 @@ def _revision_ops(cap: bridge.RevisionCapture, dialect: str, direction: str = "u
                 o.revision, o.file = cap.revision, cap.path
                 operations.append(o)
         operations.sort(key=lambda o: o.line or 0)
-    lines = source.splitlines()
-    for o in operations:
-        if o.statement is None and o.line and o.line <= len(lines):
-            o.statement = lines[o.line - 1].strip()  # a batch op renders no SQL of its own
+    unrendered = [o for o in operations if o.statement is None and o.line]
+    if unrendered:  # e.g. a batch op whose table is recreated renders no SQL of its own: its Python statement
+        statements = _python_statements(source)
+        for o in unrendered:
+            o.statement = statements(o.line or 0)
     acks, bad = read_file_acks(cap.path, source)
     return RevisionOps(cap.revision, cap.path, operations, cap.failure, cap.failure_line, acks, bad)

@@ -41,6 +41,7 @@ class Finding:
             "revision": self.revision,
             "file": self.file,
             "line": self.line,
+            "schema": self.schema,
             "table": self.table,
             "column": self.column,
             "statement": self.statement,
@@ -84,6 +85,9 @@ class Evaluator:
         severity = override or rule.severity
         protected = self._protected(op)
         message = rule.render_message(op)
+        note = op.details.get("note")
+        if isinstance(note, str) and note:  # what the operation itself knows: why it costs, what it came from
+            message += f" ({note})"
         if protected and rule.protected_severity:
             if SEVERITY_RANK[rule.protected_severity] > SEVERITY_RANK[severity]:
                 severity = rule.protected_severity
@@ -148,6 +152,7 @@ class Evaluator:
                     revision=rev.revision,
                     file=rev.file,
                     line=op.line,
+                    details={"note": op.details["note"]} if op.details.get("note") else {},
                 )
                 found.append(self.synthetic("lock-timeout-missing", marker))
         return [f for f in found if f is not None]
@@ -213,6 +218,7 @@ class _NewObjects:
         self.columns: set[tuple[str | None, str, str]] = set()
         self.names: set[str] = set()  # indexes and constraints
         self.schemas: set[str] = set()
+        self.objects: set[tuple[Any, ...]] = set()  # views, functions, sequences, types... (_object_key)
 
     def observe(self, op: Operation) -> bool:
         """Record ``op``; True when it acts on something created earlier in the same revision."""
@@ -224,9 +230,14 @@ class _NewObjects:
             or (op.kind in ("drop_index", "drop_constraint") and name is not None and name in self.names)
             or (op.kind == "drop_schema" and op.schema in self.schemas)
             or (op.kind == "update" and _only_new_columns(op, self.columns))
+            or (op.kind in ("drop_other", "alter_other") and _object_key(op) in self.objects)
         )
         if op.kind == "create_table" and table and not op.details.get("if_not_exists"):
             self.tables.add(table)
+        elif (
+            op.kind == "create_other" and name and not (op.details.get("if_not_exists") or op.details.get("or_replace"))
+        ):
+            self.objects.add(_object_key(op))  # IF NOT EXISTS and OR REPLACE may find one there already
         elif op.kind == "create_schema" and op.schema:
             self.schemas.add(op.schema)
         elif op.kind == "add_column" and op.table and op.column:
@@ -236,6 +247,12 @@ class _NewObjects:
         elif op.kind == "rename_table" and new and op.details.get("new_name"):
             self.tables.add((op.schema, op.details["new_name"]))
         return new
+
+
+def _object_key(op: Operation) -> tuple[Any, ...]:
+    """What names a view, function, type... (a trigger also by its table): CREATE and DROP alike."""
+    d = op.details
+    return (d.get("object_type"), op.schema, op.table, d.get("name"))
 
 
 def _only_new_columns(op: Operation, added: set[tuple[str | None, str, str]]) -> bool:
@@ -255,7 +272,18 @@ def _holds_long_lock(op: Operation) -> bool:
         return not d.get("concurrently")
     if op.kind == "add_constraint":
         return d.get("constraint_type") in ("unique", "primary_key") or not d.get("not_valid")
-    return False
+    if op.kind == "add_column":
+        return d.get("rewrites_table") is True
+    if op.kind == "lock_table":
+        return d.get("blocks_writes") is True
+    if op.kind == "cluster":  # rewrites the table under ACCESS EXCLUSIVE
+        return True
+    if op.kind == "vacuum":
+        return d.get("full") is True
+    if op.kind in ("reindex", "detach_partition"):
+        return not d.get("concurrently")
+    # SHARE ROW EXCLUSIVE on the referenced table, held to the end of the transaction
+    return op.kind == "reference_table"
 
 
 def exit_code_for(findings: Iterable[Finding], fail_on: str) -> int:

@@ -15,31 +15,41 @@ KINDS = frozenset(
         "create_table",
         "drop_table",
         "rename_table",
-        "add_column",
+        "add_column",  # details: nullable, server_default, type, rewrites_table (None: dialect unknown)
         "drop_column",
         "rename_column",
-        "alter_column_type",  # details: type_change = widening|narrowing|changed, old_type, new_type
+        "alter_column_type",  # details: type_change = widening|rewrite|narrowing|changed, old_type, new_type
         "set_not_null",
         "drop_not_null",
         "alter_column",  # any other column change (default, comment, ...)
-        "create_index",  # details: concurrently, unique
-        "drop_index",  # details: concurrently
+        "create_index",  # details: concurrently, unique; transaction (see below) when concurrently
+        "drop_index",  # details: concurrently; transaction when concurrently
         "add_constraint",  # details: constraint_type = unique|foreign_key|check|primary_key, not_valid
         "validate_constraint",
         "drop_constraint",
+        "reference_table",  # a new table's foreign key locks the table it references; details: referenced_by
         "create_schema",
         "drop_schema",
         "truncate",
-        "delete",  # details: has_where
-        "update",  # details: has_where
+        "delete",  # details: has_where (false also for a WHERE that is always true: WHERE 1=1)
+        "update",  # details: has_where (as for delete)
         "insert",
         "select",
         "set_lock_timeout",  # SET [LOCAL] lock_timeout / lock_wait_timeout
         "set",  # any other SET
-        "transaction",  # BEGIN / COMMIT / ROLLBACK
-        "create_other",  # CREATE VIEW/FUNCTION/TRIGGER/EXTENSION/TYPE/SEQUENCE...
+        "transaction",  # BEGIN / COMMIT / ROLLBACK; details: action, savepoint (ROLLBACK TO / RELEASE)
+        # PostgreSQL maintenance and explicit locks
+        "reindex",  # details: target = index|table|schema|database|system, name, concurrently
+        "vacuum",  # details: full, rewrites, command, target
+        "cluster",  # details: rewrites (always true), command, index, target
+        "lock_table",  # LOCK TABLE / MySQL LOCK TABLES; details: mode (upper case), blocks_writes
+        "detach_partition",  # ALTER TABLE ... DETACH PARTITION; details: partition, concurrently, finalize
+        # details["transaction"] on statements that cannot run in a transaction block (CONCURRENTLY,
+        # ALTER TYPE ... ADD VALUE): "inside", "outside" or "unknown" (sqltext.mark_transaction_blocks)
+        "create_other",  # CREATE VIEW/FUNCTION/TRIGGER/EXTENSION/TYPE/SEQUENCE...; if_not_exists, or_replace;
+        # DOMAIN: with_check
         "drop_other",  # DROP VIEW/FUNCTION/TRIGGER/EXTENSION/TYPE/SEQUENCE...
-        "alter_other",
+        "alter_other",  # ALTER TYPE ... ADD VALUE: action = add_value, value; DOMAIN: with_check
         "other",  # parsed, understood, and harmless (GRANT, COMMENT ON, ...)
         "unparsed",  # SQL we could not classify
         # synthesised by the engine, never by a parser
@@ -58,7 +68,7 @@ class Operation:
     column: str | None = None
     schema: str | None = None
     statement: str | None = None  # the SQL (or Python) that does it, for the report
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # "note": why, appended to the finding's message
     # where it came from; filled in by the capture layer
     revision: str | None = None
     file: str | None = None

@@ -16,6 +16,7 @@ import click
 from .. import __version__
 from .check import CheckReport
 from .engine import Finding
+from .rules import Rule
 
 FORMATS = ("text", "json", "sarif", "github", "gitlab")
 _SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
@@ -142,7 +143,13 @@ def _sarif(report: CheckReport, config: Path | None) -> str:
                 }
             ],
             "partialFingerprints": {"migrateGuard/v1": fingerprint},
-            "properties": {"revision": f.revision, "table": f.table, "column": f.column, "category": f.category},
+            "properties": {
+                "revision": f.revision,
+                "schema": f.schema,
+                "table": f.table,
+                "column": f.column,
+                "category": f.category,
+            },
         }
         if f.allowed:
             result["suppressions"] = [{"kind": "inSource", "justification": f.allowed_reason or "acknowledged"}]
@@ -229,3 +236,59 @@ def _gitlab(report: CheckReport, config: Path | None) -> str:
             }
         )
     return json.dumps(issues, indent=2)
+
+
+# --- one rule, explained in plain text (``migrate-guard rules ID``) ----------------------------------
+
+
+def _plain(text: str) -> str:
+    """Prose from a rule file without its Markdown: inline code marks and emphasis go, the words stay."""
+    text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1 (\2)", text)  # [text](link)
+    return re.sub(r"`+|\*\*|__", "", text)
+
+
+def _paragraphs(text: str, indent: str = "  ") -> list[str]:
+    out: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", _plain(text).strip()):
+        out.extend(textwrap.wrap(" ".join(paragraph.split()), 100, initial_indent=indent, subsequent_indent=indent))
+        out.append("")
+    return out[:-1]
+
+
+def rule_text(rule: Rule) -> str:
+    """What ``migrate-guard rules ID`` prints: the rule's documentation as plain text for a terminal."""
+    severity = rule.severity + (f" ({rule.protected_severity} on protected tables)" if rule.protected_severity else "")
+    dialects = "all" if "*" in rule.dialects else ", ".join(rule.dialects)
+    target = "<table>.<column>" if "{column}" in rule.message else "<table>"
+    matches = ", ".join(
+        f"{key} {'matches' if key == 'sql' else 'is'} "
+        + " or ".join(
+            str(v).lower() if isinstance(v, bool) else str(v) for v in (want if isinstance(want, list) else [want])
+        )
+        for key, want in rule.match.items()
+    )
+    lines = [
+        f"{rule.id}: {_plain(rule.summary).rstrip('.')}",
+        f"category {rule.category}, default severity {severity}, dialects {dialects}",
+        "",
+        "What it flags",
+        *_paragraphs(f"Operations where {matches}. Reported as: {rule.id}: {rule.message}"),
+        "",
+        "Why it is dangerous",
+        *_paragraphs(rule.why),
+        "",
+        "What to do instead",
+        *_paragraphs(rule.instead),
+        "",
+        "Flagged:",
+        *textwrap.indent(textwrap.dedent(rule.example_bad).strip("\n"), "    ").splitlines(),
+        "",
+        "Safer:",
+        *textwrap.indent(textwrap.dedent(rule.example_good).strip("\n"), "    ").splitlines(),
+        "",
+        "Allowing it after review (the reason after -- is required), in the revision file:",
+        f"    # migrate-guard: allow {rule.id} {target} -- <reason>",
+        f"or for one run: --allow {rule.id}:{target}",
+        f'Severity everywhere, in migrate-guard.toml under [severity]: {rule.id} = "error" (or "off")',
+    ]
+    return "\n".join(lines)

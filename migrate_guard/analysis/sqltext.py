@@ -20,7 +20,7 @@ Identifiers are returned unquoted and lower case; anything not understood become
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -28,9 +28,10 @@ from sqlparse import keywords
 from sqlparse import tokens as T
 from sqlparse.lexer import Lexer
 
+from migrate_guard.analysis.alembic_ops import column_rewrites_table
 from migrate_guard.analysis.operations import Operation
 
-__all__ = ["classify_sql"]
+__all__ = ["classify_sql", "mark_transaction_blocks"]
 
 Ref = tuple[str | None, str | None]  # (schema, name)
 
@@ -283,10 +284,10 @@ class _Cur:
 class _Ctx:
     """The statement being classified; builds its operations."""
 
-    __slots__ = ("text",)
+    __slots__ = ("text", "dialect")
 
-    def __init__(self, text: str):
-        self.text = text
+    def __init__(self, text: str, dialect: str | None = None):
+        self.text, self.dialect = text, dialect  # the dialect only where the server's behaviour matters
 
     def op(self, kind: str, ref: Ref | None = None, column: str | None = None, **details: Any) -> Operation:
         schema, table = ref or (None, None)
@@ -378,7 +379,7 @@ def _other_object(c: _Cur, x: _Ctx, kind: str) -> list[Operation]:
     if otype is None:
         return []
     if_exists = c.take("IF", "EXISTS")
-    c.take("IF", "NOT", "EXISTS")
+    if_not_exists = c.take("IF", "NOT", "EXISTS")
     refs = _names(c) if kind == "drop_other" else [c.name() or (None, None)]
     cascade = c.has("CASCADE")
     table = None  # triggers, policies and rules hang on a table: ON t (CREATE RULE ... TO t)
@@ -388,9 +389,25 @@ def _other_object(c: _Cur, x: _Ctx, kind: str) -> list[Operation]:
     out = []
     for schema, name in refs:
         extra: dict[str, Any] = {"if_exists": if_exists, "cascade": cascade} if kind == "drop_other" else {}
+        if kind == "create_other":
+            extra["if_not_exists"] = if_not_exists
+        if otype == "domain" and kind != "drop_other":
+            extra["with_check"] = _domain_check(c, kind)
+        elif (otype, kind) == ("type", "alter_other") and c.take("ADD", "VALUE"):
+            c.take("IF", "NOT", "EXISTS")
+            value = _Cur(c.t, c.src, c.i, c.i + 1).literal() if not c.done and c.t[c.i].kind == "s" else None
+            extra.update(action="add_value", value=value, transaction="unknown")
         ref = (table[0] or schema, table[1]) if table else (schema, None)
         out.append(x.op(kind, ref, object_type=otype, name=name, **extra))
     return out
+
+
+def _domain_check(c: _Cur, kind: str) -> bool:
+    """CREATE DOMAIN ... CHECK (...), or ALTER DOMAIN ... ADD [CONSTRAINT c] CHECK (...) without NOT VALID:
+    a CHECK that every column of the domain is (or, once the domain is used, will be) validated against."""
+    if kind == "create_other":
+        return c.has("CHECK")
+    return c.take("ADD") and c.has("CHECK") and not c.has("NOT", "VALID")
 
 
 _TYPE_STOP = frozenset(
@@ -483,6 +500,7 @@ def _drop_index(c: _Cur, x: _Ctx) -> list[Operation]:
     if_exists = c.take("IF", "EXISTS")
     refs = _names(c)
     table = c.name() if c.seek("ON") else None
+    extra: dict[str, Any] = {"transaction": "unknown"} if concurrently else {}
     return [
         x.op(
             "drop_index",
@@ -490,6 +508,7 @@ def _drop_index(c: _Cur, x: _Ctx) -> list[Operation]:
             name=n,
             concurrently=concurrently,
             if_exists=if_exists,
+            **extra,
         )
         for s, n in refs
     ]
@@ -550,7 +569,10 @@ def _create(c: _Cur, x: _Ctx) -> list[Operation]:
             return []
         flags: dict[str, Any] = {"if_not_exists": if_not_exists, "object_type": otype.lower()}
         return [x.op("create_schema", (ref[1], None), **flags)]
-    return _other_object(c, x, "create_other")
+    created = _other_object(c, x, "create_other")
+    for o in created:
+        o.details["or_replace"] = "REPLACE" in mods
+    return created
 
 
 def _create_index(c: _Cur, x: _Ctx, unique: bool) -> list[Operation]:
@@ -566,7 +588,8 @@ def _create_index(c: _Cur, x: _Ctx, unique: bool) -> list[Operation]:
         return []
     schema = schema or (index[0] if index else None)  # SQLite qualifies the index name instead
     name = index[1] if index else None
-    return [x.op("create_index", (schema, table), name=name, concurrently=concurrently, unique=unique)]
+    extra: dict[str, Any] = {"transaction": "unknown"} if concurrently else {}
+    return [x.op("create_index", (schema, table), name=name, concurrently=concurrently, unique=unique, **extra)]
 
 
 # ---------------------------------------------------------------- ALTER TABLE
@@ -604,6 +627,20 @@ def _alter_action(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
         return _alter_rename(a, x, ref)
     if a.take("VALIDATE", "CONSTRAINT"):
         return [x.op("validate_constraint", ref, name=a.ident())]
+    if a.take("DETACH", "PARTITION"):  # PostgreSQL: DETACH PARTITION p [CONCURRENTLY | FINALIZE]
+        partition = a.name()
+        concurrently, finalize = a.take("CONCURRENTLY"), a.take("FINALIZE")
+        extra: dict[str, Any] = {"transaction": "unknown"} if concurrently else {}
+        return [
+            x.op(
+                "detach_partition",
+                ref,
+                partition=partition[1] if partition else None,
+                concurrently=concurrently,
+                finalize=finalize,
+                **extra,
+            )
+        ]
     return []
 
 
@@ -646,12 +683,20 @@ def _alter_add(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
     a.take("COLUMN")
     a.take("IF", "NOT", "EXISTS")
     group = a.group()  # MySQL: ADD (c1 INT, c2 INT)
-    defs = [_column_def(part) for part in group.split()] if group else [_column_def(a)]
-    return [
-        x.op("add_column", ref, d.name, nullable=d.nullable, server_default=d.server_default, type=d.type)
-        for d in defs
-        if d.name
-    ]
+    ops = []
+    for part in group.split() if group else [a]:
+        text = part.text()
+        d = _column_def(part)
+        if not d.name:
+            continue
+        rewrite = column_rewrites_table(text, x.dialect) if x.dialect else None
+        extra: dict[str, Any] = {"rewrites_table": None if x.dialect is None else rewrite is not None}
+        if rewrite:
+            extra["note"] = rewrite
+        ops.append(
+            x.op("add_column", ref, d.name, nullable=d.nullable, server_default=d.server_default, type=d.type, **extra)
+        )
+    return ops
 
 
 def _alter_drop(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
@@ -813,11 +858,147 @@ def _targets(c: _Cur) -> list[Ref]:
     return refs
 
 
+# ---------------------------------------------------------------- WHERE clauses that are always true
+
+_WHERE_END = frozenset({"RETURNING", "ORDER", "LIMIT", "GROUP", "HAVING", "WINDOW", "OFFSET", "FETCH", "FOR"})
+_COMPARE = frozenset("<>=!")
+_UNKNOWN = object()  # an operand that is not a literal: a column, a function call, a subquery
+
+
+def _where_limits(c: _Cur) -> bool:
+    """Whether the statement has a top-level WHERE whose condition is not a constant that is always true.
+
+    ``WHERE 1=1``, ``WHERE true``, ``WHERE 1``, ``WHERE 'a' = 'a'``, ``WHERE x > 0 OR 1 = 1`` select every
+    row; a WHERE inside a subquery or CTE does not limit the outer statement."""
+    where = next((j for j in range(c.i, c.n) if c.t[j].depth == c.base and c.t[j].up == "WHERE"), None)
+    if where is None:
+        return False
+    end = next((j for j in range(where + 1, c.n) if c.t[j].depth == c.base and c.t[j].up in _WHERE_END), c.n)
+    return _Condition(c.t[where + 1 : end]).always_true() is not True
+
+
+class _Condition:
+    """Evaluates a condition made of literals only (numbers, '...' strings, TRUE/FALSE/NULL), with
+    comparisons, AND, OR, NOT and parentheses, in SQL's three-valued logic; any other operand is
+    unknown (None), so ``x = 1 OR 1 = 1`` is still true and ``x = 1 AND 1 = 1`` is not."""
+
+    __slots__ = ("t", "i", "level")
+
+    def __init__(self, toks: list[_Tok]):
+        self.t, self.i = toks, 0
+        self.level = toks[0].depth if toks else 0  # the parenthesis depth being evaluated
+
+    def always_true(self) -> bool | None:
+        if not self.t:
+            return None
+        value = self._truth(self._or())
+        return value if self.i >= len(self.t) else None
+
+    def _peek(self) -> str:
+        return self.t[self.i].up if self.i < len(self.t) else ""
+
+    @staticmethod
+    def _truth(value: Any) -> bool | None:
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, float):
+            return value != 0  # MySQL: WHERE 1
+        return None  # a string or an unknown operand
+
+    def _or(self) -> Any:
+        return self._connective("OR", self._and)
+
+    def _and(self) -> Any:
+        return self._connective("AND", self._not)
+
+    def _connective(self, word: str, operand: Callable[[], Any]) -> Any:
+        value = operand()
+        while self._peek() == word:
+            self.i += 1
+            value = three_valued([self._truth(value), self._truth(operand())], word == "OR")
+        return value
+
+    def _not(self) -> Any:
+        if self._peek() == "NOT":
+            self.i += 1
+            value = self._truth(self._not())
+            return None if value is None else not value
+        return self._compare()
+
+    def _compare(self) -> Any:
+        left = self._operand()
+        op = ""
+        while self._peek() in _COMPARE and self._peek():
+            op += self._peek()
+            self.i += 1
+        if not op:
+            if self._peek() not in ("", "AND", "OR", ")"):
+                left = _UNKNOWN  # IS NULL, BETWEEN, IN, LIKE, ::cast, ...
+            return self._settle(left)
+        right = self._operand()
+        if self._peek() not in ("", "AND", "OR", ")"):
+            return self._settle(_UNKNOWN)
+        if _UNKNOWN in (left, right) or left is None or right is None or type(left) is not type(right):
+            return self._settle(_UNKNOWN if _UNKNOWN in (left, right) else None)
+        if op in ("=", "=="):
+            return bool(left == right)
+        if op in ("<>", "!="):
+            return bool(left != right)
+        if isinstance(left, str) or op not in ("<", ">", "<=", ">="):
+            return None  # string order depends on the collation
+        return bool({"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[op])
+
+    def _settle(self, value: Any) -> Any:
+        """Skip the rest of a non-literal operand up to the next AND/OR/")" at this level."""
+        if value is not _UNKNOWN:
+            return value
+        while self.i < len(self.t):
+            tok = self.t[self.i]
+            if tok.depth < self.level or (tok.depth == self.level and tok.up in ("AND", "OR")):
+                break  # the ")" closing this level carries the depth outside it
+            self.i += 1
+        return None
+
+    def _operand(self) -> Any:
+        """A literal (float, str, bool, None for NULL), a parenthesised condition, or _UNKNOWN."""
+        tok = self.t[self.i] if self.i < len(self.t) else None
+        if tok is None:
+            return _UNKNOWN
+        self.i += 1
+        if tok.up == "(":
+            self.level += 1
+            value = self._or()
+            self.level -= 1
+            if self._peek() != ")":
+                return _UNKNOWN
+            self.i += 1
+            return value
+        if tok.up in ("TRUE", "FALSE"):
+            return tok.up == "TRUE"
+        if tok.up == "NULL":
+            return None
+        if tok.kind == "s" and tok.val.startswith("'"):
+            return tok.val[1:-1].replace("''", "'")
+        sign = 1.0
+        if tok.up in ("-", "+") and self.i < len(self.t):
+            sign = -1.0 if tok.up == "-" else 1.0
+            tok = self.t[self.i]
+            self.i += 1
+        if tok.kind == "w" and tok.val.isdigit():
+            digits = tok.val
+            if self._peek() == "." and self.i + 1 < len(self.t) and self.t[self.i + 1].val.isdigit():
+                digits += "." + self.t[self.i + 1].val
+                self.i += 2
+            return sign * float(digits)
+        return _UNKNOWN
+
+
 def _delete(c: _Cur, x: _Ctx) -> list[Operation]:
     """DELETE FROM t [alias] [USING ...] [WHERE ...] or MySQL DELETE t1, t2 FROM ...
 
-    ``has_where`` counts a top-level WHERE only, not one inside a subquery."""
-    has_where = c.has("WHERE")
+    ``has_where`` counts a top-level WHERE only, not one inside a subquery, and not one that is
+    always true (``WHERE 1=1``)."""
+    has_where = _where_limits(c)
     c.take("DELETE")
     c.skip("LOW_PRIORITY", "QUICK", "IGNORE")
     c.take("FROM")
@@ -825,8 +1006,8 @@ def _delete(c: _Cur, x: _Ctx) -> list[Operation]:
 
 
 def _update(c: _Cur, x: _Ctx) -> list[Operation]:
-    """UPDATE [ONLY] t [alias] SET ... [FROM ...] [WHERE ...]; has_where top level only."""
-    has_where = c.has("WHERE")
+    """UPDATE [ONLY] t [alias] SET ... [FROM ...] [WHERE ...]; has_where as for DELETE."""
+    has_where = _where_limits(c)
     c.take("UPDATE")
     c.skip("LOW_PRIORITY", "IGNORE")
     c.take("ONLY")
@@ -955,7 +1136,7 @@ def _transaction(c: _Cur, x: _Ctx) -> list[Operation]:
     word = c.take_any(*_TRANSACTION) or ""
     if word == "START" and not c.at("TRANSACTION"):
         return []
-    ops = [x.op("transaction", action=word.lower())]
+    ops = [x.op("transaction", action=word.lower(), savepoint=word in ("ROLLBACK", "RELEASE") and c.has("TO"))]
     if word == "BEGIN" and c.peek() in _HANDLERS:  # an anonymous BEGIN <statement>; END block
         ops += _dispatch(c, x)
     return ops
@@ -968,10 +1149,6 @@ _OTHER = frozenset(
         "COMMENT",
         "ANALYZE",
         "ANALYSE",
-        "VACUUM",
-        "REINDEX",
-        "CLUSTER",
-        "LOCK",
         "UNLOCK",
         "NOTIFY",
         "LISTEN",
@@ -990,14 +1167,93 @@ _OTHER = frozenset(
 
 
 def _other(c: _Cur, x: _Ctx) -> list[Operation]:
-    """Understood and harmless: GRANT, COMMENT ON, VACUUM, LOCK TABLE t..."""
-    command = c.peek().lower()
-    ref = None
-    if c.take("LOCK"):
-        c.take_any("TABLE", "TABLES")
-        c.take("ONLY")
-        ref = c.name()
-    return [x.op("other", ref, command=command)]
+    """Understood and harmless: GRANT, COMMENT ON, ANALYZE, NOTIFY..."""
+    return [x.op("other", command=c.peek().lower())]
+
+
+# ---------------------------------------------------------------- maintenance and explicit locks
+
+
+def _options(c: _Cur) -> dict[str, bool]:
+    """``(FULL, VERBOSE false, CONCURRENTLY)``: PostgreSQL's parenthesised options, each on or off."""
+    group = c.group()
+    out = {}
+    for part in group.split() if group else []:
+        word = part.peek()
+        part.i += 1
+        out[word] = part.peek() not in ("FALSE", "OFF", "0")
+    return out
+
+
+def _reindex(c: _Cur, x: _Ctx) -> list[Operation]:
+    """REINDEX [(options)] {INDEX | TABLE | SCHEMA | DATABASE | SYSTEM} [CONCURRENTLY] name."""
+    c.take("REINDEX")
+    concurrently = _options(c).get("CONCURRENTLY", False)
+    target = c.take_any("INDEX", "TABLE", "SCHEMA", "DATABASE", "SYSTEM")
+    concurrently = c.take("CONCURRENTLY") or concurrently
+    schema, name = c.name() or (None, None)
+    ref = (schema, name) if target == "TABLE" else (schema if target == "INDEX" else None, None)
+    extra: dict[str, Any] = {"transaction": "unknown"} if concurrently else {}
+    target_name = (target or "").lower() or None  # SQLite: REINDEX name (a table, index or collation)
+    return [x.op("reindex", ref, target=target_name, name=name, concurrently=concurrently, **extra)]
+
+
+def _vacuum(c: _Cur, x: _Ctx) -> list[Operation]:
+    """VACUUM [(options)] [FULL] [FREEZE] [VERBOSE] [ANALYZE] [t [(cols)], ...]; SQLite VACUUM [schema]."""
+    c.take("VACUUM")
+    full = _options(c).get("FULL", False)
+    while word := c.take_any("FULL", "FREEZE", "VERBOSE", "ANALYZE", "ANALYSE"):
+        full = full or word == "FULL"
+    command = "VACUUM FULL" if full else "VACUUM"
+    refs = [ref for part in c.split() if (ref := part.name())] if not c.at("INTO") else []
+    if not refs:
+        return [x.op("vacuum", full=full, rewrites=full, command=command, target="every table")]
+    return [x.op("vacuum", r, full=full, rewrites=full, command=command, target=r[1]) for r in refs]
+
+
+def _cluster(c: _Cur, x: _Ctx) -> list[Operation]:
+    """CLUSTER [VERBOSE] [(options)] [t [USING ix]], or the old CLUSTER ix ON t."""
+    c.take("CLUSTER")
+    c.take("VERBOSE")
+    _options(c)
+    first = c.name()
+    if c.take("ON"):
+        index, ref = first, c.name()
+    else:
+        ref, index = first, (c.name() if c.take("USING") else None)
+    target = ref[1] if ref else "every clustered table"
+    return [x.op("cluster", ref, rewrites=True, command="CLUSTER", index=index[1] if index else None, target=target)]
+
+
+# lock modes that conflict with ROW EXCLUSIVE (INSERT/UPDATE/DELETE), and MySQL's READ/WRITE
+_WRITE_BLOCKING = frozenset({"SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE", "READ", "WRITE"})
+
+
+def _lock(c: _Cur, x: _Ctx) -> list[Operation]:
+    """PostgreSQL LOCK [TABLE] [ONLY] t [*][, ...] [IN mode MODE] [NOWAIT];
+    MySQL LOCK TABLES t [[AS] alias] {READ [LOCAL] | [LOW_PRIORITY] WRITE}[, ...]."""
+    c.take("LOCK")
+    if not c.take_any("TABLE", "TABLES") and c.peek() in ("INSTANCE", "BINLOG"):
+        return [x.op("other", command="lock")]  # MySQL LOCK INSTANCE FOR BACKUP
+    mode = "ACCESS EXCLUSIVE"  # PostgreSQL's default
+    ups = c.top()
+    if "IN" in ups and "MODE" in ups[ups.index("IN") :]:
+        start = ups.index("IN")
+        mode = " ".join(ups[start + 1 : start + ups[start:].index("MODE")])
+    ops = []
+    for part in c.split():
+        part.take("ONLY")
+        ref = part.name()
+        if ref is None:
+            continue
+        part.skip("*")
+        part.take("AS")
+        if part.peek() not in ("READ", "WRITE", "LOW_PRIORITY", "IN", "NOWAIT", ""):
+            part.ident()  # a MySQL alias
+        part.take("LOW_PRIORITY")
+        table_mode = part.take_any("READ", "WRITE") or mode
+        ops.append(x.op("lock_table", ref, mode=table_mode, blocks_writes=table_mode in _WRITE_BLOCKING))
+    return ops
 
 
 _HANDLERS: dict[str, Handler] = {
@@ -1017,6 +1273,10 @@ _HANDLERS: dict[str, Handler] = {
     "PRAGMA": _set,
     **dict.fromkeys(_TRANSACTION, _transaction),
     **dict.fromkeys(_OTHER, _other),
+    "REINDEX": _reindex,
+    "VACUUM": _vacuum,
+    "CLUSTER": _cluster,
+    "LOCK": _lock,
     "DO": lambda c, x: [x.op("unparsed", reason="DO block: procedural code is not analysed")],
 }
 
@@ -1050,7 +1310,7 @@ def classify_sql(sql: str, dialect: str | None = None) -> list[Operation]:
         return [_Ctx(text).op("unparsed", reason="lexer error")] if text else []
     ops: list[Operation] = []
     for stmt, broken in statements:
-        x = _Ctx(sql[stmt[0].start : stmt[-1].end])
+        x = _Ctx(sql[stmt[0].start : stmt[-1].end], dialect)
         if broken:
             ops.append(x.op("unparsed", reason="unterminated quote, bracket or block"))
             continue
@@ -1059,4 +1319,44 @@ def classify_sql(sql: str, dialect: str | None = None) -> list[Operation]:
         except Exception:  # noqa: BLE001 - unexpected shapes of SQL fall back to "unparsed", never an error
             found = []
         ops += found or [_unrecognised(x)]
+    if len(statements) > 1:
+        # PostgreSQL runs a multi-statement query string as one implicit transaction block, so
+        # CREATE INDEX CONCURRENTLY and the like fail there even between an explicit COMMIT and BEGIN
+        for op in ops:
+            if op.details.get("transaction") == "unknown":
+                op.details["transaction"] = "inside"
     return ops
+
+
+_ENDS_TRANSACTION = frozenset({"commit", "rollback", "end", "abort"})
+
+
+def three_valued(values: list[bool | None], is_or: bool) -> bool | None:
+    """``or`` (``is_or``) / ``and`` of truth values where None is unknown: one True (or, for ``and``,
+    one False) decides, whatever the unknown ones are."""
+    if is_or in values:
+        return is_or
+    return None if None in values else not is_or
+
+
+def mark_transaction_blocks(operations: Iterable[Operation], start: str = "inside") -> None:
+    """Decide, for one revision's operations in the order they ran, which statements that cannot run
+    in a transaction block (``details["transaction"] == "unknown"``, or a CONCURRENTLY index from an
+    ``op.*`` call) do run in one.
+
+    ``start`` is the state when ``upgrade()`` begins: "inside" on PostgreSQL, where Alembic wraps
+    migrations in a transaction. The COMMIT and BEGIN that Alembic emits around
+    ``autocommit_block()`` offline (with transactional DDL), or that the revision writes itself,
+    switch the state."""
+    state = start
+    for op in operations:
+        d = op.details
+        if op.kind == "transaction":
+            if d.get("action") in _ENDS_TRANSACTION and not d.get("savepoint"):
+                state = "outside"
+            elif d.get("action") in ("begin", "start"):
+                state = "inside"
+        elif d.get("transaction") == "unknown" or (
+            op.kind in ("create_index", "drop_index") and d.get("concurrently") is True and "transaction" not in d
+        ):
+            d["transaction"] = state

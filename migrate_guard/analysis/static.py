@@ -10,7 +10,12 @@ One walk over the function's syntax tree, in source order, recognises
   simple SQLAlchemy constructs (``t.delete().where(...)``, ``sa.update(t)``...) are recognised by shape;
   anything else is one ``unparsed`` operation;
 * calls inside nested blocks and helper functions: helpers called by name (defined inside the function
-  or at module level) are read at each call site with their parameters bound to the call's arguments.
+  or at module level) are read at each call site with their parameters bound to the call's arguments;
+* ``if``/``elif``/``else`` (and ``x if c else y``) on the dialect or on offline mode: a condition it can
+  decide for the dialect being checked (``op.get_bind().dialect.name == "sqlite"``, through names, the
+  migration context, ``bind.engine.name``, ``.startswith()``, ``in``, ``not``/``and``/``or``, helpers
+  returning the name or a test of it, ``context.is_offline_mode()``) reads only the branch that runs, and
+  a decided ``return``/``raise`` ends the reading; any other condition reads both branches.
 
 Names are resolved lazily through a flat scope of the assignments seen so far (module level first),
 so ``sql = "..."; op.execute(sql)`` and ``for stmt in STATEMENTS: op.execute(stmt)`` are understood.
@@ -21,16 +26,18 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from alembic.operations import ops
 
-from .alembic_ops import _type_text, type_change
+from .alembic_ops import _type_text, column_changes, from_alembic
 from .operations import Operation
-from .sqltext import classify_sql
+from .sqltext import classify_sql, three_valued
 
 __all__ = ["read_upgrade"]
 
@@ -47,9 +54,38 @@ _TEXT_METHODS = frozenset({"bindparams", "columns", "execution_options", "strip"
 _MUTATORS = frozenset({"append", "extend", "insert", "add", "update"})  # a list built up is not a literal
 _COLLECTIONS = (ast.List, ast.Tuple, ast.Set, ast.Dict)
 _SCHEMA_ITEMS = frozenset({"ForeignKey", "Computed", "Identity", "Sequence", "CheckConstraint", "FetchedValue"})
+_SQL_TEXT = frozenset({"text", "literal_column", "null", "true", "false"})  # SQL a server default may be
 _LINE_BREAKS = re.compile(r"(?<=\n)|(?<=\r)(?!\n)")  # how ast counts lines (not str.splitlines)
 _PERCENT = re.compile(r"%%|%(?:\(\w+\))?[sdifr]")
 _BRACES = re.compile(r"\{[^{}]*\}")
+_DIALECT_NAMES = {"mariadb": ("mariadb", "mysql")}  # MariaDB reached through a mysql:// URL calls itself mysql
+# how a revision reaches the dialect: op.get_bind().dialect.name, context.get_context().bind.engine.name, ...
+_RUNTIME_CALLS = {
+    "op.get_bind": "bind",
+    "context.get_bind": "bind",
+    "op.get_context": "context",
+    "context.get_context": "context",
+    "context.is_offline_mode": "offline",
+}
+_RUNTIME_ATTRIBUTES: dict[tuple[str | None, str], str] = {
+    ("bind", "dialect"): "dialect",
+    ("bind", "engine"): "engine",
+    ("engine", "dialect"): "dialect",
+    ("context", "dialect"): "dialect",
+    ("context", "bind"): "bind",
+    ("context", "as_sql"): "offline",
+    ("dialect", "name"): "name",
+    ("engine", "name"): "name",
+}
+_STR_METHODS = frozenset({"startswith", "endswith", "lower", "upper", "casefold", "strip"})
+_COMPARISONS: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+}
 
 
 @dataclass(frozen=True)
@@ -72,8 +108,13 @@ _T = TypeVar("_T")
 _UNKNOWN: Any = object()  # "not a literal", as opposed to a literal None
 
 
-def read_upgrade(source: str, dialect: str | None = None, function: str = "upgrade") -> list[Operation]:
+def read_upgrade(
+    source: str, dialect: str | None = None, function: str = "upgrade", offline: bool | None = None
+) -> list[Operation]:
     """The operations the top-level ``function`` of a revision file performs, read from its source.
+
+    ``dialect`` (the dialect checked) and ``offline`` (what ``context.is_offline_mode()`` returns; None
+    when either mode may run it) decide the branches of conditions on them; None decides nothing.
 
     Every operation has ``source="ast"``, ``line`` = the line of the call (the line of the called name
     for a call chained over several lines, as a traceback shows it) and ``statement`` = the call's source,
@@ -81,7 +122,7 @@ def read_upgrade(source: str, dialect: str | None = None, function: str = "upgra
     parse; anything it does not understand is skipped.
     """
     tree = ast.parse(source)
-    reader = _Reader(source, tree, dialect)
+    reader = _Reader(source, tree, dialect, offline)
     for node in tree.body:  # module level: imports, constants, helper functions
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             reader.visit(node)
@@ -108,6 +149,7 @@ def read_upgrade(source: str, dialect: str | None = None, function: str = "upgra
 class _Call:
     reader: _Reader
     method: str
+    node: ast.Call
     args: dict[str, ast.expr]
     table: str | None
     schema: str | None
@@ -122,8 +164,18 @@ class _Call:
         return Operation(kind, self.table, column, self.schema, details=details)
 
 
+# create_table, add_column and alter_column go through alembic_ops with the SQLAlchemy objects the
+# call builds (as far as they are literals), so both readings give the same records.
+
+
 def _create_table(c: _Call) -> list[Operation]:
-    return [c.op("create_table")]
+    items = [] if any(isinstance(a, ast.Starred) for a in c.node.args) else c.node.args[1:]
+    built = [c.reader.schema_item(a) for a in items]
+    op = ops.CreateTableOp(c.table or "", [i for i in built if i is not None], schema=c.schema)
+    result = from_alembic(op, c.reader.dialect) or []
+    for o in result:
+        o.table = c.table if o.kind == "create_table" else o.table
+    return result
 
 
 def _drop_table(c: _Call) -> list[Operation]:
@@ -135,9 +187,15 @@ def _rename_table(c: _Call) -> list[Operation]:
 
 
 def _add_column(c: _Call) -> list[Operation]:
-    unknown: dict[str, Any] = {"nullable": None, "server_default": None, "type": None}
-    column, details = c.reader.column(c.args.get("column")) or (None, unknown)
-    return [c.op("add_column", column, **details)]
+    built = c.reader.column(c.args.get("column"))
+    if built is None:
+        return [c.op("add_column", None, nullable=None, server_default=None, type=None)]
+    column, unknown = built
+    result = from_alembic(ops.AddColumnOp(c.table or "", column, schema=c.schema), c.reader.dialect) or []
+    for o in result:
+        o.table = c.table
+    result[0].details.update(unknown)  # what the source does not say
+    return result
 
 
 def _drop_column(c: _Call) -> list[Operation]:
@@ -145,25 +203,23 @@ def _drop_column(c: _Call) -> list[Operation]:
 
 
 def _alter_column(c: _Call) -> list[Operation]:
-    """Split like ``alembic_ops._alter_column``: type, nullability and name changes, else a plain alter."""
-    r, column, result = c.reader, c.name("column"), []
+    r, column, types = c.reader, c.name("column"), None
     if r.literal(c.args.get("type_")) is not None:  # type_=None (or absent) changes nothing
         (old, old_text), (new, new_text) = r.type_of(c.args.get("existing_type")), r.type_of(c.args["type_"])
-        change = type_change(old, new, r.dialect)
-        if old is None and new is None and old_text is not None and old_text == new_text:
-            change = "unchanged"  # the same expression we could not evaluate
-        if change != "unchanged":
-            result.append(c.op("alter_column_type", column, type_change=change, old_type=old_text, new_type=new_text))
+        types = (old, new, old_text, new_text)
     nullable, existing = r.literal(c.args.get("nullable")), r.literal(c.args.get("existing_nullable"))
-    if nullable is False and existing is not False:
-        result.append(c.op("set_not_null", column))
-    elif nullable is True and existing is not True:
-        result.append(c.op("drop_not_null", column))
-    if r.literal(c.args.get("new_column_name")) is not None:
-        new_name = c.name("new_column_name")
-        if new_name != column:
-            result.append(c.op("rename_column", column, new_name=new_name))
-    return result or [c.op("alter_column", column)]
+    new_name = c.name("new_column_name")
+    return column_changes(
+        c.table,
+        column,
+        c.schema,
+        r.dialect,
+        types=types,
+        nullable=None if nullable is _UNKNOWN else nullable,
+        existing_nullable=None if existing is _UNKNOWN else existing,
+        new_name=new_name,
+        renamed=r.literal(c.args.get("new_column_name")) is not None and new_name != column,
+    )
 
 
 def _create_index(c: _Call) -> list[Operation]:
@@ -249,8 +305,11 @@ def _bind_args(call: ast.Call, params: tuple[str, ...]) -> dict[str, ast.expr]:
 
 
 class _Reader(ast.NodeVisitor):
-    def __init__(self, source: str, tree: ast.Module, dialect: str | None) -> None:
-        self.tree, self.dialect = tree, dialect
+    def __init__(self, source: str, tree: ast.Module, dialect: str | None, offline: bool | None = None) -> None:
+        self.tree, self.dialect, self.offline = tree, dialect, offline
+        # the names ``dialect.name`` may have when checking ``dialect``; a condition is decided when all agree
+        self.dialect_names: tuple[str | None, ...] = _DIALECT_NAMES.get(dialect, (dialect,)) if dialect else (None,)
+        self.evaluating: set[str] = set()  # helper functions being evaluated (guards recursion)
         self.lines = _LINE_BREAKS.split(source)
         self.aliases: dict[str, str] = dict(_DEFAULT_ALIASES)  # local name -> dotted import path
         self.scope: dict[str, _Value] = {}
@@ -296,18 +355,17 @@ class _Reader(ast.NodeVisitor):
     def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
         self.visit(node.iter)
         self.bind(node.target, _Each(node.iter))
-        for stmt in node.body + node.orelse:
-            self.visit(stmt)
+        self.block(node.body)  # a return in a loop body may never be reached: not the end of the reading
+        self.block(node.orelse)
 
     visit_AsyncFor = visit_For
 
-    def visit_With(self, node: ast.With | ast.AsyncWith) -> None:
+    def visit_With(self, node: ast.With | ast.AsyncWith) -> bool:
         for item in node.items:
             self.visit(item.context_expr)
             if item.optional_vars is not None:
                 self.bind(item.optional_vars, self._batch(item.context_expr))
-        for stmt in node.body:
-            self.visit(stmt)
+        return self.block(node.body)
 
     visit_AsyncWith = visit_With
 
@@ -318,6 +376,137 @@ class _Reader(ast.NodeVisitor):
             self.walk(node)
 
     visit_AsyncFunctionDef = visit_FunctionDef
+
+    # --- branches: these visitors return True when the code after them is never reached -----------------
+
+    def block(self, body: list[ast.stmt]) -> bool:
+        """Read ``body`` in order up to a statement that certainly ends it; True if one did."""
+        return any(self.visit(stmt) is True for stmt in body)  # any() stops at the first True
+
+    def visit_Return(self, node: ast.Return) -> bool:
+        self.generic_visit(node)
+        return True
+
+    def visit_Raise(self, node: ast.Raise) -> bool:
+        self.generic_visit(node)
+        return True
+
+    def visit_If(self, node: ast.If) -> bool:
+        self.visit(node.test)
+        taken = self.decide(node.test)
+        if taken is not None:
+            return self.block(node.body if taken else node.orelse)
+        body_ends = self.block(node.body)
+        return self.block(node.orelse) and body_ends
+
+    def visit_IfExp(self, node: ast.IfExp) -> None:
+        self.visit(node.test)
+        taken = self.decide(node.test)
+        if taken is not False:
+            self.visit(node.body)
+        if taken is not True:
+            self.visit(node.orelse)
+
+    def decide(self, test: ast.expr) -> bool | None:
+        """Whether ``test`` holds when the checked dialect runs the revision; None when that cannot be told."""
+        outcomes = {self._truth(test, name) for name in self.dialect_names}
+        return outcomes.pop() if len(outcomes) == 1 else None
+
+    def _truth(self, e: ast.expr, name: str | None) -> bool | None:
+        if isinstance(e, ast.BoolOp):  # one decided operand can decide the whole, whatever the others are
+            return three_valued([self._truth(v, name) for v in e.values], isinstance(e.op, ast.Or))
+        if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
+            inner = self._truth(e.operand, name)
+            return None if inner is None else not inner
+        value = self._runtime_value(e, name)
+        return None if value is _UNKNOWN else bool(value)
+
+    def _runtime_value(self, e: _Value, name: str | None) -> Any:
+        """The value of ``e`` when ``dialect.name`` is ``name``, from literals, the dialect name and
+        offline mode only; ``_UNKNOWN`` for anything else."""
+        if isinstance(e, ast.Name):
+            return self._follow(e, lambda v: self._runtime_value(v, name), _UNKNOWN)
+        if not isinstance(e, ast.expr):
+            return _UNKNOWN
+        kind = self._runtime(e)
+        if kind in ("name", "offline"):
+            value = name if kind == "name" else self.offline
+            return _UNKNOWN if value is None else value
+        if isinstance(e, ast.Constant):
+            return e.value
+        if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
+            items = [self._runtime_value(v, name) for v in e.elts]
+            return _UNKNOWN if any(v is _UNKNOWN for v in items) else tuple(items)
+        if isinstance(e, (ast.BoolOp, ast.UnaryOp)):
+            truth = self._truth(e, name) if isinstance(e, ast.BoolOp) or isinstance(e.op, ast.Not) else None
+            return _UNKNOWN if truth is None else truth
+        if isinstance(e, ast.Compare):
+            return self._compare(e, name)
+        if isinstance(e, ast.Call):
+            f = e.func
+            if isinstance(f, ast.Name) and f.id in self.functions:
+                return self._helper_value(self.functions[f.id], e, name)
+            if isinstance(f, ast.Attribute) and f.attr in _STR_METHODS and not e.keywords:
+                receiver = self._runtime_value(f.value, name)
+                args = [self._runtime_value(a, name) for a in e.args]
+                if isinstance(receiver, str) and all(a is not _UNKNOWN for a in args):
+                    try:
+                        return getattr(receiver, f.attr)(*args)
+                    except (TypeError, ValueError):
+                        return _UNKNOWN
+        return _UNKNOWN
+
+    def _compare(self, e: ast.Compare, name: str | None) -> Any:
+        left = self._runtime_value(e.left, name)
+        for op, comparator in zip(e.ops, e.comparators, strict=True):
+            right = self._runtime_value(comparator, name)
+            compare = _COMPARISONS.get(type(op))
+            if left is _UNKNOWN or right is _UNKNOWN or compare is None:
+                return _UNKNOWN
+            try:
+                if not compare(left, right):
+                    return False
+            except TypeError:
+                return _UNKNOWN
+            left = right
+        return True
+
+    def _helper_value(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, call: ast.Call, name: str | None) -> Any:
+        """What a simple helper returns: a body of plain assignments ending in ``return <expression>``."""
+        body = fn.body[1:] if ast.get_docstring(fn) is not None else fn.body
+        if isinstance(fn, ast.AsyncFunctionDef) or not body or fn.name in self.evaluating:
+            return _UNKNOWN
+        last = body[-1]
+        if not isinstance(last, ast.Return) or last.value is None:
+            return _UNKNOWN
+        saved = self.scope
+        self.scope = {**saved, **self._parameters(fn, call)}
+        self.evaluating.add(fn.name)
+        try:
+            for stmt in body[:-1]:
+                if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.value is None:
+                    return _UNKNOWN
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+                if len(names) != len(targets):
+                    return _UNKNOWN
+                for target in names:
+                    self.scope[target] = stmt.value
+            return self._runtime_value(last.value, name)
+        finally:
+            self.evaluating.discard(fn.name)
+            self.scope = saved
+
+    def _runtime(self, e: _Value) -> str | None:
+        """Which Alembic runtime object ``e`` is: bind, context, dialect, engine, name (the dialect's) or offline."""
+        if isinstance(e, ast.Name):
+            return self._follow(e, self._runtime, None)
+        if isinstance(e, ast.Call) and not e.args and not e.keywords:
+            path = self._qual(e.func) or ""
+            return _RUNTIME_CALLS.get(path.removeprefix("alembic."))
+        if isinstance(e, ast.Attribute):
+            return _RUNTIME_ATTRIBUTES.get((self._runtime(e.value), e.attr))
+        return None
 
     def bind(self, target: ast.expr, value: _Value) -> None:
         if isinstance(target, ast.Name):
@@ -346,8 +535,7 @@ class _Reader(ast.NodeVisitor):
         saved = self.scope
         self.scope = {**saved, **self._parameters(fn, call)}
         self.stack.append(fn)
-        for stmt in fn.body:
-            self.visit(stmt)
+        self.block(fn.body)
         self.stack.pop()
         self.scope = saved
 
@@ -406,7 +594,7 @@ class _Reader(ast.NodeVisitor):
             table, schema = self.name(args.get("table")), self.name(args.get("schema"))
         else:
             return None
-        return convert(_Call(self, f.attr, args, table, schema))
+        return convert(_Call(self, f.attr, node, args, table, schema))
 
     def _batch(self, expr: ast.expr) -> _Batch | None:
         if (
@@ -515,7 +703,10 @@ class _Reader(ast.NodeVisitor):
             return [e.value] if isinstance(e.value, str) else None
         if isinstance(e, ast.JoinedStr):  # f"...{x}...": x's value if it is a known string, else a placeholder
             return ["".join(self._fstring_part(v) for v in e.values)]
-        if isinstance(e, ast.IfExp):  # both branches may run, as for an if statement
+        if isinstance(e, ast.IfExp):  # the branch that runs, else both, as for an if statement
+            taken = self.decide(e.test)
+            if taken is not None:
+                return self.sql_texts(e.body if taken else e.orelse)
             body, orelse = self.sql_texts(e.body), self.sql_texts(e.orelse)
             return None if body is None or orelse is None else body + orelse
         if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Add):  # "..." + name: the name is a placeholder
@@ -583,29 +774,61 @@ class _Reader(ast.NodeVisitor):
             details["set_columns"] = list(set_columns)
         return Operation(kind, table, schema=schema, details=details)
 
-    def column(self, e: _Value) -> tuple[str | None, dict[str, Any]] | None:
-        """(name, add_column details) of a ``sa.Column(...)`` expression, with SQLAlchemy's defaults."""
+    def column(self, e: _Value) -> tuple[sa.Column[Any], dict[str, Any]] | None:
+        """The ``sa.Column(...)`` an expression builds, and the add_column details its source leaves
+        unknown (a type or ``nullable`` that is no literal); schema items that are not literals are left out."""
         if isinstance(e, ast.Name):
             return self._follow(e, self.column, None)
         if not (isinstance(e, ast.Call) and self._sa_name(e.func) == "Column"):
             return None
         args, kw = list(e.args), {k.arg: k.value for k in e.keywords if k.arg}
-        name = self.name(args[0]) if args else None
+        name = self.string(args[0]) if args else None
         if name is not None:
             args.pop(0)
         else:
-            name = self.name(kw.get("name"))
-        items = {self._sa_name(a.func if isinstance(a, ast.Call) else a) for a in args}
-        type_expr = kw.get("type_") or next(
+            name = self.string(kw.pop("name", None))
+        type_expr = kw.pop("type_", None) or next(
             (a for a in args if self._sa_name(a.func if isinstance(a, ast.Call) else a) not in _SCHEMA_ITEMS), None
         )
-        if "nullable" in kw:
-            nullable = self.literal(kw["nullable"])
-            nullable = None if nullable is _UNKNOWN else bool(nullable)
-        else:
-            nullable = not (self.literal(kw.get("primary_key")) is True or "Identity" in items)
-        server_default = self.literal(kw.get("server_default")) is not None or bool(items & {"Computed", "Identity"})
-        return name, {"nullable": nullable, "server_default": server_default, "type": self.type_of(type_expr)[1]}
+        type_, type_text = self.type_of(type_expr)
+        unknown: dict[str, Any] = {} if type_ is not None else {"type": type_text}
+        items = [self.schema_item(a) for a in args if a is not type_expr]
+        options: dict[str, Any] = {}
+        for key, value in kw.items():
+            evaluated = self._eval_schema(value)
+            if evaluated is not _UNKNOWN:
+                options[key] = evaluated
+            elif key == "nullable":
+                unknown["nullable"] = None
+            elif key == "server_default":
+                options[key] = sa.FetchedValue()  # a default of some kind
+        try:
+            column: sa.Column[Any] = sa.Column(name, type_, *[i for i in items if i is not None], **options)
+        except Exception:  # noqa: BLE001 - arguments SQLAlchemy refuses: only the name is known
+            column = sa.Column(name, sa.types.NullType())
+            unknown = {"nullable": None, "server_default": None, "type": type_text}
+        return column, unknown
+
+    def schema_item(self, e: ast.expr) -> Any:
+        """A column, constraint or index of ``create_table`` / ``Column(...)``, or None when no literal."""
+        if isinstance(e, ast.Name):
+            return self._follow(e, self.schema_item, None)
+        built = self.column(e)
+        if built is not None:
+            return built[0]
+        value = self._eval_schema(e)
+        return value if isinstance(value, sa.schema.SchemaItem) else None
+
+    def _eval_schema(self, e: _Value) -> Any:
+        """A literal, or what a SQLAlchemy schema construct (``sa.ForeignKey("t.id")``, ``sa.Identity()``,
+        ``sa.text("now()")``, ``sa.func.now()``, a type) called with such values builds; else ``_UNKNOWN``."""
+        value = self.literal(e)
+        if value is not _UNKNOWN or not isinstance(e, ast.expr):
+            return value
+        if isinstance(e, ast.Name):
+            return self._follow(e, self._eval_schema, _UNKNOWN)
+        as_type = self._eval_type(e)
+        return as_type if as_type is not None else self._construct(e, _is_schema_construct)
 
     def type_of(self, e: ast.expr | None) -> tuple[Any, str | None]:
         """(SQLAlchemy type instance or None, its text) -- the text falls back to the source, lower-cased."""
@@ -621,30 +844,38 @@ class _Reader(ast.NodeVisitor):
         ``sqlalchemy`` path called with literal (or type) arguments; None for anything else."""
         if isinstance(e, ast.Name) and e.id in self.scope:
             return self._follow(e, self._eval_type, None)
-        if not isinstance(e, ast.expr):
-            return None
+        value = self._construct(e, _is_type_class, bare=True) if isinstance(e, ast.expr) else _UNKNOWN
+        return None if value is _UNKNOWN else value
+
+    def _construct(self, e: ast.expr, accept: Callable[[str, Any], bool], bare: bool = False) -> Any:
+        """Call what a ``sqlalchemy`` path names, if ``accept(path, it)``, with arguments that are
+        literals or such constructs themselves (``bare``: also a name without a call); else ``_UNKNOWN``."""
         call = e if isinstance(e, ast.Call) else None
         path = self._qual(call.func if call else e)
-        if path is None or not (path.startswith("sqlalchemy.") or "." not in path):
-            return None
-        cls = _sqlalchemy_attr(path if "." in path else f"sqlalchemy.{path}")
-        if not (isinstance(cls, type) and issubclass(cls, sa.types.TypeEngine)):
-            return None
-        args = [self._type_arg(a) for a in call.args] if call else []  # *args are not literals: unknown
-        kwargs = {k.arg: self._type_arg(k.value) for k in call.keywords} if call else {}
-        if None in kwargs or any(v is _UNKNOWN for v in [*args, *kwargs.values()]):  # **kwargs: unknown
-            return None
+        if path is None or not (path.startswith("sqlalchemy.") or "." not in path) or not (call or bare):
+            return _UNKNOWN
+        path = path if "." in path else f"sqlalchemy.{path}"
+        target = _sqlalchemy_attr(path)
+        if not accept(path, target) or call and any(k.arg is None for k in call.keywords):  # **kwargs: unknown
+            return _UNKNOWN
+        args = [self._eval_schema(a) for a in call.args] if call else []  # *args are not literals: unknown
+        kwargs = {k.arg: self._eval_schema(k.value) for k in call.keywords if k.arg} if call else {}
+        if any(v is _UNKNOWN for v in [*args, *kwargs.values()]):
+            return _UNKNOWN
         try:
-            return cls(*args, **kwargs)  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001 - wrong arguments for the type
-            return None
+            return target(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - wrong arguments for the construct
+            return _UNKNOWN
 
-    def _type_arg(self, e: ast.expr) -> Any:
-        value = self.literal(e)
-        if value is _UNKNOWN:  # a nested type: sa.ARRAY(sa.Integer())
-            value = self._eval_type(e)
-            return _UNKNOWN if value is None else value
-        return value
+
+def _is_type_class(path: str, target: Any) -> bool:
+    return isinstance(target, type) and issubclass(target, sa.types.TypeEngine)
+
+
+def _is_schema_construct(path: str, target: Any) -> bool:
+    """Columns, constraints, indexes, sequences, identities, and the SQL a server default may be."""
+    schema_class = isinstance(target, type) and issubclass(target, sa.schema.SchemaItem)
+    return schema_class or path.rsplit(".", 1)[-1] in _SQL_TEXT or path.startswith("sqlalchemy.func.")
 
 
 @functools.cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import getpass
 import hashlib
 import hmac
@@ -23,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
@@ -75,6 +76,8 @@ CONFIG = "config.json"
 LOCK = "locks/exclusive.json"
 JOURNAL = "state/journal.jsonl"
 JOURNAL_HEAD = "journal-head"  # the state name of state/journal-head.json
+DAMAGED = "damaged-blobs"  # the state name of state/damaged-blobs.json: blobs found damaged or missing
+ID_CHECK_INFO = b"migrate-guard/repository-id\0"  # what config.json's id_check authenticates the id under
 JOURNAL_LOCK = "locks/journal.json"
 JOURNAL_LOCK_WAIT = 30.0
 JOURNAL_LOCK_STALE_SECONDS = 60  # held for an append (well under a second); older than this, it is stale
@@ -161,7 +164,8 @@ def _user() -> str:
         return "unknown"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (one this user may not signal counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -285,6 +289,11 @@ class Repository:
         self.added_bytes = 0
         self.warnings: list[str] = []
         self._known: set[str] | None = None
+        self._damaged: dict[str, dict[str, Any]] | None = None  # see damaged_blobs()
+        self._found_damaged: dict[str, str] = {}  # found by this session, not yet recorded
+        self._healed: set[str] = set()  # stored again by this session, not yet recorded
+        self.read_only = False  # the location cannot be written: nothing is locked, nothing recorded
+        self.no_lock = False  # --no-lock: read without taking the repository lock
         self._pending: dict[str, threading.Event] = {}
         self._mutex = threading.Lock()
         self._lock_depth = 0
@@ -328,22 +337,7 @@ class Repository:
             "compression": {"algorithm": "zstd", "level": compression_level},
             "chunk_size": chunk_size,
         }
-        master: bytes | None = None
-        if keys.key is not None:
-            master = keys.key
-        elif keys.passphrase:
-            salt = os.urandom(SALT_SIZE)
-            config["kdf"] = {
-                "algorithm": "scrypt",
-                "salt": base64.b64encode(salt).decode("ascii"),
-                "n": SCRYPT_N,
-                "r": SCRYPT_R,
-                "p": SCRYPT_P,
-            }
-            master = passphrase_key(keys.passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-        if master is not None:
-            check = seal_bytes(KEY_CHECK_PLAINTEXT, master, compress=False)
-            config["key_check"] = base64.b64encode(check).decode("ascii")
+        master = key_config(keys, config) if keys.configured else None
         try:
             storage.ensure_dir("")
             for folder in ("snapshots", "blobs", "locks", "state"):
@@ -399,16 +393,46 @@ class Repository:
                 raise GuardError(f"{location}: config.json key_check is damaged", EXIT_USAGE) from None
             if not matches:
                 raise WrongKey(f"wrong key for the repository at {location}")
+            if "id_check" in config and not hmac.compare_digest(
+                str(config["id_check"]), _id_check(master, config["id"])
+            ):
+                raise GuardError(
+                    f"{location}: config.json's id was changed (it does not match its id_check, which the key "
+                    "authenticates): put the original id back (a copy of config.json, or the repository field "
+                    "of state/journal-head.json); no snapshot can be written or read until then",
+                    EXIT_USAGE,
+                )
         elif keys.configured:
             raise GuardError(
                 f"repository at {location} is not encrypted: refusing to use a key with it "
-                "(unset MIGRATE_GUARD_KEY / MIGRATE_GUARD_PASSPHRASE; a repository never mixes both)",
+                "(`migrate-guard key add` encrypts it; or unset MIGRATE_GUARD_KEY / MIGRATE_GUARD_PASSPHRASE)",
                 EXIT_USAGE,
             )
         repo = cls(storage, config, master, compression_level)
-        with suppress(OSError):  # a read-only location: the leftovers are ignored anyway
-            storage.clean_temp(TEMP_MAX_AGE)
+        repo.read_only = not _writable(storage)
+        if repo.read_only:
+            repo.warnings.append(f"{location} is read-only: it is read without a lock and nothing is recorded in it")
+        else:
+            with suppress(OSError):  # a location that turns out read-only: the leftovers are ignored anyway
+                storage.clean_temp(TEMP_MAX_AGE)
+        if master is not None and "id_check" not in config:
+            repo._check_legacy_id()
         return repo
+
+    def _check_legacy_id(self) -> None:
+        """A repository created before ``id_check``: its id is checked against one of its blobs (their ids are
+        keyed with it), then authenticated from now on when the location can be written."""
+        blobs = sorted(self.blob_ids())[:1]
+        if blobs and "id mismatch" in (self.check_blob(blobs[0], record=False) or ""):
+            raise GuardError(
+                f"{self.location}: config.json's id does not match the repository's blobs (was it changed?): "
+                "put the original id back; no snapshot can be written or read until then",
+                EXIT_USAGE,
+            )
+        if not self.read_only and self._key is not None:
+            self.config["id_check"] = _id_check(self._key, self.id)
+            with suppress(OSError):
+                self.storage.write_atomic(CONFIG, [json.dumps(self.config, indent=2).encode("utf-8") + b"\n"])
 
     # --- streams -------------------------------------------------------------------------------------
 
@@ -417,9 +441,10 @@ class Repository:
         return f"blobs/{bid[:2]}/{bid}"
 
     def known_blobs(self) -> set[str]:
-        """The blob ids in the repository, listed once per session (and added to as blobs are written)."""
+        """The sound blob ids in the repository, listed once per session (and added to as blobs are
+        written): those found damaged or missing are not among them, so a backup stores them again."""
         if self._known is None:
-            known = self.blob_ids()
+            known = self.blob_ids() - set(self.damaged_blobs())
             with self._mutex:
                 if self._known is None:
                     self._known = known
@@ -449,6 +474,8 @@ class Repository:
             with self._mutex:
                 known.add(bid)
                 self.added_bytes += stored
+                if bid in self.damaged_blobs():
+                    self._healed.add(bid)
         finally:
             with self._mutex:
                 del self._pending[bid]
@@ -580,9 +607,17 @@ class Repository:
         except FileNotFoundError:
             return 0
 
-    def check_blob(self, blob_id: str, read_data: bool = True) -> str | None:
+    def check_blob(self, blob_id: str, read_data: bool = True, *, record: bool = True) -> str | None:
         """None when the blob is sound, else the problem (one line naming the blob). Without
-        ``read_data`` only its presence and a plausible size are checked."""
+        ``read_data`` only its presence and a plausible size are checked. A damaged or missing blob is
+        recorded (``damaged_blobs``; unless ``record`` is false): no backup reuses it."""
+        problem = self._check_blob(blob_id, read_data)
+        if problem and record and _BLOB_ID.fullmatch(str(blob_id)):
+            self._found_damaged[blob_id] = problem
+            self.record_damage()
+        return problem
+
+    def _check_blob(self, blob_id: str, read_data: bool) -> str | None:
         if not isinstance(blob_id, str) or not _BLOB_ID.fullmatch(blob_id):
             return f"blob {blob_id!r}: not a blob id (64 hex digits)"
         if not read_data:
@@ -610,15 +645,81 @@ class Repository:
         try:
             inflight: deque[tuple[str, Future[str | None]]] = deque()
             for bid in ids:
-                inflight.append((bid, pool.submit(self.check_blob, bid)))
+                inflight.append((bid, pool.submit(self.check_blob, bid, record=False)))
                 if len(inflight) > self._workers:
                     done, future = inflight.popleft()
-                    yield done, future.result()
+                    yield done, self._found(done, future.result())
             while inflight:
                 done, future = inflight.popleft()
-                yield done, future.result()
+                yield done, self._found(done, future.result())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            self.record_damage()
+
+    def _found(self, blob_id: str, problem: str | None) -> str | None:
+        if problem and _BLOB_ID.fullmatch(blob_id):
+            self._found_damaged[blob_id] = problem
+        return problem
+
+    # --- damage ------------------------------------------------------------------------------------------
+
+    def damaged_blobs(self) -> dict[str, dict[str, Any]]:
+        """Blobs found damaged or missing (by verify, a restore's check, ``repair``), id -> {"problem",
+        "found_at"}, until a backup stores them again: ``state/damaged-blobs.json``. A snapshot naming
+        one has lost data (for now: the next backup that reads the same rows heals every snapshot)."""
+        if self._damaged is None:
+            self._damaged = self._read_damaged()
+        return self._damaged
+
+    def _read_damaged(self) -> dict[str, dict[str, Any]]:
+        try:
+            state = self.read_state(DAMAGED) or {}
+        except IntegrityError as exc:
+            self.warnings.append(f"{exc.message}: the record of damaged blobs is ignored (verify finds them again)")
+            state = {}
+        blobs = state.get("blobs") if isinstance(state, dict) else None
+        return {k: v for k, v in (blobs or {}).items() if isinstance(k, str) and _BLOB_ID.fullmatch(k)}
+
+    def record_damage(self) -> None:
+        """Record the damage found and the blobs stored again by this session (merged with what other
+        processes recorded meanwhile, under the journal lock). Where the repository cannot be written
+        (read-only media), it is only kept in memory and said in ``warnings``."""
+        with self._mutex:
+            found, healed = dict(self._found_damaged), set(self._healed)
+            self._found_damaged.clear()
+            self._healed.clear()
+            damaged = self.damaged_blobs()
+            stamp = _iso(_now())
+            for bid, problem in found.items():
+                damaged.setdefault(bid, {"problem": problem, "found_at": stamp})
+            for bid in healed:
+                damaged.pop(bid, None)
+            if self._known is not None:
+                self._known.difference_update(found)
+        if not found and not healed:
+            return
+        if self.read_only:
+            return
+        try:
+            with self._holding(_JOURNAL_LOCK, "record damaged blobs", JOURNAL_LOCK_WAIT):
+                current = self._read_damaged()
+                for bid, problem in found.items():
+                    current.setdefault(bid, {"problem": problem, "found_at": stamp})
+                for bid in healed:
+                    current.pop(bid, None)
+                self.write_state(DAMAGED, {"blobs": current})
+                with self._mutex:
+                    self._damaged = current
+        except (OSError, RepositoryLocked) as exc:
+            note = f"damaged blobs not recorded in the repository ({exc})"
+            if note not in self.warnings:
+                self.warnings.append(note)
+
+    def lost_data(self, manifest: dict[str, Any]) -> list[str]:
+        """The blobs of a snapshot found damaged or missing: empty when it has lost nothing known."""
+        damaged = self.damaged_blobs()
+        blobs = chain(manifest["schema"]["blobs"], *(t["blobs"] for t in manifest["tables"]))
+        return sorted({b for b in blobs if b in damaged})
 
     def delete_blob(self, blob_id: str) -> None:
         if not _BLOB_ID.fullmatch(blob_id):
@@ -683,7 +784,7 @@ class Repository:
             )
         return matches[0]
 
-    def save_manifest(self, manifest: dict[str, Any]) -> None:
+    def save_manifest(self, manifest: dict[str, Any], *, new: bool = True) -> None:
         """Write a snapshot's manifest (atomically; the last write of a backup: the snapshot exists from now)."""
         sid = manifest.get("id")
         if not isinstance(sid, str) or not _SNAPSHOT_ID.fullmatch(sid):
@@ -692,6 +793,11 @@ class Repository:
         if not self.encrypted:
             body["sha256"] = hashlib.sha256(_canonical(body)).hexdigest()
         self._write_json(f"snapshots/{sid}.json", body)
+        if new:
+            # the set of snapshots is recorded in the (chained) journal: a manifest deleted behind the
+            # repository's back is found missing (``missing_manifests``)
+            self.append_journal({"snapshots_added": [sid], "at": _iso(_now())})
+            self.record_damage()  # the blobs this backup stored again are sound: every snapshot naming them heals
 
     def _read_manifest(self, sid: str) -> dict[str, Any]:
         name = f"snapshot {sid}"
@@ -733,7 +839,25 @@ class Repository:
         return found
 
     def delete_manifest(self, snapshot_id: str) -> None:
-        self.storage.delete(f"snapshots/{self._resolve(snapshot_id)}.json")
+        sid = self._resolve(snapshot_id)
+        self.append_journal({"snapshots_removed": [sid], "at": _iso(_now())})  # first: never recorded yet gone
+        self.storage.delete(f"snapshots/{sid}.json")
+
+    def missing_manifests(self) -> list[tuple[str, str]]:
+        """Snapshots the journal records as taken and never removed whose manifest is gone: (id, taken at).
+        A manifest deleted by hand (or lost) is found here; records that do not decode are skipped."""
+        present = set(self._snapshot_ids())
+        recorded: dict[str, str] = {}
+        for _number, line in self._journal_lines():
+            try:
+                record = self._decode_journal_line(line, JOURNAL)
+            except IntegrityError:
+                continue
+            for sid in record.get("snapshots_added") or ():
+                recorded[str(sid)] = str(record.get("at"))
+            for sid in record.get("snapshots_removed") or ():
+                recorded.pop(str(sid), None)
+        return sorted((sid, at) for sid, at in recorded.items() if sid not in present)
 
     def update_manifest(self, snapshot_id: str, **fields: Any) -> None:
         sid = self._resolve(snapshot_id)
@@ -741,7 +865,7 @@ class Repository:
             raise ValueError("a snapshot's id cannot change")
         manifest = self._read_manifest(sid)
         manifest.update(fields)
-        self.save_manifest(manifest)
+        self.save_manifest(manifest, new=False)
 
     # --- state and journal ---------------------------------------------------------------------------
 
@@ -1039,7 +1163,7 @@ class Repository:
                     if old and not kind.live_pid_holds
                     else None
                 )
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return f"the lock of pid {pid}, which no longer runs"
             if kind.live_pid_holds or not old:
                 return None  # a live process here: held (for the exclusive lock however old)
@@ -1087,17 +1211,18 @@ class Repository:
                 pass
 
     @contextmanager
-    def lock(self, command: str, wait: float = 0) -> Iterator[None]:
+    def lock(self, command: str, wait: float | None = None) -> Iterator[None]:
         """The repository's exclusive lock (re-entrant within this object). A stale lock is taken
-        over with a note in ``warnings``; a held one raises ``RepositoryLocked`` (after ``wait`` seconds)."""
-        if self._lock_depth:
+        over with a note in ``warnings``; a held one raises ``RepositoryLocked`` (after ``wait`` seconds;
+        None: what ``Repository.waiting_for_lock`` set around the call, else at once)."""
+        if self._lock_depth or self.read_only or self.no_lock:  # nothing can change a read-only repository
             self._lock_depth += 1
             try:
                 yield
             finally:
                 self._lock_depth -= 1
             return
-        with self._holding(_EXCLUSIVE, command, wait):
+        with self._exclusive(command, wait):
             self._lock_depth = 1
             try:
                 yield
@@ -1109,6 +1234,64 @@ class Repository:
     def size(self) -> int:
         """Bytes the repository occupies."""
         return self.storage.total_size()
+
+    # --- waiting for the lock ---------------------------------------------------------------------------
+
+    # How long ``lock`` waits for another holder when its caller does not say, and whom it tells that it
+    # waits: set by the CLI (``--lock-wait``) around a command, so use cases deep down wait as it says.
+    _lock_wait: contextvars.ContextVar[tuple[float, Callable[[str], None] | None]] = contextvars.ContextVar(
+        "migrate_guard_repository_lock_wait", default=(0.0, None)
+    )
+
+    @classmethod
+    @contextmanager
+    def waiting_for_lock(cls, seconds: float, say: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Within the block, ``lock()`` without a ``wait`` waits up to ``seconds`` for another holder, and
+        says once (through ``say``) whom it waits for."""
+        token = cls._lock_wait.set((max(0.0, seconds), say))
+        try:
+            yield
+        finally:
+            cls._lock_wait.reset(token)
+
+    @contextmanager
+    def _exclusive(self, command: str, wait: float | None) -> Iterator[None]:
+        """``_holding`` the exclusive lock, waiting ``wait`` seconds (None: as ``waiting_for_lock`` says);
+        when it has to wait, says once for whom, and a final refusal says how long it waited."""
+        say: Callable[[str], None] | None = None
+        implicit = wait is None
+        if wait is None:
+            wait, say = self._lock_wait.get()
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self._holding(_EXCLUSIVE, command, 0))
+            except RepositoryLocked:
+                holder = self._read_lock(_EXCLUSIVE.path)[1]
+                me = (os.getpid(), socket.gethostname())
+                ours = holder is not None and (holder.get("pid"), holder.get("host")) == me
+                if wait <= 0 or (ours and implicit):  # held by this very process: the CLI's wait would never end
+                    raise
+                whom = (
+                    f"held by pid {holder.get('pid')} on {holder.get('host')} (user {holder.get('user')}), running "
+                    f"{holder.get('command')!r} since {holder.get('created_at')}"
+                    if holder
+                    else "its lock file is being written"
+                )
+                if say is not None:
+                    say(f"waiting up to {_seconds_text(wait)} for the lock of repository {self.location}: {whom}")
+                try:
+                    stack.enter_context(self._holding(_EXCLUSIVE, command, wait))
+                except RepositoryLocked as again:
+                    raise RepositoryLocked(f"{again.message} (waited {_seconds_text(wait)}: --lock-wait)") from None
+            yield
+
+
+def _seconds_text(seconds: float) -> str:
+    """``10m``, ``1h30m``, ``45s``: a wait in words."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or f"{seconds:g}s"
 
 
 def _locked_message(kind: _LockKind, location: str, holder: dict[str, Any] | None) -> str:
@@ -1123,6 +1306,40 @@ def _locked_message(kind: _LockKind, location: str, holder: dict[str, Any] | Non
         f"(user {holder.get('user')}) since {holder.get('created_at')}, running {holder.get('command')!r}; "
         f"wait for it, or delete {kind.path} if that process is gone"
     )
+
+
+def _writable(storage: Storage) -> bool:
+    """Whether the repository's files can be written: a local directory on read-only media (or one this
+    user may not write) cannot; an object store is taken to be writable (a refused write says so)."""
+    root = getattr(storage, "root", None)
+    if not isinstance(root, Path):
+        return True
+    return all(os.access(root / sub, os.W_OK) for sub in ("", "locks", "state", "snapshots") if (root / sub).exists())
+
+
+def key_config(keys: KeySource, config: dict[str, Any]) -> bytes:
+    """The master key ``keys`` give (scrypt of the passphrase with a new salt, or the key itself), with
+    what ``config`` must hold of it: ``kdf`` (a passphrase only), ``key_check`` and ``id_check``."""
+    if keys.key is not None:
+        master = keys.key
+    else:
+        salt = os.urandom(SALT_SIZE)
+        config["kdf"] = {
+            "algorithm": "scrypt",
+            "salt": base64.b64encode(salt).decode("ascii"),
+            "n": SCRYPT_N,
+            "r": SCRYPT_R,
+            "p": SCRYPT_P,
+        }
+        master = passphrase_key(keys.passphrase or "", salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    config["key_check"] = base64.b64encode(seal_bytes(KEY_CHECK_PLAINTEXT, master, compress=False)).decode("ascii")
+    config["id_check"] = _id_check(master, config["id"])
+    return master
+
+
+def _id_check(master: bytes, repository_id: str) -> str:
+    """config.json's ``id_check``: the id authenticated with the key, so a changed id is found at open."""
+    return hmac.new(master, ID_CHECK_INFO + repository_id.encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def _check_level(level: int) -> None:

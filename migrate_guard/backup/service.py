@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import getpass
+import os
 import socket
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,10 +185,15 @@ def take_snapshot(
     kind: str = "manual",
     repo: Repository | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
-    """Dump the database into the repository; the manifest is written last, so the snapshot exists only when whole."""
+    """Dump the database into the repository; the manifest is written last, so the snapshot exists only when whole.
+
+    ``engine`` is the view to dump through (a restore's ``pre_snapshot`` gets one: the database as its
+    write lock froze it), else ``url``'s engine. The repository lock is re-entrant within ``repo``: a
+    restore holding it takes its pre-snapshot under it."""
     url = database_url(project, url)
-    engine = database_engine(url)
+    engine = engine or database_engine(url)
     identity = database_identity(url)
     repo = repo or open_repository(project, create=True)
     progress = progress or Progress()
@@ -261,6 +266,17 @@ def list_snapshots(project: Project, all_databases: bool = False) -> tuple[list[
     verified = _verify_state(repo, warnings)
     manifests = repo.manifests()
     warnings += [f"snapshot not listed: {note}" for note in _damaged_manifests(repo)]
+    warnings += [
+        f"snapshot {sid} (taken {at}) is missing: its manifest was deleted outside migrate-guard"
+        for sid, at in repo.missing_manifests()
+    ]
+    lost = [m["id"] for m in manifests if repo.lost_data(m)]
+    if lost:
+        warnings.append(
+            f"{len(lost)} snapshot{'s' if len(lost) != 1 else ''} lost data (damaged blobs; flag L): "
+            f"{', '.join(lost[:5])}{' …' if len(lost) > 5 else ''}; the next backup stores what the database "
+            "still holds again, `migrate-guard repair` says more, `prune` removes them"
+        )
     if not all_databases:
         current = current_database(project)
         mine = of_database(manifests, current)
@@ -285,6 +301,7 @@ def list_snapshots(project: Project, all_databases: bool = False) -> tuple[list[
             "bytes": m.get("bytes", 0),
             "encrypted": m.get("encrypted", False),
             "pinned": m.get("pinned", False),
+            "lost_data": repo.lost_data(m),
             "verified_at": (verified.get(m["id"]) or {}).get("verified_at")
             if (verified.get(m["id"]) or {}).get("ok")
             else None,
@@ -306,16 +323,32 @@ class VerifyResult:
 
 
 def verify(
-    project: Project, snapshot_ids: Sequence[str] | None, read_data: bool = False, progress: Progress | None = None
+    project: Project,
+    snapshot_ids: Sequence[str] | None,
+    read_data: bool = False,
+    progress: Progress | None = None,
+    *,
+    repo: Repository | None = None,
+    warnings: list[str] | None = None,
+    no_lock: bool = False,
 ) -> list[VerifyResult]:
     """Check every blob of the snapshots (all when None); with read_data, restore each into a scratch
-    database and compare per-table row counts with the manifest. Results are recorded in the repository."""
-    repo = open_repository(project)
+    database and compare per-table row counts with the manifest. Results are recorded in the repository
+    (where it can be written; else ``warnings`` says so), and so is every damaged blob: no backup reuses it."""
+    repo = repo or open_repository(project)
+    repo.no_lock = repo.no_lock or no_lock
     manifests = repo.manifests() if snapshot_ids is None else [repo.load_manifest(i) for i in snapshot_ids]
     damaged = _damaged_manifests(repo) if snapshot_ids is None else []
-    if not manifests and not damaged:
+    missing = repo.missing_manifests() if snapshot_ids is None else []
+    if not manifests and not damaged and not missing:
         raise UsageError("the repository has no snapshot to verify")
     results = [VerifyResult("manifest", False, [note]) for note in damaged]
+    results += [
+        VerifyResult(
+            sid, False, [f"the manifest is missing: snapshot {sid} (taken {at}) was deleted outside migrate-guard"]
+        )
+        for sid, at in missing
+    ]
     if snapshot_ids is None:  # the whole repository: its journal too
         journal_problems = repo.journal_problems()
         if journal_problems:
@@ -346,7 +379,15 @@ def verify(
             "problems": r.problems[:20],
             "seconds": r.seconds,
         }
-    repo.write_state("verify", state)
+    notes = warnings if warnings is not None else []
+    if repo.read_only:
+        notes.append(f"{repo.location} is read-only: these results are not recorded in it")
+    else:
+        try:
+            repo.write_state("verify", state)
+        except OSError as exc:
+            notes.append(f"the results are not recorded in {repo.location}: {exc.strerror or exc}")
+    notes.extend(w for w in repo.warnings if w.startswith("damaged blobs not recorded") and w not in notes)
     return results
 
 
@@ -382,8 +423,10 @@ def scratch_database(dialect: str, server_url: str | None) -> Iterator[str]:
     from sqlalchemy.engine import make_url
 
     if dialect == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="mg-verify-") as tmp:
-            yield f"sqlite:///{Path(tmp) / 'scratch.db'}"
+        from ..private import private_tempdir
+
+        with private_tempdir("verify-") as tmp:  # plaintext user data: never left in /tmp by a kill
+            yield f"sqlite:///{tmp / 'scratch.db'}"
         return
     if not server_url:
         raise ConfigError(f"verify --read-data of a {dialect} snapshot needs a {dialect} server: pass --url")
@@ -426,6 +469,9 @@ class RestorePlan:
             f"table{'s' if len(self.tables) != 1 else ''}, {rows} rows",
         ]
         lines += [f"  {t['name']}: {t['rows']} rows" for t in self.tables]
+        lacks = (self.snapshot.get("engine") or {}).get("lacks") or []
+        if lacks:
+            lines.append(f"not in this snapshot, so not restored: {', '.join(lacks)}")
         if self.pre_snapshot:
             lines.append("a snapshot of the current state is taken first")
         if self.full:
@@ -507,9 +553,13 @@ def restore(
 ) -> dict[str, Any] | None:
     """Carry out a plan: pre-snapshot, restore, stamp. Returns the pre-snapshot's manifest, if one was taken.
 
-    Every blob is checked before anything is committed. With a pre-snapshot the check comes first (a
-    damaged snapshot takes no pre-snapshot); without one it runs beside the restore, which the
-    engine commits only once the check passed (engines that cannot roll back wait for it first)."""
+    One hold of the repository lock covers it all. Every blob is checked before anything is committed.
+    With a pre-snapshot the check comes first (a damaged snapshot takes no pre-snapshot), then the engine
+    stops writers and the pre-snapshot is taken through its view of that moment (``Engine.restore``'s
+    ``pre_snapshot``): a write lands in the pre-snapshot or after the restore, never in neither. Without
+    one the check runs beside the restore, which the engine commits only once the check passed (engines
+    that cannot roll back wait for it first). The journal records the restore as started before anything
+    changes, and as finished or failed: `status` reports one that never ended (see ``unfinished_restores``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..schema.protect import reviewed_environment
@@ -523,45 +573,128 @@ def restore(
         )
     repo = open_repository(project)
     progress = progress or Progress()
-    pre = None
+    pre: dict[str, Any] | None = None
     taking_pre_snapshot = plan.pre_snapshot and not _is_missing_sqlite_file(target)
+    if taking_pre_snapshot and repo.read_only:
+        raise UsageError(
+            f"{repo.location} is read-only: the snapshot of the current state cannot be stored in it; "
+            "take one elsewhere, then pass --no-pre-snapshot"
+        )
     if plan.pre_snapshot and not taking_pre_snapshot:
         progress.step("the target database does not exist yet: no snapshot of it is needed")
-    if taking_pre_snapshot:
-        progress.step(f"checking snapshot {plan.snapshot['id']}")
-        _raise_if_damaged(plan, _damage(repo, plan))
-        progress.step("taking a snapshot of the current state")
+    dump = dump_from_manifest(plan.snapshot)
+    names = [f"{t['schema']}.{t['name']}" if t.get("schema") else t["name"] for t in plan.tables]
+
+    def take_pre_snapshot(view: Engine) -> None:
+        nonlocal pre
+        progress.step("taking a snapshot of the current state (writes wait until the restore is done)")
         pre = take_snapshot(
             project,
             url=target,
             label=f"before restore of {plan.snapshot['id']}",
             kind="pre-restore",
             repo=repo,
-            progress=progress,
+            progress=Progress(),  # its bytes are not the restore's: the bar counts the restore's
+            engine=view,
         )
-    dump = dump_from_manifest(plan.snapshot)
+        record.update(pre_snapshot=pre["id"])
+        repo.append_journal(record)
+
     with (
         repo.lock(f"restore {plan.snapshot['id']}"),
         ThreadPoolExecutor(1, thread_name_prefix="migrate-guard-check") as pool,
     ):
+        if taking_pre_snapshot:
+            progress.step(f"checking snapshot {plan.snapshot['id']}")
+            _raise_if_damaged(plan, _damage(repo, plan))
         checking = pool.submit(lambda: None if taking_pre_snapshot else _damage(repo, plan))
+        record = _restore_started(repo, plan, target, engine.dialect, names)
         progress.step(f"restoring snapshot {plan.snapshot['id']}")
         progress.set_total(plan.snapshot["schema"]["bytes"] + sum(t["bytes"] for t in plan.tables))
-        names = [f"{t['schema']}.{t['name']}" if t.get("schema") else t["name"] for t in plan.tables]
         try:
-            with reviewed_environment(engine.dialect):  # confirmed, with a pre-snapshot: past the protection
-                engine.restore(
-                    dump,
-                    lambda ref: progress.counted(repo.read_stream(ref)),
-                    tables=None if plan.full else names,
-                    before_commit=lambda: _raise_if_damaged(plan, checking.result()),
-                )
-        except GuardError:
-            _raise_if_damaged(plan, checking.result())  # the check names the blob better than a failed read does
+            try:
+                with reviewed_environment(engine.dialect):  # confirmed, with a pre-snapshot: past the protection
+                    engine.restore(
+                        dump,
+                        lambda ref: progress.counted(repo.read_stream(ref)),
+                        tables=None if plan.full else names,
+                        before_commit=lambda: _raise_if_damaged(plan, checking.result()),
+                        pre_snapshot=take_pre_snapshot if taking_pre_snapshot else None,
+                    )
+            except GuardError:
+                _raise_if_damaged(plan, checking.result())  # the check names the blob better than a failed read does
+                raise
+            if plan.full:
+                stamp(target, plan.snapshot.get("revision") or [])
+        except BaseException as exc:
+            _restore_ended(repo, record, "failed", error=one_line(exc))
             raise
-        if plan.full:
-            stamp(target, plan.snapshot.get("revision") or [])
+        _restore_ended(repo, record, "finished")
     return pre
+
+
+def _restore_started(repo: Repository, plan: RestorePlan, url: str, dialect: str, names: list[str]) -> dict[str, Any]:
+    """Journal a restore as started (before it changes anything); returns the record to end it with.
+    Restore records carry ``restore``, never ``run``: the migrate-safe readers (``journal_runs``) skip them."""
+    record = {
+        "kind": "restore",
+        "restore": uuid.uuid4().hex[:12],
+        **who(),
+        "pid": os.getpid(),
+        "started_at": iso(utcnow()),
+        "state": "started",
+        "snapshot": plan.snapshot["id"],
+        "full": plan.full,
+        "tables": None if plan.full else names,
+        "pre_snapshot": None,
+        "dialect": dialect,
+        "database": database_identity(url).to_dict(),
+    }
+    if not repo.read_only:  # a restore from read-only media cannot be recorded there
+        repo.append_journal(record)
+    return record
+
+
+def _restore_ended(repo: Repository, record: dict[str, Any], state: str, error: str | None = None) -> None:
+    """Journal a restore's end. A failure to write it does not hide the restore's own outcome (or error):
+    the restore then stays "started", which `status` reports until a restore covering it finishes."""
+    ended = {**record, "state": state, "finished_at": iso(utcnow()), **({"error": error} if error else {})}
+    if repo.read_only:
+        return
+    try:
+        repo.append_journal(ended)
+    except Exception:
+        if state != "failed":
+            raise
+
+
+def restore_records(repo: Repository) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every restore in the journal, oldest first, as its latest record says it ended, and the journal's
+    defects. As in ``journal_runs``, a "started" restore before a break in the chain is "unknown"."""
+    return _latest_records(
+        repo, lambda r: r["restore"] if r.get("kind") == "restore" and isinstance(r.get("restore"), str) else None
+    )
+
+
+def unfinished_restores(repo: Repository, identity: DatabaseIdentity | None) -> list[dict[str, Any]]:
+    """Restores into ``identity``'s database (every database's when None) that started and never ended
+    (killed, or the machine went down), oldest first, leaving out each one a later restore of the same
+    database finished over: a full one, or one of at least its tables."""
+    records = of_database(restore_records(repo)[0], identity)
+    pending = []
+    for i, record in enumerate(records):
+        if record.get("state") not in ("started", "unknown"):
+            continue
+        wanted = None if record.get("full") else {t.lower() for t in record.get("tables") or []}
+        covered = any(
+            later.get("state") == "finished"
+            and database_key(later) == database_key(record)
+            and (later.get("full") or (wanted is not None and wanted <= {t.lower() for t in later.get("tables") or []}))
+            for later in records[i + 1 :]
+        )
+        if not covered:
+            pending.append(record)
+    return pending
 
 
 def _is_missing_sqlite_file(url: str) -> bool:
@@ -626,12 +759,19 @@ def journal_runs(repo: Repository) -> tuple[list[dict[str, Any]], list[str]]:
     """Every migrate-safe run in the journal, oldest first, as its latest record says it ended, and the
     journal's defects. Where the chain is broken after a run's "started" record, its end may be what is
     missing: such a run is "unknown", never "started" (a damaged journal is no reason to restore anything)."""
+    return _latest_records(repo, lambda r: r.get("run"))
+
+
+def _latest_records(repo: Repository, key: Callable[[dict[str, Any]], Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The latest journal record of each thing ``key`` names (None: not one of them), ordered by that
+    record, and the journal's defects; "started" before a break in the chain reads "unknown"."""
     check = repo.journal_checked()
-    latest: dict[str, tuple[int, dict[str, Any]]] = {}
+    latest: dict[Any, tuple[int, dict[str, Any]]] = {}
     for index, record in enumerate(check.records):
-        if "run" in record:
-            latest.pop(record["run"], None)
-            latest[record["run"]] = (index, record)
+        name = key(record)
+        if name is not None:
+            latest.pop(name, None)
+            latest[name] = (index, record)
     found = []
     for index, record in latest.values():
         if record.get("state") == "started" and check.problems and index < check.sound_from:
@@ -702,13 +842,22 @@ def prune(
     if dry_run:
         result = _plan_prune(repo, policy, current, revision, all_databases, dry_run=True)
         result.notes[:0] = notes
+        if not _damaged_manifests(repo):  # what would be freed: the blobs no snapshot kept names
+            kept = {b for m in repo.manifests() if m["id"] not in result.remove for b in _blobs_of(m)}
+            unreferenced = repo.blob_ids() - kept
+            result.freed_blobs, result.freed_bytes = len(unreferenced), sum(map(repo.blob_size, unreferenced))
         return result
-    with repo.lock("prune"):  # planned under the lock: a snapshot or run recorded meanwhile is seen
+    # Under the lock: a snapshot or run recorded meanwhile is seen, and no backup is writing. A backup holds
+    # the lock from its first blob to its manifest, so a blob no manifest names now is one no backup will
+    # name: left by an interrupted backup (or by snapshots removed), and reclaimed even when no snapshot goes.
+    with repo.lock("prune"):
         result = _plan_prune(repo, policy, current, revision, all_databases, dry_run=False)
         result.notes[:0] = notes
-        if not result.remove:
+        damaged = _damaged_manifests(repo)
+        if damaged and not result.remove:
+            result.notes.append(f"unreferenced blobs not removed: {damaged[0]} (it may still own some)")
             return result
-        if _damaged_manifests(repo):
+        if damaged:
             collect_garbage(repo)  # raises, before any snapshot is removed
         for snapshot_id in result.remove:
             repo.delete_manifest(snapshot_id)
@@ -749,6 +898,11 @@ def _plan_prune(
             for m in group
         ]
         plan = plan_prune(infos, policy, now=utcnow(), current_revision=at, needed=needed)
+        for m in group:  # a snapshot that lost data goes, unless recovery needs what is left of it
+            if m["id"] in plan.keep and m["id"] not in needed and not m.get("pinned") and repo.lost_data(m):
+                del plan.keep[m["id"]]
+                plan.remove.append(m["id"])
+                notes.append(f"snapshot {m['id']} lost data (damaged blobs): removed whatever the rules say")
         result.keep.update(plan.keep)
         result.remove.extend(plan.remove)
     others = sum(len(g) for k, g in groups.items() if k != current.id)
@@ -761,22 +915,26 @@ def _plan_prune(
 
 
 def forget(project: Project, snapshot_id: str) -> tuple[str, int, int]:
+    """Remove one snapshot and the blobs only it named; returns (id, blobs, bytes) freed. Blobs other
+    snapshots name stay, and so do unreferenced blobs it never named (``prune`` reclaims those)."""
     repo = open_repository(project)
-    manifest = repo.load_manifest(snapshot_id)
-    if manifest.get("pinned"):
-        raise UsageError(f"snapshot {manifest['id']} is pinned; unpin it first")
+    sid = repo.load_manifest(snapshot_id)["id"]
     with repo.lock("forget"):
+        manifest = repo.load_manifest(sid)  # read again under the lock: pinned meanwhile?
+        if manifest.get("pinned"):
+            raise UsageError(f"snapshot {sid} is pinned; unpin it first (`migrate-guard unpin {sid}`)")
         repo.manifests()
         if _damaged_manifests(repo):
             collect_garbage(repo)  # raises, before the snapshot is removed
-        repo.delete_manifest(manifest["id"])
-        blobs, freed = collect_garbage(repo)
-    return manifest["id"], blobs, freed
+        repo.delete_manifest(sid)
+        blobs, freed = collect_garbage(repo, only=set(_blobs_of(manifest)))
+    return sid, blobs, freed
 
 
-def collect_garbage(repo: Repository) -> tuple[int, int]:
-    """Delete blobs no manifest names; returns (blobs, bytes) removed. Refuses while any manifest
-    cannot be read: its snapshot still owns blobs nobody can see."""
+def collect_garbage(repo: Repository, only: set[str] | None = None) -> tuple[int, int]:
+    """Delete blobs no manifest names (of ``only``, when given); returns (blobs, bytes) removed. Call it
+    under the repository lock (no backup is then between its first blob and its manifest). Refuses while
+    any manifest cannot be read: its snapshot still owns blobs nobody can see."""
     from .crypto import IntegrityError
 
     live = {b for m in repo.manifests() for b in _blobs_of(m)}
@@ -786,21 +944,24 @@ def collect_garbage(repo: Repository) -> tuple[int, int]:
             f"blobs not removed: {damaged[0]} "
             "(repair that manifest from a copy, or delete it by hand once its snapshot is given up)"
         )
+    present = repo.blob_ids()
     removed = freed = 0
-    for blob in repo.blob_ids() - live:
+    for blob in sorted((present if only is None else present & only) - live):
         freed += repo.blob_size(blob)
         repo.delete_blob(blob)
         removed += 1
     return removed, freed
 
 
-def set_pinned(project: Project, snapshot_id: str, pinned: bool) -> str:
+def set_pinned(project: Project, snapshot_id: str, pinned: bool) -> tuple[str, bool]:
+    """Pin (retention never removes it) or unpin a snapshot; returns its id and whether it changed."""
     repo = open_repository(project)
-    manifest = repo.load_manifest(snapshot_id)
-    with repo.lock("pin"):
-        repo.update_manifest(manifest["id"], pinned=pinned)
-    found: str = manifest["id"]
-    return found
+    sid = repo.load_manifest(snapshot_id)["id"]
+    with repo.lock("pin" if pinned else "unpin"):
+        changed = bool(repo.load_manifest(sid).get("pinned")) != pinned
+        if changed:
+            repo.update_manifest(sid, pinned=pinned)
+    return sid, changed
 
 
 def who() -> dict[str, str]:

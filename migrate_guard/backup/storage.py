@@ -7,8 +7,11 @@ operations; everything about the format lives in ``repository.py``.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import secrets
+import shutil
 import stat
 import time
 from abc import ABC, abstractmethod
@@ -18,12 +21,103 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ..errors import EXIT_USAGE, GuardError
+from ..errors import EXIT_FAILED, EXIT_USAGE, GuardError
 
 TEMP_MARKER = ".tmp-"
 READ_SIZE = 1 << 20
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+
+# What the filesystem refuses for reasons the user must fix: each becomes one line naming the path.
+_REFUSALS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EFBIG: "file too large (a file size limit, ulimit -f?)",
+    errno.EIO: "input/output error (a failing disk or network filesystem?)",
+}
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is a refusal of the filesystem the user must fix (full, read-only, no permission)."""
+    return isinstance(exc, OSError) and exc.errno in _REFUSALS
+
+
+def _free_space(path: str) -> str:
+    """``, 12.0 KiB free on that filesystem`` for the nearest existing folder of ``path`` (empty when unknown)."""
+    from ..progress import human_bytes
+
+    folder = Path(path)
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        return f"; {human_bytes(shutil.disk_usage(folder).free)} free on that filesystem"
+    except OSError:
+        return ""
+
+
+def _path_in_traceback(exc: BaseException) -> str | None:
+    """The name of the file being written or read where ``exc`` was raised (the innermost frame holding an
+    open file with a path name), for errors such as a failed ``write()`` that carry no file name."""
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            name = getattr(value, "name", None) if isinstance(value, io.IOBase) else None
+            if isinstance(name, (str, os.PathLike)):
+                return str(os.fspath(name))
+    return None
+
+
+def describe_os_error(exc: OSError, path: str | os.PathLike[str] | None = None, doing: str = "") -> str:
+    """One line: what failed on which path and why, with the free space for a full disk. ``doing`` is
+    what was attempted ("write", "read", "create", "delete"); ``path`` defaults to the error's own."""
+    name = os.fspath(path) if path is not None else exc.filename or _path_in_traceback(exc)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    why = _REFUSALS.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+    where = f" {name}" if name else " a file (its path is unknown)"
+    line = f"cannot {doing or 'access'}{where}: {why}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and name:
+        line += _free_space(str(name))
+    if exc.errno == errno.EROFS:
+        line += "; its filesystem is mounted read-only"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        import getpass
+
+        try:
+            user = getpass.getuser()
+        except Exception:  # noqa: BLE001 - no passwd entry in some containers
+            user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+        line += f"; migrate-guard runs as user {user}"
+    return line
+
+
+class StorageError(GuardError, OSError):
+    """A repository file the filesystem refused to write, read or delete (full, read-only, no permission).
+    Still an ``OSError`` (with ``errno`` and ``filename``) for code that catches those; a ``GuardError``
+    whose one-line message names the path, what failed and (disk full) the free space: exit 1."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, exc: OSError, path: str | os.PathLike[str], doing: str):
+        OSError.__init__(self, exc.errno, exc.strerror, os.fspath(path))
+        self._line = describe_os_error(exc, path, doing)
+
+    def __str__(self) -> str:
+        return self._line
+
+
+def _refusal(exc: OSError, path: str | os.PathLike[str], doing: str) -> OSError:
+    """``exc`` as a ``StorageError`` naming ``path`` when it is a refusal, else ``exc`` itself."""
+    if isinstance(exc, StorageError) or not refused(exc):
+        return exc
+    return StorageError(exc, path, doing)
 
 
 def _check(path: str) -> str:
@@ -131,6 +225,8 @@ class LocalStorage(Storage):
                 os.mkdir(d, DIR_MODE)
             except FileExistsError:
                 pass
+            except OSError as exc:
+                raise _refusal(exc, d, "create the folder") from None
             else:
                 os.chmod(d, DIR_MODE)
                 _fsync_dir(d.parent)
@@ -144,7 +240,10 @@ class LocalStorage(Storage):
         self._makedirs(full.parent)
         tmp = full.with_name(f"{full.name}{TEMP_MARKER}{secrets.token_hex(6)}")
         size = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        except OSError as exc:
+            raise _refusal(exc, full, "write") from None
         try:
             os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "wb", buffering=0) as f:
@@ -156,9 +255,11 @@ class LocalStorage(Storage):
                     size += len(chunk)
                 os.fsync(f.fileno())
             os.replace(tmp, full)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise _refusal(exc, full, "write") from None
             raise
         _fsync_dir(full.parent)
         return size
@@ -170,17 +271,27 @@ class LocalStorage(Storage):
             fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
         except FileExistsError:
             return False
+        except OSError as exc:
+            raise _refusal(exc, full, "create") from None
         try:
             os.fchmod(fd, FILE_MODE)
             os.write(fd, data)
             os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(full)  # a lock file cut short is no lock: nobody could tell it from a held one
+            raise _refusal(exc, full, "create") from None
         finally:
             os.close(fd)
         _fsync_dir(full.parent)
         return True
 
     def open_read(self, path: str) -> Iterator[bytes]:
-        f = open(self._full(path), "rb")  # noqa: SIM115 - closed by the generator
+        full = self._full(path)
+        try:
+            f = open(full, "rb")  # noqa: SIM115 - closed by the generator
+        except OSError as exc:
+            raise _refusal(exc, full, "read") from None
 
         def pieces() -> Iterator[bytes]:
             with f:
@@ -198,6 +309,8 @@ class LocalStorage(Storage):
             full.unlink()
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise _refusal(exc, full, "delete") from None
         _fsync_dir(full.parent)
 
     def _walk(self, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:

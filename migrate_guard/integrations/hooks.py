@@ -64,7 +64,7 @@ def check_files(
         groups.setdefault(key, []).append(name)
     for key, names in groups.items():
         project = load_project(explicit if key is None else key, url)
-        script = bridge.open_scripts(project)
+        script = bridge.open_scripts(project, read_unimportable=True)  # read statically, as check does
         revision_files = {os.path.realpath(bridge.script_file(project, s)) for s in script.walk_revisions()}
         mine = [n for n in names if os.path.realpath(n) in revision_files]
         result.skipped.extend(n for n in names if n not in mine)

@@ -46,7 +46,7 @@ def build(project: Project) -> Built:
             _header(project, status),
             _figures(status),
             _checks(status),
-            _snapshots(manifests, verified),
+            _snapshots(manifests, verified, {m["id"] for m in manifests if repo.lost_data(m)}),
             _verify(manifests, verified),
             _runs(runs),
             _findings_section(findings, findings_note),
@@ -118,11 +118,13 @@ def _checks(status: Status) -> str:
     return "<section><h2>Checks</h2>" + _table(["level", "check", "detail"], rows, "no checks") + "</section>"
 
 
-def _snapshots(manifests: list[dict[str, Any]], verified: dict[str, Any]) -> str:
+def _snapshots(manifests: list[dict[str, Any]], verified: dict[str, Any], lost: set[str]) -> str:
     rows = []
     for m in reversed(manifests):
         v = verified.get(m["id"]) if isinstance(verified.get(m["id"]), dict) else None
         state = "-" if v is None else ("ok" if v.get("ok") else "FAILED")
+        if m["id"] in lost:  # damaged blobs recorded since (see backup/repair.py)
+            state = "LOST DATA"
         rows.append(
             [
                 f"<code>{e(m['id'])}</code>",

@@ -4,9 +4,10 @@ whole status unhealthy (exit 1), warnings and unknowns are reported but leave it
 What is critical: no backup snapshot or the newest older than ``max_age``; the repository missing,
 unreadable, or bigger than ``max_size``; its filesystem at ``disk_critical`` % used; a snapshot whose
 latest verify failed, or no verify within ``verify_max_age``; the last migrate-safe run NOT restored;
-an unfinished migrate-safe run; the database not answering; more pending revisions than
-``max_pending`` (when set). Warnings: disk at ``disk_warning`` %, the last migrate-safe run failed
-but was restored, pending revisions. Unknown: free space of a remote repository.
+an unfinished migrate-safe run; a restore that started and never finished; the database not answering;
+more pending revisions than ``max_pending`` (when set). Warnings: disk at ``disk_warning`` %, the last
+migrate-safe run failed but was restored, pending revisions, a restore running. Unknown: free space of a
+remote repository.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ FIGURES = (
     "last_run_state",
     "last_run_at",
     "unfinished_runs",
+    "unfinished_restores",
     "database_up",
     "database_revision",
     "pending_revisions",
@@ -134,6 +136,7 @@ def evaluate(project: Project, now: datetime | None = None) -> Status:
     heads = _check_database(status, project)
     if repo is not None:
         _check_runs(status, repo, project, now, database)
+        _check_restores(status, repo, database)
     _check_pending(status, project, heads, cfg)
     return status
 
@@ -157,8 +160,24 @@ def _check_repository(status: Status, repo: Any, cfg: Any) -> list[dict[str, Any
     size = repo.size()
     status.figures["repository_bytes"] = size
     status.figures["snapshots"] = len(manifests)
+    missing = repo.missing_manifests()
+    lost = [m["id"] for m in manifests if repo.lost_data(m)]
     if damaged:
         status.add("repository", CRITICAL, f"{len(damaged)} snapshot manifest(s) cannot be read: {damaged[0]}")
+    elif missing:
+        status.add(
+            "repository",
+            CRITICAL,
+            f"{len(missing)} snapshot(s) missing: the manifest of {missing[-1][0]} (taken {missing[-1][1]}) "
+            "was deleted outside migrate-guard",
+        )
+    elif lost:
+        status.add(
+            "repository",
+            CRITICAL,
+            f"{len(lost)} snapshot(s) lost data (damaged blobs): {', '.join(lost[-3:])}; the next backup stores "
+            "again what the database still holds, `migrate-guard repair` says which, `prune` removes them",
+        )
     else:
         status.add(
             "repository", OK, f"{repo.location}: {len(manifests)} snapshots" + (", encrypted" if repo.encrypted else "")
@@ -347,6 +366,53 @@ def _check_runs(status: Status, repo: Any, project: Project, now: datetime, data
     )
 
 
+def _check_restores(status: Status, repo: Any, database: DatabaseIdentity | None) -> None:
+    """A restore into this database journaled as started and never ended (killed, the machine down) that
+    no later restore finished over: the database may hold part of it. Critical, until it is re-run."""
+    pending = service.unfinished_restores(repo, database)
+    running = [r for r in pending if _restore_running(r)]
+    pending = [r for r in pending if r not in running]
+    status.figures["unfinished_restores"] = len(pending)
+    if not pending:
+        if running:
+            r = running[-1]
+            status.add("restores", WARNING, f"restore of snapshot {r.get('snapshot')} is running (pid {r.get('pid')})")
+        else:
+            status.add("restores", OK, "no interrupted restore")
+        return
+    r = pending[-1]
+    tables = "" if r.get("full") else f" --tables {','.join(r.get('tables') or [])}"
+    before = f"; the state before it is snapshot {r['pre_snapshot']}" if r.get("pre_snapshot") else ""
+    into = f" into {described}" if (described := _described(r)) else ""
+    more = f" ({len(pending) - 1} more)" if len(pending) > 1 else ""
+    status.add(
+        "restores",
+        CRITICAL,
+        f"restore of snapshot {r.get('snapshot')}{into} started {r.get('started_at')} by "
+        f"{r.get('user')}@{r.get('host')} and did not finish{more}: the database may be partly restored; "
+        f"re-run `migrate-guard restore {r.get('snapshot')}{tables}`{before}",
+    )
+
+
+def _described(record: dict[str, Any]) -> str | None:
+    from ..backup.identity import recorded_identity
+
+    identity = recorded_identity(record.get("database"))
+    return identity.describe() if identity else None
+
+
+def _restore_running(record: dict[str, Any]) -> bool:
+    """Whether the process that journaled ``record`` still runs (on this host: another's cannot be asked)."""
+    import socket
+
+    from ..backup.repository import pid_alive
+
+    pid = record.get("pid")
+    if not isinstance(pid, int) or record.get("host") != socket.gethostname() or pid == os.getpid():
+        return False
+    return pid_alive(pid)
+
+
 def _run_in_progress(project: Project) -> str | None:
     """Who holds the database's migration lock right now (a run in progress), or None."""
     from ..safe.lock import MigrationLocked, migration_lock
@@ -440,6 +506,12 @@ _METRICS = (  # name, type, help, figure (or a function of the status)
         "gauge",
         "migrate-safe runs that did not finish (need `migrate-guard recover`).",
         "unfinished_runs",
+    ),
+    (
+        "unfinished_restores",
+        "gauge",
+        "Restores that started and never finished (re-run them).",
+        "unfinished_restores",
     ),
     (
         "database_up",

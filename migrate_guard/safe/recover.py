@@ -15,7 +15,7 @@ from typing import Any
 
 from ..backup import service
 from ..config import Project
-from ..errors import EXIT_NOT_RESTORED, EXIT_OK, UsageError
+from ..errors import EXIT_FAILED, EXIT_NOT_RESTORED, EXIT_OK, UsageError
 from .journal import unfinished_runs
 from .lock import migration_lock
 from .sequence import SafeResult
@@ -107,10 +107,15 @@ def recover(
             if confirm is None:
                 raise UsageError("recover changes the database: pass --yes to confirm (no terminal to ask on)")
             if not confirm("go ahead?"):
-                return SafeResult(EXIT_OK, "nothing was changed")
-        say("taking a snapshot of the current state")
-        pre = snapshot_current(project, url, diff, f"before recover of run {record['run']}", "pre-recover")
-        problems = restore_differences(project, url, engine, record, diff)
+                return SafeResult(EXIT_FAILED, "declined: nothing was changed")
+        pre: dict[str, Any] | None = None
+
+        def keep(view: Any) -> None:
+            nonlocal pre
+            say("taking a snapshot of the current state (writes wait until the recovery is done)")
+            pre = snapshot_current(project, url, diff, f"before recover of run {record['run']}", "pre-recover", view)
+
+        problems = restore_differences(project, url, engine, record, diff, keep)
         if problems:
             finish("not-restored", error="; ".join(problems), pre_recover_snapshot=pre and pre["id"])
             return SafeResult(

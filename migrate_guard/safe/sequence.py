@@ -118,7 +118,12 @@ def protection(dialect: str, form: str, report: CheckReport) -> tuple[bool, str]
 _MULTI_TABLE_DML = re.compile(
     r"\bJOIN\b|^\s*UPDATE\s+[^;]*?,[^;]*?\bSET\b|^\s*DELETE\s+(?!FROM\b)\S", re.IGNORECASE | re.DOTALL
 )
-_NO_TABLE_DATA = frozenset({"transaction", "set", "set_lock_timeout", "select", "other", "create_schema"})
+# maintenance and explicit locks (REINDEX, VACUUM, CLUSTER, LOCK TABLE) change no row; DETACH PARTITION
+# moves rows out of the parent table, so the table it names is backed up
+_NO_TABLE_DATA = frozenset(
+    {"transaction", "set", "set_lock_timeout", "select", "other", "create_schema"}
+    | {"reindex", "vacuum", "cluster", "lock_table"}
+)
 _TABLELESS_OK = frozenset(
     {"create_other", "alter_other", "drop_other", "drop_index", "drop_constraint", "create_table"}
 )
@@ -295,19 +300,26 @@ def _execute(
     snapshot = None
     if options.backup_scope != "none":
         say("taking the safety snapshot")
-        snapshot = service.take_snapshot(
-            project,
-            url=url,
-            tables=scope,
-            label=f"migrate-safe {','.join(before) or 'base'} -> {target}",
-            kind="safety",
-            repo=repo,
-        )
-        results = service.verify(project, [snapshot["id"]])
+        for attempt in (1, 2):
+            snapshot = service.take_snapshot(
+                project,
+                url=url,
+                tables=scope,
+                label=f"migrate-safe {','.join(before) or 'base'} -> {target}",
+                kind="safety",
+                repo=repo,
+            )
+            results = service.verify(project, [snapshot["id"]], repo=repo)
+            if results[0].ok:
+                break
+            if attempt == 1:  # a damaged blob it reused is recorded now: a second snapshot stores it again
+                say(f"the safety snapshot {snapshot['id']} did not verify ({results[0].problems[0]}): taking it again")
+        assert snapshot is not None
         if not results[0].ok:
             return SafeResult(
                 EXIT_FAILED,
-                f"the safety snapshot {snapshot['id']} did not verify ({results[0].problems[0]}); nothing was migrated",
+                f"the safety snapshot {snapshot['id']} did not verify ({results[0].problems[0]}), twice; nothing "
+                "was migrated: run `migrate-guard repair` and look at the repository's storage",
                 report=report,
                 snapshot_id=snapshot["id"],
             )

@@ -81,11 +81,15 @@ def undo(
     pre = None
     try:
         diff = compare(project, url, engine, record, rows_unknown_changed=True if transactional else None)
-        try:  # what the application wrote to those tables during the run is kept; a failure here stops nothing
-            pre = snapshot_current(project, url, diff, f"before undo of run {record['run']}", "pre-undo")
-        except Exception as exc:  # noqa: BLE001 - the restore matters more than this snapshot
-            say(f"no snapshot of the current state: {failure_reason(exc)}")
-        problems = restore_differences(project, url, engine, record, diff)
+
+        def keep(view: Any) -> None:
+            nonlocal pre
+            try:  # what the application wrote to those tables during the run is kept; a failure stops nothing
+                pre = snapshot_current(project, url, diff, f"before undo of run {record['run']}", "pre-undo", view)
+            except Exception as exc:  # noqa: BLE001 - the restore matters more than this snapshot
+                say(f"no snapshot of the current state: {failure_reason(exc)}")
+
+        problems = restore_differences(project, url, engine, record, diff, keep)
     except BaseException as exc:  # noqa: BLE001 - report, never lose the original failure
         problems = [f"restore failed: {failure_reason(exc)}"]
     kept = f"; the state before the undo is snapshot {pre['id']}" if pre else ""
@@ -200,13 +204,16 @@ class Difference:
         return sorted(set(self.created) | {t for t, why in self.restore.items() if why != DROPPED})
 
 
-def snapshot_current(project: Project, url: str, diff: Difference, label: str, kind: str) -> dict[str, Any] | None:
+def snapshot_current(
+    project: Project, url: str, diff: Difference, label: str, kind: str, view: Any = None
+) -> dict[str, Any] | None:
     """A snapshot of the tables an undo is about to drop or overwrite (None when there are none): rows
-    the application wrote to them since the run began are kept there."""
+    the application wrote to them since the run began are kept there. ``view``: the engine to dump
+    through (``Engine.restore``'s pre_snapshot view, while writers are stopped)."""
     tables = diff.about_to_change
     if not tables:
         return None
-    return service.take_snapshot(project, url=url, tables=tables, label=label, kind=kind)
+    return service.take_snapshot(project, url=url, tables=tables, label=label, kind=kind, engine=view)
 
 
 def compare(
@@ -251,18 +258,29 @@ def compare(
     return diff
 
 
-def restore_differences(project: Project, url: str, engine: Any, record: dict[str, Any], diff: Difference) -> list[str]:
-    """Drop what the run created, restore the tables that differ, stamp the revision; what still differs after."""
+def restore_differences(
+    project: Project,
+    url: str,
+    engine: Any,
+    record: dict[str, Any],
+    diff: Difference,
+    keep: Callable[[Any], None] | None = None,
+) -> list[str]:
+    """Restore the tables that differ, drop what the run created, stamp the revision; what still differs
+    after. ``keep(view)`` takes the snapshot of the current state: once the engine has stopped writers to
+    the tables it restores (``Engine.restore``'s pre_snapshot), so no write falls between the two."""
     before = list(record.get("from") or [])
     with schema_guard.reviewed_environment(engine.dialect):  # the run was reviewed; restoring it is too
-        if diff.created:
-            engine.drop_tables(diff.created)
         if diff.restore:
             repo = service.open_repository(project)
             snapshot = repo.load_manifest(record["snapshot"])
             dump = service.dump_from_manifest(snapshot)
             by_display = {service.display_name(t.schema, t.name): t.qualified for t in dump.tables}
-            engine.restore(dump, repo.read_stream, tables=[by_display[t] for t in diff.restore])
+            engine.restore(dump, repo.read_stream, tables=[by_display[t] for t in diff.restore], pre_snapshot=keep)
+        elif keep is not None:
+            keep(engine)
+        if diff.created:
+            engine.drop_tables(diff.created)
         service.stamp(url, before)
     after = compare(project, url, engine, record)
     problems = []

@@ -25,28 +25,36 @@ Why one run rather than a separate ``--no-data`` run for the schema: with one ru
 read immediately before that table's rows, inside the dump's transaction; two runs would be two points
 in time, consistent only if nothing changed in between. The split costs one regex pass over the output.
 
-Restore pipes one script into one ``mariadb`` session: the dump's header (NAMES utf8mb4, TIME_ZONE
-'+00:00', SQL_MODE, checks off), ``SET FOREIGN_KEY_CHECKS=0``, then per table ``DROP TABLE IF EXISTS``,
-its CREATE TABLE from the snapshot, its rows and triggers, then the footer and ``FOREIGN_KEY_CHECKS=1``.
-A table is always re-created, so one whose columns a migration changed comes back exactly as dumped;
-foreign keys of other tables that point at it are kept by InnoDB (by name) and enforced again.
+Restore loads the chosen tables beside the live ones under scratch names (one ``mariadb`` session: the
+dump's header, each CREATE TABLE and its rows, renamed), while one session holds ``LOCK TABLES ... READ``
+on the live tables (writers wait, readers do not; the pre-snapshot is taken then). One atomic ``RENAME
+TABLE`` swaps them in; then other tables' foreign keys are pointed back at the restored tables (InnoDB
+moves them to the renamed old ones), the old tables dropped, the new tables' foreign keys renamed back
+and their triggers created. A journal table lets the next restore finish or undo a killed one; see
+"restore: load beside, swap in one RENAME" below.
 
-Not covered: stored routines and events (not table-scoped: ``--skip-routines``), views and sequences
-(not listed as tables, left alone by restore), the history rows of system-versioned tables, and the
-consistency of non-transactional (MyISAM/Aria) tables, which ``--single-transaction`` cannot give.
+Not covered: views, sequences, stored routines and events (the snapshot's engine record lists them under
+"lacks"), the history rows of system-versioned tables, and the consistency of non-transactional
+(MyISAM/Aria) tables, which ``--single-transaction`` cannot give.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import re
+import secrets
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from typing import IO, Any
 
 from ...errors import GuardError
+from ...private import private_tempdir
 from .base import DumpResult, Engine, StreamReader, StreamWriter, TableDump, require_tool
 
 PACKAGE = "mariadb-client"
@@ -249,6 +257,106 @@ def _client_message(stderr: bytes, what: str) -> str:
     return f"{what}: {text}"
 
 
+# --- restore: load beside, swap in one RENAME ---------------------------------------------------------------
+#
+# A restore loads the snapshot's tables under scratch names "#mg#<token>#n<i>", swaps them in with one
+# atomic RENAME TABLE (each current table to "#mg#<token>#o<i>", each new one to its name), then finishes:
+# re-points other tables' foreign keys (InnoDB moves them to the renamed old table), drops the old tables,
+# gives the new tables' foreign keys their own names back and creates their triggers. A journal table
+# "#mg#<token>#j" records every step's input, so the next restore can finish (after the RENAME) or undo
+# (before it) a restore that was killed. Scratch names are never listed as user tables.
+
+SCRATCH = re.compile(r"#mg#([0-9a-f]{8})#")
+RESTORE_LOCK_WAIT = 10  # seconds a restore waits for another restore of the same database
+SWAP_WAIT = 60  # seconds the RENAME may take to queue behind the read locks
+
+_FK_LINE = re.compile(
+    r"^  CONSTRAINT (?P<name>`(?:[^`]|``)+`) (?P<fk>FOREIGN KEY \(.*?\) REFERENCES )"
+    r"(?P<db>`(?:[^`]|``)+`\.)?(?P<ref>`(?:[^`]|``)+`)(?P<rest> \(.*?)(?P<comma>,?)$",
+    re.M,
+)
+_TRIGGERS_START = re.compile(rb"\n(?:/\*!50003 |DELIMITER )")
+
+
+def _scratch(token: str, kind: str, index: int | str = "") -> str:
+    return f"#mg#{token}#{kind}{index}"
+
+
+def _unquote(quoted: str) -> str:
+    return quoted[1:-1].replace("``", "`")
+
+
+def new_structure(
+    section: bytes, name: str, new: str, renames: Mapping[str, str], temp_names: Iterator[str]
+) -> tuple[bytes, list[tuple[str, str, str]]]:
+    """A "Table structure" section that creates ``name`` as ``new``, its foreign keys under temporary
+    names (InnoDB wants them unique in the database while the old table still has them) and pointing
+    at the new copies of tables restored with it (``renames``), so that the RENAME carries them over.
+    Also returns (temporary name, real name, clause) per foreign key, to rename them back afterwards."""
+    text = section.decode("utf-8")
+    old_q, new_q = _quote(name), _quote(new)
+    for statement in ("DROP TABLE IF EXISTS {};", "\nCREATE TABLE {} ("):
+        if statement.format(old_q) not in text:
+            raise GuardError(f"the snapshot's structure section of table {name} has no {statement.format(old_q)!r}")
+        text = text.replace(statement.format(old_q), statement.format(new_q), 1)
+    own: list[tuple[str, str, str]] = []
+
+    def rewrite(m: re.Match[str]) -> str:
+        temp = next(temp_names)
+        ref = _unquote(m["ref"])
+        clause = f"{m['fk']}{m['db'] or ''}{m['ref']}{m['rest']}"
+        target = _quote(renames[ref]) if not m["db"] and ref in renames else m["ref"]
+        own.append((temp, _unquote(m["name"]), clause))
+        return f"  CONSTRAINT {_quote(temp)} {m['fk']}{m['db'] or ''}{target}{m['rest']}{m['comma']}"
+
+    return _FK_LINE.sub(rewrite, text).encode("utf-8"), own
+
+
+def retarget(chunks: Iterable[bytes], old: str, new: str, triggers: list[bytes]) -> Iterator[bytes]:
+    """A table's data section loading into ``new`` instead of ``old``; its triggers (which come after the
+    rows) are held back into ``triggers``: their names are taken until the old table is gone.
+
+    Only statement starts are rewritten: each begins a line, and a raw newline never occurs inside a
+    value, so a pattern (a newline, then text without one) cannot straddle a cut made at a newline."""
+    o, n = _quote(old).encode(), _quote(new).encode()
+    subs = [(b"\n" + p + o, b"\n" + p + n) for p in (b"LOCK TABLES ", b"/*!40000 ALTER TABLE ", b"INSERT INTO ")]
+    unlock = b"\nUNLOCK TABLES;"
+    hold = max(len(a) for a, _ in subs) + len(unlock)
+    carry = b""
+    tail: list[bytes] | None = None  # after UNLOCK TABLES: COMMIT, autocommit back, the triggers
+
+    def renamed(part: bytes) -> bytes:
+        for a, b in subs:
+            part = part.replace(a, b)
+        return part
+
+    for chunk in chunks:
+        if tail is not None:
+            tail.append(chunk)
+            continue
+        data = carry + chunk
+        cut = data.rfind(b"\n", max(0, len(data) - hold))
+        cut = len(data) if cut < 0 else cut
+        part, carry = data[:cut], data[cut:]
+        at = part.find(unlock)
+        if at >= 0:
+            yield renamed(part[:at]) + unlock
+            tail = [part[at + len(unlock) :], carry]
+            carry = b""
+        else:
+            yield renamed(part)
+    if tail is None:
+        yield renamed(carry)
+        return
+    rest = b"".join(tail)
+    m = _TRIGGERS_START.search(rest)
+    if m is None:
+        yield rest
+        return
+    yield rest[: m.start() + 1]
+    triggers.append(rest[m.start() + 1 :].replace(b"/*!50003 CREATE*/", b"/*!50003 CREATE OR REPLACE*/"))
+
+
 class MySQLEngine(Engine):
     dialect = "mysql"
 
@@ -290,17 +398,18 @@ class MySQLEngine(Engine):
 
     @contextmanager
     def _tool_args(self) -> Iterator[list[str]]:
-        """Connection options for the native tools; the password goes through a 0600 option file that
-        is deleted afterwards, never on the command line. ``--defaults-extra-file`` must come first."""
+        """Connection options for the native tools; the password goes through a 0600 option file in this
+        process's private directory (removed afterwards, and with the directory even after a kill -9),
+        never on the command line. ``--defaults-extra-file`` must come first."""
         url = self._url
         args: list[str] = []
-        path = None
-        try:
+        with ExitStack() as stack:
             if url.password:
-                fd, path = tempfile.mkstemp(prefix="mg-my-", suffix=".cnf")  # created 0600
+                path = stack.enter_context(private_tempdir(prefix="mg-my-")) / "client.cnf"
                 value = str(url.password)
                 for old, new in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
                     value = value.replace(old, new)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(f'[client]\npassword="{value}"\n')
                 args.append(f"--defaults-extra-file={path}")
@@ -312,10 +421,6 @@ class MySQLEngine(Engine):
             if url.username:
                 args.append(f"--user={url.username}")
             yield args
-        finally:
-            if path:
-                with suppress(OSError):
-                    os.unlink(path)
 
     # --- Engine ---------------------------------------------------------------------------------------------
 
@@ -333,7 +438,7 @@ class MySQLEngine(Engine):
                 " AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME",
                 (self.database,),
             ).fetchall()
-        return [r[0] for r in rows]
+        return [r[0] for r in rows if not SCRATCH.match(r[0])]  # a restore's scratch tables are not the user's
 
     def _foreign_keys(self) -> dict[str, list[str]]:
         with self._connect() as conn:
@@ -344,9 +449,23 @@ class MySQLEngine(Engine):
             ).fetchall()
         deps: dict[str, set[str]] = {}
         for table, referenced in rows:
-            if table != referenced:
+            if table != referenced and not SCRATCH.match(table):
                 deps.setdefault(table, set()).add(referenced)
         return {t: sorted(r) for t, r in deps.items()}
+
+    def _lacks(self) -> list[str]:
+        """What of this database a snapshot does not hold and a restore does not bring back, one
+        "kind name" each: views, sequences, stored routines and events (triggers go with their tables)."""
+        queries = [
+            "SELECT 'view', TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %(db)s",
+            "SELECT 'sequence', TABLE_NAME FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = %(db)s AND TABLE_TYPE = 'SEQUENCE'",
+            "SELECT LOWER(ROUTINE_TYPE), ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %(db)s",
+            "SELECT 'event', EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %(db)s",
+        ]
+        with self._connect() as conn:
+            found = [tuple(r) for q in queries for r in conn.exec_driver_sql(q, {"db": self.database}).fetchall()]
+        return [f"{kind} {name}" for kind, name in sorted(found)]
 
     def _select(self, tables: Sequence[str] | None, exclude: Sequence[str] = ()) -> list[str]:
         present = self._table_names()
@@ -375,6 +494,9 @@ class MySQLEngine(Engine):
         names = self._select(tables, exclude)
         deps = self._foreign_keys()
         engine_info: dict[str, Any] = {"tool": os.path.basename(tool), "version": None, "format": FORMAT}
+        lacks = self._lacks()
+        if lacks:
+            engine_info["lacks"] = lacks
         if not names:
             return DumpResult(engine_info, write("schema", iter(())), [])
 
@@ -466,10 +588,13 @@ class MySQLEngine(Engine):
         before_commit: Callable[[], None] | None = None,
         pre_snapshot: Callable[[Engine], None] | None = None,
     ) -> None:
-        if pre_snapshot is not None:  # TODO(issue 14): writers stopped from here until the restore is done
-            pre_snapshot(self)
-        if before_commit is not None:  # what is written here cannot be rolled back: check first
-            before_commit()
+        """Load the chosen tables beside the current ones, then swap them in with one RENAME.
+
+        One session holds ``LOCK TABLES ... READ`` on the current tables from before ``pre_snapshot``
+        until the RENAME: writers wait, readers (the pre-snapshot's dump, the application) do not.
+        MariaDB refuses RENAME TABLE in a session holding any table lock, so another session queues the
+        RENAME (its exclusive metadata lock then has priority over the waiting writers) and the locks are
+        released only once it is waiting: the first thing to touch the tables after them is the RENAME."""
         tool = require_tool(CLIENT_TOOLS, PACKAGE)
         by_name = {t.name: t for t in dump.tables}
         if tables is None:
@@ -480,25 +605,239 @@ class MySQLEngine(Engine):
                 raise GuardError(f"the snapshot has no table {', '.join(unknown)}")
             wanted = set(tables)
             chosen = [t.name for t in dump.tables if t.name in wanted]  # dump order
-        if not chosen:
-            return
-        header, sections, footer = split_schema(b"".join(read(dump.schema)), by_name)
+        header, sections, footer = split_schema(b"".join(read(dump.schema)), by_name) if chosen else (b"", {}, b"")
         missing = [n for n in chosen if n not in sections]
         if missing:
             raise GuardError(f"the snapshot's schema stream has no CREATE TABLE for {', '.join(missing)}")
+        what = f"restore of {'database ' + self.database if tables is None else 'table(s) ' + ', '.join(chosen)}"
+
+        with self._connect() as guard:
+            self._restore_lock(guard)
+            for token in sorted({m[1] for m in map(SCRATCH.match, self._scratch_tables()) if m}):
+                self._settle(tool, token)  # a killed restore's leftovers: finished or undone
+            present = set(self._table_names())
+            locked = [n for n in chosen if n in present]
+            _raw(guard, "SET SESSION lock_wait_timeout = 300")
+            if locked:
+                _raw(guard, "LOCK TABLES " + ", ".join(f"{_quote(n)} READ" for n in locked))
+            token = None
+            try:
+                if pre_snapshot is not None:
+                    pre_snapshot(self)  # writers are stopped, the database is untouched
+                if not chosen:
+                    if before_commit is not None:
+                        before_commit()
+                    return
+                token = secrets.token_hex(4)
+                self._load(tool, token, chosen, present, (header, sections, footer), by_name, read, what)
+                if before_commit is not None:
+                    before_commit()  # the last moment: nothing but scratch tables exists yet
+                self._swap(guard, token, bool(locked))
+            except BaseException:
+                with suppress(Exception):
+                    _raw(guard, "UNLOCK TABLES")
+                if token is not None:
+                    with suppress(Exception):
+                        self._settle(tool, token)  # before the RENAME: drops the scratch tables
+                raise
+            self._settle(tool, token)
+
+    def _restore_lock(self, guard: Any) -> None:
+        """One restore per database at a time: the next one's clean-up must not take a running one's
+        scratch tables for leftovers. Released when the session ends, also when its process is killed."""
+        name = "migrate-guard-restore:" + hashlib.sha1(self.database.encode()).hexdigest()[:24]
+        if _raw(guard, f"SELECT GET_LOCK('{name}', {RESTORE_LOCK_WAIT})")[0][0] != 1:
+            raise GuardError(f"another restore of database {self.database} is running")
+
+    def _scratch_tables(self, token: str | None = None) -> list[str]:
+        with self._connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME LIKE '#mg#%%'",
+                (self.database,),
+            ).fetchall()
+        prefix = None if token is None else _scratch(token, "")
+        return sorted(r[0] for r in rows if SCRATCH.match(r[0]) and (prefix is None or r[0].startswith(prefix)))
+
+    def _load(
+        self,
+        tool: str,
+        token: str,
+        chosen: list[str],
+        present: set[str],
+        schema: tuple[bytes, dict[str, bytes], bytes],
+        by_name: Mapping[str, TableDump],
+        read: StreamReader,
+        what: str,
+    ) -> None:
+        """Create the journal, load every chosen table under its scratch name, then journal what the
+        swap and the finish need (triggers, other tables' foreign keys) and mark the load complete."""
+        header, sections, footer = schema
+        journal = _quote(_scratch(token, "j"))
+        renames = {name: _scratch(token, "n", i) for i, name in enumerate(chosen)}
+        temps = (_scratch(token, "k", i) for i in itertools.count())
+        structures = {}
+        entries: list[tuple[str, str, str | None, str | None, bytes | None]] = []
+        for i, name in enumerate(chosen):
+            structures[name], own = new_structure(sections[name], name, renames[name], renames, temps)
+            entries.append(("table", name, renames[name], _scratch(token, "o", i) if name in present else None, None))
+            entries += [("own", name, temp, real, clause.encode()) for temp, real, clause in own]
+        with self._connect() as conn:
+            _raw(
+                conn,
+                f"CREATE TABLE {journal} (seq INT AUTO_INCREMENT PRIMARY KEY, kind VARCHAR(8) NOT NULL,"
+                " tbl VARCHAR(64) NOT NULL, a VARCHAR(64), b VARCHAR(64), body LONGBLOB) DEFAULT CHARSET=utf8mb4",
+            )
+            self._journal(conn, journal, entries)
+        triggers: dict[str, list[bytes]] = {}
 
         def script() -> Iterator[bytes]:
             yield header
             yield b"SET FOREIGN_KEY_CHECKS=0;\n"
             for name in chosen:
-                yield f"DROP TABLE IF EXISTS {_quote(name)};\n".encode()
-                yield sections[name]
-                yield from read(by_name[name].stream)
+                yield structures[name]
+                yield from retarget(read(by_name[name].stream), name, renames[name], triggers.setdefault(name, []))
             yield footer
-            yield b"SET FOREIGN_KEY_CHECKS=1;\n"
 
-        what = f"restore of {'database ' + self.database if tables is None else 'table(s) ' + ', '.join(chosen)}"
         self._run_client(tool, script(), what)
+        later: list[tuple[str, str, str | None, str | None, bytes | None]] = [
+            ("trig", name, None, None, header + b"".join(parts)) for name, parts in triggers.items() if parts
+        ]
+        for i, (child, constraint, clause) in enumerate(self._children(chosen, present)):
+            later.append(("child", child, constraint, _scratch(token, "c", i), clause.encode()))
+        later.append(("loaded", "", None, None, None))
+        with self._connect() as conn:
+            self._journal(conn, journal, later)
+
+    @staticmethod
+    def _journal(conn: Any, journal: str, entries: Sequence[tuple[Any, ...]]) -> None:
+        if entries:
+            conn.exec_driver_sql(f"INSERT INTO {journal} (kind, tbl, a, b, body) VALUES (%s, %s, %s, %s, %s)", entries)
+            conn.commit()
+
+    def _children(self, chosen: list[str], present: set[str]) -> list[tuple[str, str, str]]:
+        """(table, constraint, clause) of every foreign key of a table NOT restored that points at one
+        that is: InnoDB moves it along with the old table on RENAME, so it must be pointed back."""
+        targets = set(chosen) & present
+        found = []
+        with self._connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME"
+                " FROM information_schema.REFERENTIAL_CONSTRAINTS"
+                " WHERE CONSTRAINT_SCHEMA = %s AND UNIQUE_CONSTRAINT_SCHEMA = %s ORDER BY TABLE_NAME, CONSTRAINT_NAME",
+                (self.database, self.database),
+            ).fetchall()
+            for child, constraint, parent in rows:
+                if parent not in targets or child in chosen or SCRATCH.match(child):
+                    continue
+                create = _raw(conn, f"SHOW CREATE TABLE {_quote(child)}")[0][1]
+                for m in _FK_LINE.finditer(create):
+                    if _unquote(m["name"]) == constraint:
+                        found.append((child, constraint, f"{m['fk']}{m['db'] or ''}{m['ref']}{m['rest']}"))
+        return found
+
+    def _swap(self, guard: Any, token: str, locked: bool) -> None:
+        """The one RENAME, from a second session, queued before the guard's read locks are released."""
+        with self._connect() as conn:
+            rows = _raw(conn, f"SELECT tbl, a, b FROM {_quote(_scratch(token, 'j'))} WHERE kind = 'table' ORDER BY seq")
+            pairs = []
+            for name, new, old in rows:
+                if old is not None:
+                    pairs.append(f"{_quote(name)} TO {_quote(old)}")
+                pairs.append(f"{_quote(new)} TO {_quote(name)}")
+            session = _raw(conn, "SELECT CONNECTION_ID()")[0][0]
+            failed: list[BaseException] = []
+
+            def rename() -> None:
+                try:
+                    _raw(conn, "RENAME TABLE " + ", ".join(pairs))
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    failed.append(exc)
+
+            worker = threading.Thread(target=rename, name="migrate-guard-rename", daemon=True)
+            worker.start()
+            if locked:
+                self._wait_queued(session, worker)
+            _raw(guard, "UNLOCK TABLES")
+            worker.join()
+            if failed:
+                orig = getattr(failed[0], "orig", None) or failed[0]
+                raise GuardError(f"MariaDB/MySQL: swapping in the restored tables failed: {orig}")
+
+    def _wait_queued(self, session: int, worker: threading.Thread) -> None:
+        deadline = time.monotonic() + SWAP_WAIT
+        with self._connect() as conn:
+            while worker.is_alive():
+                state = _raw(conn, f"SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = {int(session)}")
+                if state and "metadata lock" in (state[0][0] or ""):
+                    return
+                if time.monotonic() > deadline:
+                    _raw(conn, f"KILL QUERY {int(session)}")
+                    raise GuardError("the RENAME that swaps in the restored tables did not start")
+                time.sleep(0.005)
+
+    def _settle(self, tool: str, token: str) -> None:
+        """Finish (after its RENAME) or undo (before it) the restore ``token``. Every step can run again."""
+        journal = _scratch(token, "j")
+        existing = set(self._scratch_tables(token))
+        with self._connect() as conn:
+            _raw(conn, "SET SESSION FOREIGN_KEY_CHECKS=0")
+            rows = (
+                _raw(conn, f"SELECT kind, tbl, a, b, body FROM {_quote(journal)} ORDER BY seq")
+                if journal in existing
+                else []
+            )
+            new_names = {a for kind, _t, a, _b, _body in rows if kind == "table"}
+            swapped = any(kind == "loaded" for kind, *_ in rows) and not new_names & existing
+            if not swapped:
+                for name in sorted(existing - {journal}):
+                    _raw(conn, f"DROP TABLE IF EXISTS {_quote(name)}")
+                _raw(conn, f"DROP TABLE IF EXISTS {_quote(journal)}")
+                return
+            for kind, child, constraint, temp, clause in rows:
+                if kind == "child":
+                    self._repoint(conn, child, constraint, temp, clause.decode())
+            for name in sorted(existing - {journal}):  # the old tables; their triggers go with them
+                _raw(conn, f"DROP TABLE IF EXISTS {_quote(name)}")
+            for kind, table, temp, real, clause in rows:
+                if kind == "own" and temp in self._constraints(conn, table):
+                    _raw(
+                        conn,
+                        f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(real)} {clause.decode()},"
+                        f" DROP FOREIGN KEY {_quote(temp)}",
+                    )
+        scripts = [body for kind, _t, _a, _b, body in rows if kind == "trig"]
+        if scripts:
+            self._run_client(tool, scripts, f"re-creating the triggers of restored tables in {self.database}")
+        with self._connect() as conn:
+            _raw(conn, f"DROP TABLE IF EXISTS {_quote(journal)}")
+
+    def _repoint(self, conn: Any, child: str, constraint: str, temp: str, clause: str) -> None:
+        """Point ``child``'s foreign key back at the table of its name, in two ALTERs (MariaDB refuses to
+        drop and add one name in one), each atomic, so the key is always there under one name or the other."""
+        current = self._constraints(conn, child)
+        parent = _unquote(_FK_LINE.match(f"  CONSTRAINT `x` {clause}")["ref"])  # type: ignore[index]
+        if current.get(constraint, parent) != parent and temp not in current:
+            _raw(
+                conn,
+                f"ALTER TABLE {_quote(child)} ADD CONSTRAINT {_quote(temp)} {clause},"
+                f" DROP FOREIGN KEY {_quote(constraint)}",
+            )
+            current = self._constraints(conn, child)
+        if temp in current:
+            _raw(
+                conn,
+                f"ALTER TABLE {_quote(child)} ADD CONSTRAINT {_quote(constraint)} {clause},"
+                f" DROP FOREIGN KEY {_quote(temp)}",
+            )
+
+    def _constraints(self, conn: Any, table: str) -> dict[str, str]:
+        """Foreign key name -> referenced table, of ``table``."""
+        rows = conn.exec_driver_sql(
+            "SELECT CONSTRAINT_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS"
+            " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+            (self.database, table),
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
 
     def _run_client(self, tool: str, script: Iterable[bytes], what: str) -> None:
         """Stream ``script`` into the client's stdin; its first error becomes a one-line GuardError."""

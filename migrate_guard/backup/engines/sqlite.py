@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 from ...errors import GuardError
+from ...private import private_tempdir
 from .base import DumpResult, Engine, StreamReader, StreamRef, StreamWriter, TableDump
 
 PIECE = 1 << 20  # bytes per piece handed to the repository (a multiple of every page size)
@@ -80,17 +81,23 @@ class SQLiteEngine(Engine):
         except sqlite3.Error as exc:
             raise _error(f"opening {str(self.path)!r}", exc) from None
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection ``list_tables``, ``row_counts`` and ``dump`` read through: a new one, closed after."""
+        with closing(self._connect()) as conn:
+            yield conn
+
     # --- Engine -----------------------------------------------------------------------------------
 
     def check_tools(self) -> None:
         """Nothing to install: Python's sqlite3 module is the tool."""
 
     def list_tables(self) -> list[tuple[str | None, str]]:
-        with closing(self._connect()) as conn:
+        with self._reading() as conn:
             return [(None, t) for t in _tables(conn)]
 
     def row_counts(self, tables: Sequence[str] | None = None) -> dict[str, int]:
-        with closing(self._connect()) as conn:
+        with self._reading() as conn:
             try:
                 conn.execute("BEGIN")  # one read transaction: counts from one moment
                 known = _tables(conn)
@@ -126,9 +133,10 @@ class SQLiteEngine(Engine):
         exclude: Sequence[str] = (),
         previous: Mapping[str, TableDump] | None = None,
     ) -> DumpResult:
-        with tempfile.TemporaryDirectory(prefix="migrate-guard-") as tmp:
-            copy = Path(tmp) / "image.db"
-            with closing(self._connect()) as source, closing(sqlite3.connect(copy)) as dest:
+        # The copy is plaintext user data: in the private directory, which outlives no process (kill -9 included).
+        with private_tempdir(prefix="sqlite-dump-") as tmp:
+            copy = tmp / "image.db"
+            with self._reading() as source, closing(sqlite3.connect(copy)) as dest:
                 try:
                     # pages=-1: the whole database in one step, under one read lock: a consistent
                     # image even while other connections write (they wait, or in WAL mode go on).
@@ -172,56 +180,99 @@ class SQLiteEngine(Engine):
         before_commit: Callable[[], None] | None = None,
         pre_snapshot: Callable[[Engine], None] | None = None,
     ) -> None:
-        if pre_snapshot is not None:  # TODO(issue 14): writers stopped from here until the restore is done
-            pre_snapshot(self)
-        if before_commit is not None:  # what is written here cannot be rolled back: check first
-            before_commit()
-        with tempfile.TemporaryDirectory(prefix="migrate-guard-") as tmp:
-            copy = Path(tmp) / "image.db"
+        """Into an existing database, one transaction on one connection: ``BEGIN IMMEDIATE`` takes the
+        write lock, ``pre_snapshot`` dumps the state the lock froze (see ``_LockedView``), the tables
+        are replaced, ``before_commit`` runs, then COMMIT. Other connections' writes wait (their busy
+        timeout) and land after the restore; readers go on until the commit. A database file that does
+        not exist yet gets the image through the online backup API."""
+        names = None if tables is None else _resolve(tables, [t.name for t in dump.tables], strict=True)
+        with private_tempdir(prefix="sqlite-restore-") as tmp:  # plaintext: never left in /tmp by kill -9
+            copy = tmp / "image.db"
             fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out:  # read before the lock: writers wait only for the restore itself
                 for piece in read(dump.schema):
                     out.write(piece)
-            if tables is None:
-                self._restore_full(copy)
+            if names is None and pre_snapshot is None and not self.path.exists():
+                if before_commit is not None:  # the backup API commits as it finishes: check first
+                    before_commit()
+                self._restore_image(copy)
             else:
-                self._restore_tables(copy, dump, tables)
+                self._restore_locked(copy, names, before_commit, pre_snapshot)
 
-    def _restore_full(self, copy: Path) -> None:
-        """Write the image back through the backup API: the live file is rewritten under SQLite's
-        own locking, so connections other processes hold stay valid and see the restored data."""
+    def _restore_image(self, copy: Path) -> None:
+        """Write the image into a new database file through the backup API."""
         with closing(sqlite3.connect(copy, isolation_level=None)) as snap, closing(self._connect(create=True)) as live:
             try:
                 snap.backup(live, pages=-1)
             except sqlite3.Error as exc:
                 raise _error("restoring the database image", exc) from None
 
-    def _restore_tables(self, copy: Path, dump: DumpResult, tables: Sequence[str]) -> None:
-        listed = [t.name for t in dump.tables]
-        names = _resolve(tables, listed, strict=True)
-        with closing(self._connect()) as live:
+    def _restore_locked(
+        self,
+        copy: Path,
+        names: Sequence[str] | None,
+        before_commit: Callable[[], None] | None,
+        pre_snapshot: Callable[[Engine], None] | None,
+    ) -> None:
+        """Replace ``names`` (every object when None) from the image in one write transaction, the
+        pre-snapshot taken inside it; anything raised rolls everything back."""
+        what = "the database" if names is None else ", ".join(names)
+        with closing(self._connect(create=True)) as live:
             previous = live.execute("PRAGMA foreign_keys").fetchone()[0]
             live.execute("PRAGMA foreign_keys = OFF")  # only takes effect outside a transaction
-            try:
+            try:  # ATTACH cannot run inside a transaction: before the lock
                 live.execute("ATTACH DATABASE ? AS snap", (f"file:{quote(str(copy))}?mode=ro&immutable=1",))
             except sqlite3.Error as exc:
                 live.execute(f"PRAGMA foreign_keys = {int(previous)}")
                 raise _error("attaching the snapshot", exc) from None
             try:
-                live.execute("BEGIN IMMEDIATE")
-                for name in names:
-                    self._copy_table(live, name)
-                self._check_foreign_keys(live, names)
+                live.execute("BEGIN IMMEDIATE")  # the write lock: other writers wait from here to COMMIT
+                if pre_snapshot is not None:
+                    pre_snapshot(_LockedView(self.url, live))
+                if names is None:
+                    self._replace_all(live)
+                else:
+                    for name in names:
+                        self._copy_table(live, name)
+                    self._check_foreign_keys(live, names)
+                if before_commit is not None:
+                    before_commit()
                 live.execute("COMMIT")
-            except (sqlite3.Error, GuardError) as exc:
+            except BaseException as exc:
                 if live.in_transaction:
                     live.execute("ROLLBACK")
-                if isinstance(exc, GuardError):
-                    raise
-                raise _error(f"restoring {', '.join(names)} (nothing was changed)", exc) from None
+                if isinstance(exc, sqlite3.Error):
+                    raise _error(f"restoring {what} (nothing was changed)", exc) from None
+                raise
             finally:
                 live.execute("DETACH DATABASE snap")
                 live.execute(f"PRAGMA foreign_keys = {int(previous)}")
+
+    def _replace_all(self, live: sqlite3.Connection) -> None:
+        """Make main equal to the attached image: every view and table dropped, the image's tables (rows,
+        indexes, triggers, AUTOINCREMENT counters), views and header versions created. Foreign keys are
+        not checked: the image is restored as it was, as the backup API would."""
+        listed = "SELECT name FROM {}.sqlite_master WHERE type = 'view' ORDER BY name"
+        for view in [r[0] for r in live.execute(listed.format("main"))]:
+            live.execute(f"DROP VIEW IF EXISTS main.{_q(view)}")  # its INSTEAD OF triggers go with it
+        for table in _tables(live):
+            live.execute(f"DROP TABLE IF EXISTS main.{_q(table)}")  # its sqlite_sequence row goes with it
+        for table in _tables(live, "snap"):
+            self._copy_table(live, table)
+        views = live.execute(
+            "SELECT sql FROM snap.sqlite_master WHERE type = 'view' AND sql IS NOT NULL ORDER BY rowid"
+        ).fetchall()
+        for (sql,) in views:
+            live.execute(sql)
+        view_triggers = live.execute(
+            "SELECT t.sql FROM snap.sqlite_master t JOIN snap.sqlite_master v ON v.name = t.tbl_name "
+            "WHERE t.type = 'trigger' AND v.type = 'view' AND t.sql IS NOT NULL ORDER BY t.rowid"
+        ).fetchall()
+        for (sql,) in view_triggers:
+            live.execute(sql)
+        for pragma in ("user_version", "application_id"):
+            value = int(live.execute(f"PRAGMA snap.{pragma}").fetchone()[0])
+            live.execute(f"PRAGMA main.{pragma} = {value}")
 
     @staticmethod
     def _copy_table(live: sqlite3.Connection, name: str) -> None:
@@ -267,6 +318,41 @@ class SQLiteEngine(Engine):
                         f"references a missing row of {parent!r}; restore {child!r} and {parent!r} together "
                         "(nothing was changed)"
                     )
+
+
+class _LockedView(SQLiteEngine):
+    """The database as it is while the restoring connection ``held`` has the write lock and has not
+    changed anything yet: what ``pre_snapshot`` receives. ``dump``, ``list_tables`` and ``row_counts``
+    read through connections of their own (the backup API refuses a source connection that is in a write
+    transaction): with the lock held nobody can commit, so they see exactly the state the lock froze. It
+    cannot restore or drop, and refuses to read once the lock is gone."""
+
+    def __init__(self, url: str, held: sqlite3.Connection) -> None:
+        super().__init__(url)
+        self._held = held
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        if not self._held.in_transaction:
+            raise GuardError("the pre-restore view of a SQLite database is used after its lock was released")
+        with super()._reading() as conn:
+            yield conn
+
+    def _refuse(self) -> NoReturn:
+        raise GuardError("the pre-restore view of a SQLite database can only be read")
+
+    def restore(
+        self,
+        dump: DumpResult,
+        read: StreamReader,
+        tables: Sequence[str] | None = None,
+        before_commit: Callable[[], None] | None = None,
+        pre_snapshot: Callable[[Engine], None] | None = None,
+    ) -> None:
+        self._refuse()
+
+    def drop_tables(self, tables: Sequence[str]) -> None:
+        self._refuse()
 
 
 def _file_pieces(path: Path) -> Iterator[bytes]:

@@ -17,7 +17,6 @@ import os
 import re
 import select
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from types import ModuleType
 from typing import IO, TYPE_CHECKING, NamedTuple, NoReturn
 
 from ....errors import GuardError
+from ....private import private_tempdir
 from ..base import ToolMissing, require_tool
 
 if TYPE_CHECKING:
@@ -176,9 +176,12 @@ class ConnectionSettings:
 
     @contextmanager
     def tool_env(self) -> Iterator[dict[str, str]]:
-        """Environment for pg_dump/pg_restore: the password in a 0600 PGPASSFILE, never in argv."""
+        """Environment for pg_dump/pg_restore: the password in a 0600 PGPASSFILE, never in argv.
+
+        The passfile lives in this process's private directory (``private_tempdir``): removed when
+        the block ends, and by the next migrate-guard process should this one be killed -9 first."""
         env = dict(os.environ)
-        with tempfile.TemporaryDirectory(prefix="migrate-guard-") as tmp:
+        with private_tempdir("pg-") as tmp:
             if self.password is not None:
                 env.pop("PGPASSWORD", None)  # it would win over the passfile
                 if "\n" in self.password or "\r" in self.password:

@@ -18,6 +18,16 @@ key, and every sequence's ``last_value``/``is_called``. Sequence values are not 
 ``--schema-only`` archive (``SEQUENCE SET`` is data-section) and ``--exclude-table-data`` would
 drop them too, so they are read on the snapshot connection exactly as pg_dump reads them (a
 sequence is not transactional: a value may be ahead of the snapshot, which only leaves gaps).
+It also says which materialized views were populated (``matviews``): a ``--schema-only`` archive
+creates them ``WITH NO DATA``, and the restore refreshes those that were.
+
+Given a ``snapshot`` (exported by a restore that has stopped the writers, for its pre-restore
+snapshot), the dump imports it instead of taking its own: the schema, every table's rows, its row
+count and its marker then all describe the moment the restore's locks were granted. That restore
+holds EXCLUSIVE locks meanwhile, which our ACCESS SHARE ones do not conflict with; but a DDL
+statement queued behind the restore would queue our locks behind itself, a wait no deadlock
+detector sees (the restore waits for us in the client), so such a dump waits at most
+``SNAPSHOT_LOCK_WAIT_MS`` for a lock and then fails (and the restore with it, changing nothing).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from ....errors import GuardError
+from ....private import private_dir
 from ..base import DumpResult, StreamRef, StreamWriter, TableDump
 from .connection import (
     FORMAT,
@@ -56,6 +67,7 @@ if TYPE_CHECKING:
     from .connection import Conn
 
 COPY_CONNECTIONS = 4  # at most this many connections COPY tables at once (no more than CPUs)
+SNAPSHOT_LOCK_WAIT_MS = 60_000  # the longest a dump on an imported snapshot waits for a table lock
 
 
 def take_dump(
@@ -65,21 +77,33 @@ def take_dump(
     tables: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     previous: Mapping[str, TableDump] | None = None,
+    snapshot: str | None = None,
 ) -> DumpResult:
-    """``Engine.dump`` for PostgreSQL; ``tools`` gives pg_dump (checked once, by the engine)."""
+    """``Engine.dump`` for PostgreSQL; ``tools`` gives pg_dump (checked once, by the engine).
+
+    ``snapshot``: an exported snapshot to dump instead of the database as it is now (see the
+    module doc); locks are then waited for at most ``SNAPSHOT_LOCK_WAIT_MS``."""
     from psycopg import IsolationLevel
 
     pg_dump, _pg_restore, version, _restore_version = tools()
     psycopg = psycopg_module()
-    conn = settings.connect()
+    try:
+        conn = settings.connect() if snapshot is None else snapshot_connection(settings, snapshot)
+    except psycopg.Error as exc:  # the snapshot is gone, say
+        raise GuardError(f"PostgreSQL dump failed: {error_message(exc)}") from None
     try:
         server = one_row(conn.execute("SHOW server_version"))[0].split()[0]
         num = int(one_row(conn.execute("SHOW server_version_num"))[0])
-        conn.autocommit = False
-        conn.isolation_level = IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        # The first statement fixes the transaction's snapshot; pg_dump imports it.
-        snapshot = one_row(conn.execute("SELECT pg_catalog.pg_export_snapshot()"))[0]
+        lock_wait = None
+        if snapshot is None:
+            conn.autocommit = False
+            conn.isolation_level = IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            # The first statement fixes the transaction's snapshot; pg_dump imports it.
+            snapshot = one_row(conn.execute("SELECT pg_catalog.pg_export_snapshot()"))[0]
+        else:
+            lock_wait = SNAPSHOT_LOCK_WAIT_MS
+            conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (f"{lock_wait}ms",))
         meta, all_tables, depends = _catalog(conn, num)
         known = [(s, n) for _oid, s, n, _kind in all_tables]
         wanted = set(known if tables is None else resolve_tables(tables, known, strict=True))
@@ -90,7 +114,7 @@ def take_dump(
 
         with settings.tool_env() as env:
             refs, rows, markers = _dump_streams(
-                settings, conn, write, snapshot, meta, chosen, pg_dump, env, basis, previous or {}
+                settings, conn, write, snapshot, meta, chosen, pg_dump, env, basis, previous or {}, lock_wait
             )
         dumps = [
             TableDump(
@@ -126,6 +150,7 @@ def _dump_streams(
     env: dict[str, str],
     basis: MarkerBasis | None,
     previous: Mapping[str, TableDump],
+    lock_wait: int | None = None,
 ) -> tuple[dict[str, StreamRef], dict[str, int], dict[str, str]]:
     """Write the schema stream and every table's stream; returns their refs, row counts and
     markers. A table whose marker equals its previous dump's reuses that stream unread.
@@ -141,7 +166,7 @@ def _dump_streams(
     from psycopg import sql
 
     refs: dict[str, StreamRef] = {
-        "schema": write("schema", _schema_stream(settings, pg_dump, env, snapshot, meta)),
+        "schema": write("schema", _schema_stream(settings, pg_dump, env, snapshot, meta, lock_wait)),
     }
     rows: dict[str, int] = {}
     markers: dict[str, str] = {}
@@ -213,7 +238,7 @@ def _dump_streams(
     try:
         for _ in range(min(COPY_CONNECTIONS, os.cpu_count() or 1, len(jobs)) - 1):
             try:
-                helper = _snapshot_connection(settings, snapshot)
+                helper = snapshot_connection(settings, snapshot)
             except (GuardError, psycopg.Error):
                 break  # too many connections, say: this one does the work
             helpers.append(helper)
@@ -241,7 +266,7 @@ def _dump_streams(
     return refs, rows, markers
 
 
-def _snapshot_connection(settings: ConnectionSettings, snapshot: str) -> Conn:
+def snapshot_connection(settings: ConnectionSettings, snapshot: str) -> Conn:
     """A connection in a read-only REPEATABLE READ transaction on ``snapshot`` (exported by the
     dump's own connection), with the same pinned session settings."""
     from psycopg import IsolationLevel, sql
@@ -302,6 +327,14 @@ def _catalog(conn: Conn, num: int) -> tuple[dict[str, Any], list[tuple[int, str,
         query = sql.SQL("SELECT last_value, is_called FROM {}").format(qualified_name(schema, name))
         last_value, is_called = one_row(conn.execute(query))
         sequences[str(seqoid)] = {"schema": schema, "name": name, "last_value": last_value, "is_called": is_called}
+    matviews = {
+        str(oid): populated
+        for oid, populated in conn.execute(
+            "SELECT c.oid::int8, c.relispopulated FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE c.relkind = 'm' AND {USER_RELATION}"
+        )
+    }
     tables = {
         by_oid[oid]: {
             "oid": oid,
@@ -317,6 +350,7 @@ def _catalog(conn: Conn, num: int) -> tuple[dict[str, Any], list[tuple[int, str,
         "tables": tables,
         "fk_owner": fk_owner,
         "sequences": sequences,
+        "matviews": matviews,
     }
     return meta, all_tables, {k: sorted(v) for k, v in depends.items()}
 
@@ -332,16 +366,24 @@ def _lock(conn: Conn, chosen: Sequence[tuple[str, str]]) -> None:
 
 
 def _schema_stream(
-    settings: ConnectionSettings, pg_dump: str, env: dict[str, str], snapshot: str, meta: dict[str, Any]
+    settings: ConnectionSettings,
+    pg_dump: str,
+    env: dict[str, str],
+    snapshot: str,
+    meta: dict[str, Any],
+    lock_wait: int | None = None,
 ) -> Iterator[bytes]:
-    """The schema stream: the JSON header, then pg_dump's archive as it writes it."""
+    """The schema stream: the JSON header, then pg_dump's archive as it writes it (waiting at most
+    ``lock_wait`` milliseconds for each table lock, when given)."""
     header = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     yield MAGIC + str(len(header)).encode() + b"\n" + header
     args = [
         pg_dump, "--dbname", settings.conninfo, "--snapshot", snapshot, "--schema-only",
         "--format=custom", "--compress=0", "--no-subscriptions",
     ]  # fmt: skip
-    with tempfile.TemporaryFile() as err:
+    if lock_wait is not None:
+        args.append(f"--lock-wait-timeout={lock_wait}")
+    with tempfile.TemporaryFile(dir=private_dir()) as err:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env)
         assert proc.stdout is not None  # stdout=PIPE
         try:

@@ -10,10 +10,27 @@ constraints, triggers, rules, policies, comments, grants, views), which is what
 restored tables' own foreign keys come from the archive; foreign keys OTHER tables hold on
 them are read live (``pg_get_constraintdef``) before the drop and re-added afterwards.
 
-Steps: remember those foreign keys; ``DROP TABLE ... CASCADE``; pre-data; ``COPY ... FROM
-STDIN`` per table (no constraints or triggers exist yet, so the order does not matter); set
-the sequences; post-data (indexes, constraints, triggers); re-add the remembered foreign keys
-(validated, so a restore that would leave a dangling reference fails and rolls back).
+Steps: stop the writers (below); remember those foreign keys; ``DROP TABLE ... CASCADE``;
+pre-data; ``COPY ... FROM STDIN`` per table (no constraints or triggers exist yet, so the order
+does not matter); set the sequences; post-data (indexes, constraints, triggers); re-add the
+remembered foreign keys (validated, so a restore that would leave a dangling reference fails and
+rolls back); refresh the materialized views it created that were populated in the snapshot (a
+``--schema-only`` archive creates them ``WITH NO DATA``), in archive order, which is dependency
+order (a view over another comes after it).
+
+Stopping the writers: the transaction first takes ``LOCK TABLE ... IN EXCLUSIVE MODE`` (in one
+statement, in name order) on every existing table it restores and on every table whose foreign
+keys point at one (the restore drops and re-adds those keys: locking them later, after the
+writers queued behind us, could deadlock). EXCLUSIVE waits for the transactions writing there to
+end and makes new writers wait, while readers go on. That wait is the point, but it is bounded:
+a writer that keeps its transaction open for ``WRITERS_WAIT_MS`` fails the restore (nothing
+changed, writers resume); a deadlock with a writer that locks tables in another order is retried
+a few times. Then, when the caller wants a pre-restore snapshot, the transaction exports its
+snapshot (taken after the locks were granted, so it holds every committed write) and the
+callback dumps it (``SnapshotView``: pg_dump's and COPY's ACCESS SHARE locks do not conflict with
+EXCLUSIVE). Only then is anything changed; the writers stay stopped until the commit, so every
+write lands either in the pre-snapshot or after the restore. The ACCESS EXCLUSIVE locks the drop
+takes afterwards wait for the readers, which new readers then queue behind.
 
 A full restore (``tables=None``) also restores the objects that belong to no table (schemas,
 types, functions, standalone sequences, ...): pg_restore's ``--clean --if-exists`` drops go
@@ -22,6 +39,14 @@ the object is skipped, and so is the matching "already exists" on create; schema
 extensions and publications are never dropped). A partial restore creates such objects only
 when a restored table needs them and they are missing. The objects of migrate-guard's own
 protection are left out either way (``_is_protection``).
+
+A table that a restored table's foreign key points at but that is not restored (a partial
+snapshot holds only some tables; its archive holds the whole schema) is created, EMPTY, only when
+the target lacks it (a snapshot restored into a new database, as ``verify --read-data`` does): its
+columns, defaults, sequences, indexes and constraints, and what they need, but none of its own
+foreign keys (it holds no row to check). The foreign keys pointing at such a table are added
+``NOT VALID``: the rows they would be checked against were never in the snapshot. A table that
+exists is never touched. Row counts are the snapshot's own tables' only.
 
 Partitioned tables restore as a tree: a partition cannot be restored without its partitioned
 table, nor an inheritance parent without its children.
@@ -35,13 +60,14 @@ import subprocess
 import tempfile
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ....errors import GuardError
+from ....private import private_dir, private_tempdir
 from ..base import DumpResult, StreamReader, StreamRef, TableDump, ToolMissing
 from .connection import (
     FORMAT,
@@ -50,6 +76,7 @@ from .connection import (
     ConnectionSettings,
     Tools,
     error_message,
+    one_row,
     psycopg_module,
     qualified_name,
     resolve_tables,
@@ -67,6 +94,8 @@ DECORATION = {"COMMENT", "ACL", "SECURITY LABEL"}  # skipped when not ours to ch
 NEVER_DROP = (b"DROP SCHEMA ", b"DROP EXTENSION ", b"DROP PUBLICATION ")
 
 TOC_LINE = re.compile(rb"^-- TOC entry (\d+) \(class (\d+) OID (\d+)\)")
+WRITERS_WAIT_MS = 300_000  # the longest the restore waits for writers to the restored tables to finish
+LOCK_ATTEMPTS = 3  # a deadlock while stopping the writers is retried this often in all
 
 
 @dataclass
@@ -91,6 +120,8 @@ class _Plan:
     strict: set[int]  # must be created
     tolerant: set[int]  # created unless it already exists
     entries: dict[int, _Entry]
+    referenced: dict[int, tuple[str, str]] = field(default_factory=dict)  # tables FKs need, not restored
+    not_valid: set[int] = field(default_factory=set)  # FK entries added NOT VALID (to an empty table)
 
 
 def _is_protection(entry: _Entry) -> bool:
@@ -115,8 +146,12 @@ def restore_dump(
     read: StreamReader,
     tables: Sequence[str] | None = None,
     before_commit: Callable[[], None] | None = None,
+    pre_snapshot: Callable[[str], None] | None = None,
 ) -> None:
-    """``Engine.restore`` for PostgreSQL; ``tools`` gives pg_restore (checked once, by the engine)."""
+    """``Engine.restore`` for PostgreSQL; ``tools`` gives pg_restore (checked once, by the engine).
+
+    ``pre_snapshot`` gets the id of the snapshot exported once the writers are stopped (see the
+    module doc), to dump before anything changes."""
     fmt = dump.engine.get("format")
     if fmt != FORMAT:
         raise GuardError(f"this PostgreSQL snapshot has format {fmt!r}; this version restores {FORMAT!r}")
@@ -135,11 +170,13 @@ def restore_dump(
         chosen = [t for t in dump.tables if (t.schema or "public", t.name) in picked]
 
     meta = _read_header(read, dump.schema)
-    with settings.tool_env() as env, tempfile.TemporaryDirectory(prefix="migrate-guard-") as tmp:
-        plan = _plan(_toc(pg_restore, env, read, dump.schema), meta, chosen, full)
-        listing = Path(tmp) / "restore.list"
-        listing.write_text("".join(f"{i};\n" for i in plan.order))
-        _apply(settings, pg_restore, env, read, dump, meta, chosen, plan, listing, full, before_commit)
+    with settings.tool_env() as env, private_tempdir("pg-restore-") as tmp:
+        toc = _toc(pg_restore, env, read, dump.schema)
+        _plan(toc, meta, chosen, full)  # refuses an impossible restore before connecting
+        _apply(
+            settings, pg_restore, env, read, dump, meta, chosen, toc, tmp / "restore.list", full, before_commit,
+            pre_snapshot,
+        )  # fmt: skip
 
 
 def _open_schema(read: StreamReader, ref: StreamRef) -> tuple[bytes, Generator[bytes, None, None]]:
@@ -190,7 +227,7 @@ def _pg_restore(
 ) -> Iterator[bytes]:
     """Run pg_restore on the archive (fed to its stdin from the repository) and yield the
     lines of SQL it writes. Nothing is written to disk and nothing touches the database."""
-    err = tempfile.TemporaryFile()  # noqa: SIM115 - closed below, also when the caller stops early
+    err = tempfile.TemporaryFile(dir=private_dir())  # noqa: SIM115 - closed below, also when the caller stops early
     proc = subprocess.Popen(
         [pg_restore, *args, "--file=-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env
     )
@@ -254,8 +291,17 @@ def _toc(pg_restore: str, env: dict[str, str], read: StreamReader, ref: StreamRe
     return entries
 
 
-def _plan(toc: list[_Entry], meta: dict[str, Any], chosen: Sequence[TableDump], full: bool) -> _Plan:
-    """Which TOC entries to restore, and which of them may already exist (see the module doc)."""
+def _plan(
+    toc: list[_Entry],
+    meta: dict[str, Any],
+    chosen: Sequence[TableDump],
+    full: bool,
+    missing: Collection[int] = (),
+) -> _Plan:
+    """Which TOC entries to restore, and which of them may already exist (see the module doc).
+
+    ``missing``: TOC ids of tables in ``referenced`` (of a plan made without it) that the target
+    lacks; they are created empty, and the foreign keys pointing at them added NOT VALID."""
     entries = {e.id: e for e in toc}
     table_entry = {e.objid: e.id for e in toc if e.desc == "TABLE" and e.classid == 1259}
     want = {}
@@ -310,7 +356,24 @@ def _plan(toc: list[_Entry], meta: dict[str, Any], chosen: Sequence[TableDump], 
             pass  # belongs to a table that stays as it is
         elif full:
             tolerant.add(e.id)
-    if not full:
+    # Tables the restored tables' foreign keys point at (an FK entry depends on both tables).
+    referenced = {
+        d: (entries[d].schema, entries[d].name)
+        for i in strict
+        if entries[i].desc == "FK CONSTRAINT"
+        for d in entries[i].deps
+        if d in t_other
+    }
+    stubs = set(missing) & set(referenced)
+    not_valid: set[int] = set()
+    if stubs:
+        elsewhere = closure(t_other - stubs)  # what also belongs to a table that is not there
+        for i in closure(stubs):
+            if i not in guard and i not in c_set and i not in elsewhere and entries[i].desc != "FK CONSTRAINT":
+                strict.add(i)
+                tolerant.discard(i)
+        not_valid = {i for i in strict if entries[i].desc == "FK CONSTRAINT" and set(entries[i].deps) & stubs}
+    if not full or stubs:
         # Objects the restored tables need (types, functions, schemas): create them if missing.
         todo = deque(d for i in strict for d in entries[i].deps)
         while todo:
@@ -326,7 +389,7 @@ def _plan(toc: list[_Entry], meta: dict[str, Any], chosen: Sequence[TableDump], 
                 tolerant.add(d)
                 todo.extend(entries[d].deps)
     order = [e.id for e in toc if e.id in strict or e.id in tolerant]
-    return _Plan(order=order, strict=strict, tolerant=tolerant, entries=entries)
+    return _Plan(order, strict, tolerant, entries, referenced, not_valid)
 
 
 def _apply(
@@ -337,12 +400,13 @@ def _apply(
     dump: DumpResult,
     meta: dict[str, Any],
     chosen: Sequence[TableDump],
-    plan: _Plan,
+    toc: list[_Entry],
     listing: Path,
     full: bool,
     before_commit: Callable[[], None] | None,
+    pre_snapshot: Callable[[str], None] | None,
 ) -> None:
-    """Carry out ``plan`` in one transaction (the steps in the module doc)."""
+    """Plan and carry out the restore in one transaction (the steps in the module doc)."""
     from psycopg import sql
 
     psycopg = psycopg_module()
@@ -352,6 +416,16 @@ def _apply(
     try:
         with conn.transaction():
             conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")  # all names qualified
+            stage = "waiting for the transactions writing to the restored tables to finish"
+            _stop_writers(conn, chosen)
+            plan = _plan(toc, meta, chosen, full)
+            missing = _missing_tables(conn, plan.referenced)
+            if missing:
+                plan = _plan(toc, meta, chosen, full, missing)
+            listing.write_text("".join(f"{i};\n" for i in plan.order))
+            if pre_snapshot is not None:
+                stage = "taking the pre-restore snapshot"
+                pre_snapshot(one_row(conn.execute("SELECT pg_catalog.pg_export_snapshot()"))[0])
             stage = "reading foreign keys that point at the restored tables"
             remembered = _referencing_fks(conn, chosen)
             stage = "dropping the tables to restore"
@@ -405,6 +479,13 @@ def _apply(
                     )
                     + sql.SQL(definition)
                 )
+            populated = meta.get("matviews", {})  # older snapshots do not say: refresh them all
+            for entry_id in plan.order:
+                entry = plan.entries[entry_id]
+                if entry.desc == "MATERIALIZED VIEW" and entry_id in created and populated.get(str(entry.objid), True):
+                    stage = f"refreshing materialized view {entry.schema}.{entry.name}"
+                    view = qualified_name(entry.schema, entry.name)
+                    conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(view))
             if before_commit is not None:
                 stage = "checking the snapshot before committing"
                 before_commit()
@@ -413,6 +494,67 @@ def _apply(
         raise GuardError(f"PostgreSQL restore failed while {stage} (nothing was changed): {reason}") from None
     finally:
         conn.close()
+
+
+def _stop_writers(conn: Conn, chosen: Sequence[TableDump]) -> None:
+    """EXCLUSIVE locks on the restored tables that exist and on the tables whose foreign keys point
+    at them: writers wait from here to the commit, readers do not (see the module doc). Waits at
+    most ``WRITERS_WAIT_MS``; a deadlock is retried (in a savepoint, which gives its locks back)."""
+    from psycopg import errors, sql
+
+    targets = [
+        (r[0], r[1])
+        for r in conn.execute(
+            "WITH restored AS ("
+            "  SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            "  JOIN unnest(%s::text[], %s::text[]) AS r(nspname, relname)"
+            "  ON r.nspname = n.nspname AND r.relname = c.relname) "
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid IN (SELECT oid FROM restored) OR c.oid IN ("
+            "  SELECT con.conrelid FROM pg_catalog.pg_constraint con"
+            "  WHERE con.contype = 'f' AND con.confrelid IN (SELECT oid FROM restored)) "
+            "ORDER BY 1, 2",
+            ([t.schema or "public" for t in chosen], [t.name for t in chosen]),
+        )
+    ]
+    if not targets:
+        return
+    names = sql.SQL(", ").join(qualified_name(schema, name) for schema, name in targets)
+    previous = one_row(conn.execute("SELECT pg_catalog.current_setting('lock_timeout')"))[0]
+    conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (f"{WRITERS_WAIT_MS}ms",))
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("LOCK TABLE ONLY {} IN EXCLUSIVE MODE").format(names))
+            break
+        except errors.DeadlockDetected:
+            if attempt == LOCK_ATTEMPTS:
+                raise
+        except errors.LockNotAvailable:
+            raise GuardError(
+                f"a transaction kept writing to {', '.join(f'{s}.{n}' for s, n in targets)} for more than "
+                f"{WRITERS_WAIT_MS // 1000} s (one left open? see pg_stat_activity)"
+            ) from None
+    conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (previous,))
+
+
+def _missing_tables(conn: Conn, tables: dict[int, tuple[str, str]]) -> set[int]:
+    """The keys of ``tables`` ((schema, name) by TOC id) that the target database has no table of."""
+    if not tables:
+        return set()
+    ids = list(tables)
+    present = {
+        r[0]
+        for r in conn.execute(
+            "SELECT r.id FROM unnest(%s::int8[], %s::text[], %s::text[]) AS r(id, nspname, relname) "
+            "JOIN pg_catalog.pg_namespace n ON n.nspname = r.nspname "
+            "JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = r.relname "
+            "AND c.relkind IN ('r', 'p')",
+            (ids, [tables[i][0] for i in ids], [tables[i][1] for i in ids]),
+        )
+    }
+    return set(ids) - present
 
 
 def _referencing_fks(conn: Conn, chosen: Sequence[TableDump]) -> list[tuple[str, str, str, str]]:
@@ -504,6 +646,9 @@ def _execute(conn: Conn, lines: Iterator[bytes], plan: _Plan, created: set[int])
                 if exc.sqlstate not in DUPLICATE and not not_ours:
                     raise GuardError(f"{plan.entries[entry_id].label}: {error_message(exc)}") from None
             return
+        if entry_id in plan.not_valid:  # one ALTER TABLE ... ADD CONSTRAINT ... FOREIGN KEY ...; (comments may follow)
+            end = text.rindex(b";")
+            text = text[:end] + b" NOT VALID" + text[end:]
         try:
             conn.execute(text)
         except psycopg.Error as exc:

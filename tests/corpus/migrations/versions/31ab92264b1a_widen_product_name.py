@@ -1,6 +1,6 @@
 """widen products.name to 255
 
-expect: safe
+expect: alter-column-type:products.name@sqlite
 
 Revision ID: 31ab92264b1a
 Revises: 8e14e87e81a5

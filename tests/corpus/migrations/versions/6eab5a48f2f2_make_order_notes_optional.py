@@ -1,6 +1,6 @@
 """make orders.notes optional
 
-expect: safe
+expect: drop-not-null:orders.notes
 
 Revision ID: 6eab5a48f2f2
 Revises: 31ab92264b1a
