@@ -197,7 +197,7 @@ def test_lock_on_s3(run_cli, on_s3):
         result = run_cli(*args, "backup")
         assert result.exit_code == 2
         assert "a long backup" in error_line(result)
-        cli = [str(Path(sys.executable).parent / "migrate-guard"), *args, "backup"]
+        cli = [str(Path(sys.executable).parent / "migrate-guard"), *args, "backup", "--lock-wait", "0"]
         done = subprocess.run(cli, capture_output=True, text=True, env=os.environ.copy())
         assert done.returncode == 2, done.stdout + done.stderr
         assert "is locked by pid" in done.stderr and "a long backup" in done.stderr
