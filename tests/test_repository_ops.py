@@ -135,6 +135,21 @@ def test_full_disk_is_one_line_with_path_and_free_space_and_prune_reclaims_the_o
     ok(run_cli(*p.args, "backup"))  # room again
 
 
+def test_a_full_disk_under_the_sqlite_database_is_one_line_too(run_cli, example, monkeypatch, small_disk, tmp_path):
+    """The database's own disk fills during a restore: the filesystem's refusal (exit 1, the path and the
+    free space), not a database error (exit 2)."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    migrate_example(example, url, customers=5)
+    grow(url, 1.5)  # more than the small disk holds
+    p = make_project(example, url, tmp_path / "repo", monkeypatch)
+    snapshot = ok(run_cli(*p.args, "backup")).split()[1].rstrip(":")
+    target = small_disk / "copy.db"
+    result = run_cli(*p.args, "restore", snapshot, "--to-url", f"sqlite:///{target}", "--into-other-database", "--yes")
+    line = _error_line(result)
+    assert result.exit_code == 1, result.output
+    assert f"cannot write {target}: no space left on device" in line and "free on that filesystem" in line, line
+
+
 def sa_revision(url: str) -> list[str]:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:

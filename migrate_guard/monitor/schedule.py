@@ -42,7 +42,15 @@ def backup(
             else take()
         )
     except Exception as exc:
-        alerts.backup_failed(project, exc.message if isinstance(exc, GuardError) else f"internal error: {exc}", warn)
+        from ..backup.storage import describe_os_error, refused
+
+        if isinstance(exc, GuardError):
+            why = exc.message
+        elif isinstance(exc, OSError) and refused(exc):  # a full disk, read-only media: as the CLI says it
+            why = describe_os_error(exc)
+        else:
+            why = f"internal error: {exc}"
+        alerts.backup_failed(project, why, warn)
         raise
     if not isinstance(result, Skipped):
         alerts.backup_succeeded(project)

@@ -9,6 +9,7 @@ carry exact row counts and foreign-key dependencies; their data lives in the ima
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,7 +30,16 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _error(action: str, exc: BaseException) -> GuardError:
+SQLITE_FULL = 13  # the primary result code of "database or disk is full"
+
+
+def _error(action: str, exc: BaseException, path: Path | None = None) -> GuardError:
+    """One line for a failed SQLite call; a full disk is the filesystem's refusal (exit 1, with the path
+    and the free space), not a database error."""
+    if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_FULL:
+        from ..storage import StorageError
+
+        return StorageError(OSError(errno.ENOSPC, "No space left on device"), path or "the database", "write")
     return GuardError(f"SQLite {action} failed: {exc}")
 
 
@@ -79,7 +89,7 @@ class SQLiteEngine(Engine):
         try:
             return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
         except sqlite3.Error as exc:
-            raise _error(f"opening {str(self.path)!r}", exc) from None
+            raise _error(f"opening {str(self.path)!r}", exc, self.path) from None
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -106,7 +116,7 @@ class SQLiteEngine(Engine):
                 conn.execute("COMMIT")
                 return counts
             except sqlite3.Error as exc:
-                raise _error("counting rows", exc) from None
+                raise _error("counting rows", exc, self.path) from None
 
     def drop_tables(self, tables: Sequence[str]) -> None:
         if not tables:
@@ -122,7 +132,7 @@ class SQLiteEngine(Engine):
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise _error("dropping tables", exc) from None
+                raise _error("dropping tables", exc, self.path) from None
             finally:
                 conn.execute(f"PRAGMA foreign_keys = {int(previous)}")
 
@@ -142,7 +152,7 @@ class SQLiteEngine(Engine):
                     # image even while other connections write (they wait, or in WAL mode go on).
                     source.backup(dest, pages=-1)
                 except sqlite3.Error as exc:
-                    raise _error("online backup", exc) from None
+                    raise _error("online backup", exc, copy) from None  # the copy is what is written
 
             entries = self._describe(copy, tables, exclude)
             # The image is always the whole database: ``tables``/``exclude`` only choose what the
@@ -205,7 +215,7 @@ class SQLiteEngine(Engine):
             try:
                 snap.backup(live, pages=-1)
             except sqlite3.Error as exc:
-                raise _error("restoring the database image", exc) from None
+                raise _error("restoring the database image", exc, self.path) from None
 
     def _restore_locked(
         self,
@@ -224,7 +234,7 @@ class SQLiteEngine(Engine):
                 live.execute("ATTACH DATABASE ? AS snap", (f"file:{quote(str(copy))}?mode=ro&immutable=1",))
             except sqlite3.Error as exc:
                 live.execute(f"PRAGMA foreign_keys = {int(previous)}")
-                raise _error("attaching the snapshot", exc) from None
+                raise _error("attaching the snapshot", exc, self.path) from None
             try:
                 live.execute("BEGIN IMMEDIATE")  # the write lock: other writers wait from here to COMMIT
                 if pre_snapshot is not None:
@@ -242,7 +252,7 @@ class SQLiteEngine(Engine):
                 if live.in_transaction:
                     live.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise _error(f"restoring {what} (nothing was changed)", exc) from None
+                    raise _error(f"restoring {what} (nothing was changed)", exc, self.path) from None
                 raise
             finally:
                 live.execute("DETACH DATABASE snap")
