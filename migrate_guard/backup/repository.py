@@ -839,9 +839,17 @@ class Repository:
         return found
 
     def delete_manifest(self, snapshot_id: str) -> None:
-        sid = self._resolve(snapshot_id)
-        self.append_journal({"snapshots_removed": [sid], "at": _iso(_now())})  # first: never recorded yet gone
-        self.storage.delete(f"snapshots/{sid}.json")
+        self.delete_manifests([snapshot_id])
+
+    def delete_manifests(self, snapshot_ids: Iterable[str]) -> None:
+        """Remove snapshots: one journal record names them all (first: a snapshot is never gone but
+        still recorded), then their manifests go."""
+        sids = [self._resolve(s) for s in snapshot_ids]
+        if not sids:
+            return
+        self.append_journal({"snapshots_removed": sids, "at": _iso(_now())})
+        for sid in sids:
+            self.storage.delete(f"snapshots/{sid}.json")
 
     def missing_manifests(self) -> list[tuple[str, str]]:
         """Snapshots the journal records as taken and never removed whose manifest is gone: (id, taken at).

@@ -859,8 +859,7 @@ def prune(
             return result
         if damaged:
             collect_garbage(repo)  # raises, before any snapshot is removed
-        for snapshot_id in result.remove:
-            repo.delete_manifest(snapshot_id)
+        repo.delete_manifests(result.remove)
         result.freed_blobs, result.freed_bytes = collect_garbage(repo)
     return result
 
