@@ -20,7 +20,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -63,14 +63,24 @@ def project_cwd(project: Project) -> Iterator[None]:
                 sys.path.remove(str(project.root))
 
 
-def open_scripts(project: Project, *, read_unimportable: bool = False) -> ScriptDirectory:
+# ``check``'s cache: (the script directory, a revision file) -> that file's remembered graph attributes
+CachedGraph = Callable[[ScriptDirectory, Path], "Mapping[str, Any] | None"]
+
+
+def open_scripts(
+    project: Project, *, read_unimportable: bool = False, cached: CachedGraph | None = None
+) -> ScriptDirectory:
     """The project's ScriptDirectory with every revision file loaded. With ``read_unimportable`` a
     revision module that raises on import is replaced by a stand-in read from its source (see
-    ``_stand_in``), so the graph stays whole; only ``check`` wants that, never a run that migrates."""
-    tolerant = _unimportable_as_stand_ins() if read_unimportable else contextlib.nullcontext()
+    ``_stand_in``), so the graph stays whole; only ``check`` wants that, never a run that migrates.
+    A file ``cached`` remembers is not imported at all: its stand-in carries the remembered graph."""
+    loading: contextlib.AbstractContextManager[list[ScriptDirectory]] = (
+        _loading_as_stand_ins(read_unimportable, cached) if read_unimportable or cached else contextlib.nullcontext([])
+    )
     try:
-        with project_cwd(project), tolerant:
+        with project_cwd(project), loading as made:
             script = ScriptDirectory.from_config(project.alembic)
+            made.append(script)
             _ = script.revision_map.heads  # loads every revision module now, so errors surface here
     except SyntaxError as exc:
         where = os.path.join(project.root, exc.filename or "<revision>")
@@ -90,6 +100,8 @@ def open_scripts(project: Project, *, read_unimportable: bool = False) -> Script
 
 # set on a stand-in module: (what failed, the line of the revision file it failed at)
 _IMPORT_FAILURE = "__migrate_guard_import_failure__"
+_MISSING_MODULE = "__migrate_guard_missing_module__"  # the module whose absence made the import fail
+_FROM_CACHE = "__migrate_guard_from_cache__"  # a stand-in built from check's cache: never rendered
 _GRAPH_NAMES = ("revision", "down_revision", "branch_labels", "depends_on")
 _UNREADABLE: Any = object()  # a graph attribute whose value is not a literal
 
@@ -104,24 +116,74 @@ def import_failure(module: Any) -> tuple[str, int | None] | None:
     return failure
 
 
+def missing_module(module: Any) -> str | None:
+    """The module a stand-in's import did not find (``ModuleNotFoundError.name``), if that was why."""
+    name: str | None = getattr(module, _MISSING_MODULE, None)
+    return name
+
+
+def from_cache(module: Any) -> bool:
+    """Whether ``module`` is a stand-in ``check``'s cache supplied (see ``open_scripts``)."""
+    return bool(getattr(module, _FROM_CACHE, False))
+
+
+def graph_of(module: Any) -> dict[str, Any] | None:
+    """What Alembic reads of a revision module to place it in the graph; None when it has no
+    ``revision`` (Alembic then reads the file name)."""
+    if not hasattr(module, "revision"):
+        return None
+    return {
+        "revision": module.revision,
+        "down_revision": getattr(module, "down_revision", None),
+        "branch_labels": getattr(module, "branch_labels", None),
+        "depends_on": getattr(module, "depends_on", None),
+        "doc": module.__doc__,
+    }
+
+
+def _cached_stand_in(path: Path, graph: Mapping[str, Any]) -> ModuleType:
+    module = ModuleType(re.sub(r"\W", "_", path.name))
+    module.__file__ = str(path)
+    module.__doc__ = graph.get("doc")
+    for name in _GRAPH_NAMES:
+        setattr(module, name, graph.get(name))
+    setattr(module, _FROM_CACHE, True)
+
+    def not_loaded(*args: Any, **kw: Any) -> None:
+        raise RuntimeError(f"{_display(str(path))}: a cached stand-in cannot run")  # a bug if it ever does
+
+    setattr(module, "upgrade", not_loaded)  # noqa: B010
+    setattr(module, "downgrade", not_loaded)  # noqa: B010
+    return module
+
+
 @contextlib.contextmanager
-def _unimportable_as_stand_ins() -> Iterator[None]:
+def _loading_as_stand_ins(read_unimportable: bool, cached: CachedGraph | None) -> Iterator[list[ScriptDirectory]]:
+    """Yields a list to put the ScriptDirectory in once made: ``cached`` is asked with it."""
     original = alembic_util.load_python_file
+    script: list[ScriptDirectory] = []
 
     def load(dir_: Any, filename: Any) -> ModuleType:
+        path = Path(dir_) / Path(filename).name
+        if cached is not None and path.suffix == ".py" and script:
+            graph = cached(script[0], path)
+            if graph is not None:
+                return _cached_stand_in(path, graph)
         try:
             return original(dir_, filename)
         except SyntaxError:
             raise  # nothing to read statically either
         except Exception as exc:  # noqa: BLE001 - any failure at import: read the source instead
-            stand_in = _stand_in(Path(dir_) / Path(filename).name, exc)
+            if not read_unimportable:
+                raise
+            stand_in = _stand_in(path, exc)
             if stand_in is None:
                 raise
             return stand_in
 
     setattr(alembic_util, "load_python_file", load)  # noqa: B010 - ScriptDirectory calls it through the module
     try:
-        yield
+        yield script
     finally:
         setattr(alembic_util, "load_python_file", original)  # noqa: B010
 
@@ -155,6 +217,8 @@ def _stand_in(path: Path, exc: Exception) -> ModuleType | None:
         value = found.get(name)
         setattr(module, name, None if value is _UNREADABLE else value)
     setattr(module, _IMPORT_FAILURE, (message, line))
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        setattr(module, _MISSING_MODULE, exc.name)
 
     def not_imported(*args: Any, **kw: Any) -> None:
         raise UnimportableRevision(f"{_display(str(path))}: {message}")

@@ -153,6 +153,14 @@ def cli(config: str | None, url: str | None) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="Write the report to a file instead of stdout.",
 )
+@click.option(
+    "--server-version",
+    metavar="[DIALECT=]VERSION",
+    help="The server's version (11, 10.11, 8.0.36) for version-dependent rules; DIALECT=VERSION sets one dialect's.",
+)
+@click.option(
+    "--no-cache", is_flag=True, help="Neither read nor keep .migrate-guard/cache/check/: render every revision."
+)
 @click.pass_context
 def check(
     ctx: click.Context,
@@ -166,28 +174,40 @@ def check(
     fail_on: str | None,
     allow: tuple[str, ...],
     output: str | None,
+    server_version: str | None,
+    no_cache: bool,
 ) -> int:
     """Find destructive and breaking operations in revisions, without a database.
 
     By default checks the revisions the database has not run yet (all of them when it does not
     answer). Exits 3 when a finding at or above --fail-on is not acknowledged.
     """
-    from .analysis.check import CheckOptions, run_check
-    from .analysis.report import render
+    from .analysis.cache import check_command
 
-    project = _project(ctx, config, url)
-    report = run_check(
-        project,
-        CheckOptions(range=range_, revisions=revisions, since=since, dialect=dialect, allow=allow, fail_on=fail_on),
+    def load() -> Project:
+        from .config import with_server_version
+
+        project = _project(ctx, config, url)
+        project.settings = with_server_version(project.settings, server_version)
+        return project
+
+    root = ctx.find_root().params
+    result = check_command(
+        load,
+        dict(range=range_, revisions=revisions, since=since, dialect=dialect, allow=allow, fail_on=fail_on),
+        fmt,
+        # every option (and -c/--url given before the command) keys a replay, -o and --no-cache apart
+        keyed={**root, **{k: v for k, v in ctx.params.items() if k not in ("output", "no_cache")}},
+        config=config or root.get("config"),
+        use_cache=not no_cache,
     )
-    for note in report.notes:
+    for note in result.notes:
         click.echo(f"note: {note}", err=True)
-    text = render(report, fmt, config_path=project.config_path)
     if output:
-        Path(output).write_text(text + "\n", encoding="utf-8")
+        Path(output).write_text(result.text + "\n", encoding="utf-8")
     else:
-        click.echo(text)
-    return report.exit_code
+        click.echo(result.text)
+    return result.exit_code
 
 
 @cli.command("rules")

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config as AlembicConfig
+from .errors import ConfigError, UsageError
 
-from .errors import ConfigError
+if TYPE_CHECKING:  # imported where a project is loaded: a cached `check` never loads Alembic
+    from alembic.config import Config as AlembicConfig
 
 SEVERITY_CHOICES = ("off", "info", "warning", "error")
 FAIL_ON_CHOICES = ("info", "warning", "error", "never")
@@ -57,7 +59,17 @@ class GuardSettings:
     constraints: tuple[Path, ...] | None = (
         None  # constraint definition files; None: constraints.toml beside alembic.ini
     )
+    # the servers' versions ("11", "10.11", "8.0.36"); None: a current one (the fast behaviour)
+    server_versions: dict[str, str] = field(default_factory=dict)  # postgresql | mysql | mariadb -> version
+    server_version: str | None = None  # --server-version VERSION: whichever dialect is checked
+    lock_timeout: str | None = None  # the lock_timeout migrations run with, set outside the revisions
     source: Path | None = None  # the file these came from, for messages
+
+    def version_of(self, dialect: str | None) -> tuple[int, ...] | None:
+        """The configured version of the ``dialect`` server (``mariadb`` apart from ``mysql``), or None."""
+        name = (dialect or "").split("+", 1)[0].lower()
+        text = self.server_version or self.server_versions.get(name)
+        return parse_version(text) if text else None
 
     def is_protected(self, table: str | None, schema: str | None = None) -> bool:
         """True when ``[schema.]table`` matches a protected pattern (names, ``schema.name``, globs)."""
@@ -123,6 +135,8 @@ def find_config_path(path: str | os.PathLike[str] | None) -> Path:
 def load_project(config_path: str | os.PathLike[str] | None = None, url: str | None = None) -> Project:
     path = find_config_path(config_path)
     root = path.parent
+    from alembic.config import Config as AlembicConfig
+
     if path.suffix == ".toml":
         if "alembic" not in _read_toml(path).get("tool", {}):
             raise ConfigError(f"{path.name}: no [tool.alembic] table")
@@ -156,7 +170,13 @@ _KNOWN_KEYS = {
     "status",
     "alerts",
     "constraints",
+    "postgresql_version",
+    "mysql_version",
+    "mariadb_version",
+    "lock_timeout",
 }
+_VERSION_KEYS = {"postgresql_version": "postgresql", "mysql_version": "mysql", "mariadb_version": "mariadb"}
+_VERSION_RE = re.compile(r"\d+(?:\.\d+){0,2}")
 _BACKUP_KEYS = {"repository", "key_file", "compression_level", "retention"}
 RETENTION_KEYS = (
     "keep_last",
@@ -218,7 +238,23 @@ def parse_settings(data: dict[str, Any], source: Path, prefix: str = "") -> Guar
     if fail_on not in FAIL_ON_CHOICES:
         raise fail("fail_on", f"bad value {fail_on!r} (choose {', '.join(FAIL_ON_CHOICES)})")
 
+    versions = {}
+    for key, server in _VERSION_KEYS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _VERSION_RE.fullmatch(value.strip()):
+            raise fail(key, 'must be a version string such as "11", "15.4", "10.11" or "8.0.36"')
+        versions[server] = value.strip()
+    lock_timeout = data.get("lock_timeout")
+    if lock_timeout is not None and (not isinstance(lock_timeout, str) or not lock_timeout.strip()):
+        raise fail("lock_timeout", 'must be the lock_timeout env.py or the role sets, such as "5s"')
+    if lock_timeout is not None and lock_timeout.strip() in ("0", "0s", "0ms"):
+        lock_timeout = None  # no limit: as if unset
+
     return GuardSettings(
+        server_versions=versions,
+        lock_timeout=lock_timeout.strip() if lock_timeout else None,
         backup=_parse_backup(data.get("backup", {}), source, fail),
         status=_parse_status(data.get("status", {}), fail),
         alerts=_parse_alerts(data.get("alerts", {}), source, fail),
@@ -230,6 +266,28 @@ def parse_settings(data: dict[str, Any], source: Path, prefix: str = "") -> Guar
         fail_on=fail_on,
         source=source,
     )
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"10.11"`` -> ``(10, 11)``; only the numbers of a checked version string."""
+    return tuple(int(part) for part in text.split("."))
+
+
+def with_server_version(settings: GuardSettings, spec: str | None) -> GuardSettings:
+    """``--server-version``: ``DIALECT=VERSION`` (postgresql, mysql, mariadb) sets that server's
+    version, a bare ``VERSION`` the version of whichever dialect is checked."""
+    if not spec:
+        return settings
+    dialect, _, version = spec.rpartition("=")
+    dialect, version = dialect.strip().lower(), version.strip()
+    servers = sorted(_VERSION_KEYS.values())
+    if not _VERSION_RE.fullmatch(version) or (dialect and dialect not in servers):
+        raise UsageError(
+            f"--server-version {spec!r}: give VERSION or DIALECT=VERSION ({', '.join(servers)}), e.g. postgresql=11"
+        )
+    if not dialect:
+        return replace(settings, server_version=version)
+    return replace(settings, server_versions={**settings.server_versions, dialect: version})
 
 
 def _parse_constraints(data: Any, source: Path, fail: Any) -> tuple[Path, ...] | None:

@@ -120,7 +120,7 @@ def test_raw_sql_in_execute_and_bind_is_classified_with_its_line(run_cli, projec
         op.execute("INSERT INTO notes (body) VALUES ('DROP TABLE customers; --')")
         """,
     )
-    found = check_json(run_cli, project, "--dialect", "postgresql")
+    found = [f for f in check_json(run_cli, project, "--dialect", "postgresql") if f["category"] != "locking"]
     assert rules_of(found) == [
         ("update-without-where", "accounts", None),
         ("truncate-table", "audit_log", None),
@@ -158,8 +158,12 @@ def test_backfill_of_a_new_column_is_not_an_overwrite(run_cli, project):
         op.execute("UPDATE accounts SET balance = 0")
         """,
     )
-    found = rules_of(check_json(run_cli, project, "--dialect", "postgresql"))
-    assert found == [("update-without-where", "accounts", None)]
+    found = check_json(run_cli, project, "--dialect", "postgresql")
+    assert rules_of([f for f in found if f["category"] == "destructive"]) == [
+        ("update-without-where", "accounts", None)
+    ]
+    # not an overwrite, but the backfills rewrite rows while the ADD COLUMN's lock is held
+    assert [f["line"] for f in found if f["rule"] == "backfill-under-schema-lock"] == [13, 15, 16]
 
 
 def test_not_analyzable_revision_falls_back_to_source_reading(run_cli, project):
@@ -231,7 +235,7 @@ def test_severity_overrides_and_user_rules(run_cli, project):
         """,
     )
     found = check_json(run_cli, project, "--dialect", "postgresql")
-    assert {(f["rule"], f["severity"]) for f in found if f["category"] != "hygiene"} == {
+    assert {(f["rule"], f["severity"]) for f in found if f["category"] not in ("hygiene", "locking")} == {
         ("rename-table", "error"),
         ("no-drop-trigger", "error"),
         ("drop-object", "warning"),  # the built-in rule for dropped triggers, functions, views...

@@ -59,6 +59,12 @@ EXPECTED = {
     "lock-table": "locking",
     "reindex-non-concurrently": "locking",
     "vacuum-full-or-cluster": "locking",
+    # issue 15: version-dependent and hygiene rules
+    "backfill-under-schema-lock": "locking",
+    "alter-rebuilds-table": "locking",
+    "char-column": "hygiene",
+    "timestamp-without-time-zone": "hygiene",
+    "integer-primary-key": "hygiene",
 }
 POSTGRES_ONLY = {
     "create-index-non-concurrently",
@@ -71,11 +77,16 @@ POSTGRES_ONLY = {
     "detach-partition-non-concurrently",
     "reindex-non-concurrently",
     "vacuum-full-or-cluster",
+    "backfill-under-schema-lock",
+    "timestamp-without-time-zone",
 }
 # Rules for the servers whose behaviour they describe; every other rule applies everywhere.
 DIALECTS = {rule: ("postgresql",) for rule in POSTGRES_ONLY} | {
     "add-column-rewrites-table": ("postgresql", "mysql"),
     "lock-table": ("postgresql", "mysql", "mariadb"),
+    "alter-rebuilds-table": ("mysql", "mariadb"),
+    "char-column": ("postgresql", "mysql", "mssql", "oracle"),  # SQLite neither pads nor limits
+    "integer-primary-key": ("postgresql", "mysql", "mssql"),  # SQLite's INTEGER PRIMARY KEY is 64-bit
 }
 
 VALID = """\
@@ -160,6 +171,19 @@ def test_builtin_matches(rules: dict[str, Rule]) -> None:
     assert hits(Operation("drop_not_null", "t", "c")) == {"drop-not-null"}
     assert hits(Operation("set_not_null", "t", "c")) == {"set-not-null"}
     assert hits(Operation("reference_table", "t", details={"referenced_by": "n"})) == set()  # lock-timeout only
+    assert hits(Operation("add_column", "t", "c", details={**column, "rebuilds_table": True})) == {
+        "alter-rebuilds-table"
+    }
+    assert hits(Operation("drop_constraint", "t", details={"constraint_type": "primary"})) == {"drop-constraint"}
+    key = {"type_family": "integer", "primary_key": True, "new_table": True}
+    assert hits(Operation("column_type", "t", "id", details=key)) == {"integer-primary-key"}
+    assert hits(Operation("column_type", "t", "id", details={**key, "type_family": "bigint"})) == set()
+    assert hits(Operation("column_type", "t", "id", details={**key, "primary_key": False})) == set()
+    assert hits(Operation("add_column", "t", "c", details={"type_family": "char"})) == {"char-column"}
+    assert hits(Operation("column_type", "t", "c", details={"type_family": "timestamp"})) == {
+        "timestamp-without-time-zone"
+    }
+    assert hits(Operation("column_type", "t", "c", details={"type_family": "timestamptz"})) == set()
 
 
 def _run_offline(code: str) -> str:

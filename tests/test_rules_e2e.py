@@ -1052,11 +1052,11 @@ CASES: list[Case] = [
         "lock-timeout-missing",
         "reported-once-at-first-strong-lock",
         """
-      op.add_column("orders", sa.Column("note", sa.Text(), nullable=True))
-      op.create_index("ix_orders_note", "orders", ["note"])  # <-
+      op.add_column("orders", sa.Column("note", sa.Text(), nullable=True))  # <-
+      op.create_index("ix_orders_note", "orders", ["note"])
       op.alter_column("orders", "code", existing_type=sa.String(20), nullable=False)
       """,
-        ("orders", None),
+        ("orders", "note"),
     ),
     P(
         "lock-timeout-missing",
@@ -1180,14 +1180,232 @@ CASES: list[Case] = [
       )
       """,
     ),
+    # a brief ACCESS EXCLUSIVE still queues every query behind it while it waits for the lock
+    P(
+        "lock-timeout-missing",
+        "brief-access-exclusive-locks",
+        """
+      op.add_column("orders", sa.Column("note", sa.Text(), nullable=True))  # <-
+      op.alter_column("orders", "name", existing_type=sa.String(50), type_=sa.String(100))
+      """,
+        ("orders", "note"),
+    ),
+    P(
+        "lock-timeout-missing",
+        "rename-and-drop-constraint",
+        """
+      op.rename_table("orders", "purchases")  # <-
+      op.drop_constraint("uq_purchases_code", "purchases", type_="unique")
+      """,
+        ("orders", None),
+    ),
     N(
         "lock-timeout-missing",
-        "only-brief-locks",
+        "no-lock-on-an-existing-table",
         """
-      op.add_column("orders", sa.Column("note", sa.Text(), nullable=True))
-      op.alter_column("orders", "name", existing_type=sa.String(50), type_=sa.String(100))
+      op.create_table("notes", sa.Column("id", sa.BigInteger, primary_key=True), sa.Column("body", sa.Text()))
+      op.add_column("notes", sa.Column("title", sa.Text(), nullable=True))
+      op.execute("ALTER TABLE orders VALIDATE CONSTRAINT fk_orders_customer")
+      op.execute("INSERT INTO notes (body) VALUES ('hello')")
       with op.get_context().autocommit_block():
           op.create_index("ix_orders_note", "orders", ["note"], postgresql_concurrently=True)
+      """,
+    ),
+    # --- backfill-under-schema-lock (PostgreSQL) -------------------------------------------------
+    P(
+        "backfill-under-schema-lock",
+        "backfill-after-add-column",
+        """
+      op.add_column("orders", sa.Column("currency", sa.String(3), nullable=True))
+      op.execute("UPDATE orders SET currency = 'EUR'")  # <-
+      """,
+        ("orders", None),
+        fires_on=("postgresql",),
+    ),
+    P(
+        "backfill-under-schema-lock",
+        "delete-after-set-not-null-in-bind-text",
+        """
+      op.alter_column("sessions", "user_id", existing_type=sa.Integer(), nullable=False)
+      op.get_bind().execute(sa.text("DELETE FROM sessions WHERE user_id IS NULL"))  # <-
+      """,
+        ("sessions", None),
+        fires_on=("postgresql",),
+    ),
+    P(
+        "backfill-under-schema-lock",
+        "update-of-a-renamed-table",
+        """
+      op.rename_table("orders", "purchases")
+      op.execute("UPDATE purchases SET status = 'open' WHERE status IS NULL")  # <-
+      """,
+        ("purchases", None),
+        fires_on=("postgresql",),
+        run_on=("postgresql", "mysql"),
+    ),
+    N(
+        "backfill-under-schema-lock",
+        "backfill-after-commit-in-autocommit-block",
+        """
+      op.add_column("orders", sa.Column("currency", sa.String(3), nullable=True))
+      with op.get_context().autocommit_block():
+          op.execute("UPDATE orders SET currency = 'EUR' WHERE id < 10000")
+      """,
+        run_on=("postgresql", "mysql"),
+    ),
+    N(
+        "backfill-under-schema-lock",
+        "update-of-another-table-and-of-a-new-one",
+        """
+      op.add_column("orders", sa.Column("currency", sa.String(3), nullable=True))
+      op.execute("UPDATE customers SET tier = 'gold' WHERE spend > 1000")
+      op.create_table("rates", sa.Column("id", sa.BigInteger, primary_key=True), sa.Column("r", sa.Numeric(8, 4)))
+      op.add_column("rates", sa.Column("note", sa.Text()))
+      op.execute("UPDATE rates SET note = 'x'")
+      """,
+    ),
+    N(
+        "backfill-under-schema-lock",
+        "concurrent-index-takes-no-access-exclusive",
+        """
+      op.create_index("ix_orders_status", "orders", ["status"], postgresql_concurrently=True)
+      op.execute("UPDATE orders SET status = 'open' WHERE status IS NULL")
+      """,
+        run_on=("postgresql",),
+    ),
+    # --- alter-rebuilds-table (MySQL / MariaDB; versions: tests/test_rules_versions.py) ----------
+    P(
+        "alter-rebuilds-table",
+        "integer-to-bigint",
+        'op.alter_column("orders", "quantity", existing_type=sa.Integer(), type_=sa.BigInteger())  # <-',
+        ("orders", "quantity"),
+        fires_on=("mysql", "mariadb"),
+        run_on=("postgresql", "mysql", "mariadb", "sqlite"),
+    ),
+    P(
+        "alter-rebuilds-table",
+        "drop-primary-key",
+        'op.drop_constraint("PRIMARY", "orders", type_="primary")  # <-',
+        ("orders", None),
+        fires_on=("mysql", "mariadb"),
+        run_on=("postgresql", "mysql", "mariadb"),
+    ),
+    P(
+        "alter-rebuilds-table",
+        "column-charset-from-op",
+        """
+      from sqlalchemy.dialects import mysql
+      op.alter_column(  # <-
+          "customers",
+          "name",
+          existing_type=mysql.VARCHAR(50, charset="latin1"),
+          type_=mysql.VARCHAR(50, charset="utf8mb4"),
+      )
+      """,
+        ("customers", "name"),
+        fires_on=("mysql", "mariadb"),
+        run_on=("mysql", "mariadb"),
+    ),
+    P(
+        "alter-rebuilds-table",
+        "raw-convert-and-algorithm-copy",
+        """
+      op.execute("ALTER TABLE customers CONVERT TO CHARACTER SET utf8mb4")  # <-
+      op.execute("ALTER TABLE orders ADD COLUMN note TEXT, ALGORITHM=COPY")  # <-
+      op.execute("ALTER TABLE orders MODIFY code VARCHAR(20) CHARACTER SET latin1")  # <-
+      """,
+        ("customers", None),
+        ("orders", None),
+        ("orders", "code"),
+        fires_on=("mysql", "mariadb"),
+        run_on=("mysql", "mariadb"),
+    ),
+    N(
+        "alter-rebuilds-table",
+        "in-place-changes",
+        """
+      op.add_column("orders", sa.Column("note", sa.Text(), nullable=True))
+      op.alter_column("orders", "code", existing_type=sa.String(20), type_=sa.String(40))
+      op.execute("ALTER TABLE orders ADD COLUMN extra INT, ALGORITHM=INSTANT")
+      op.drop_constraint("uq_orders_code", "orders", type_="unique")
+      """,
+        run_on=("postgresql", "mysql", "mariadb", "sqlite"),
+    ),
+    # --- char-column, timestamp-without-time-zone, integer-primary-key (hygiene) ------------------
+    P(
+        "char-column",
+        "add-column-and-new-table",
+        """
+      op.add_column("customers", sa.Column("country", sa.CHAR(2), nullable=True))  # <-
+      op.create_table("codes", sa.Column("id", sa.BigInteger, primary_key=True), sa.Column("c", sa.CHAR(3)))  # <-
+      op.execute("ALTER TABLE customers ADD COLUMN region character(4)")  # <-
+      """,
+        ("customers", "country"),
+        ("codes", "c"),
+        ("customers", "region"),
+        fires_on=("postgresql", "mysql"),
+    ),
+    N(
+        "char-column",
+        "varchar-and-text",
+        """
+      op.add_column("customers", sa.Column("country", sa.String(2), nullable=True))
+      op.execute("ALTER TABLE customers ADD COLUMN region character varying(4)")
+      op.create_table("codes", sa.Column("id", sa.BigInteger, primary_key=True), sa.Column("c", sa.Text()))
+      """,
+    ),
+    P(
+        "timestamp-without-time-zone",
+        "datetime-and-raw-timestamp",
+        """
+      op.add_column("orders", sa.Column("shipped_at", sa.DateTime(), nullable=True))  # <-
+      op.create_table("events", sa.Column("id", sa.BigInteger, primary_key=True), sa.Column("at", sa.TIMESTAMP()))  # <-
+      op.execute("CREATE TABLE logs (id bigserial PRIMARY KEY, at timestamp without time zone)")  # <-
+      """,
+        ("orders", "shipped_at"),
+        ("events", "at"),
+        ("logs", "at"),
+        fires_on=("postgresql",),
+    ),
+    N(
+        "timestamp-without-time-zone",
+        "timestamptz",
+        """
+      op.add_column("orders", sa.Column("shipped_at", sa.DateTime(timezone=True), nullable=True))
+      op.execute("CREATE TABLE logs (id bigserial PRIMARY KEY, at timestamptz, d date)")
+      """,
+    ),
+    P(
+        "integer-primary-key",
+        "integer-and-serial",
+        """
+      op.create_table("events", sa.Column("id", sa.Integer, primary_key=True), sa.Column("n", sa.Integer))  # <-
+      op.execute("CREATE TABLE logs (id serial PRIMARY KEY, body text)")  # <-
+      """,
+        ("events", "id"),
+        ("logs", "id"),
+        fires_on=("postgresql",),  # MySQL's SERIAL is a BIGINT
+        run_on=("postgresql", "sqlite"),
+    ),
+    P(
+        "integer-primary-key",
+        "integer-on-mysql",
+        'op.create_table("events", sa.Column("id", sa.Integer, primary_key=True))  # <-',
+        ("events", "id"),
+        fires_on=("postgresql", "mysql"),
+    ),
+    N(
+        "integer-primary-key",
+        "bigint-composite-and-foreign-key",
+        """
+      op.create_table("events", sa.Column("id", sa.BigInteger, primary_key=True))
+      op.create_table(
+          "tags_posts",
+          sa.Column("tag_id", sa.Integer, primary_key=True),
+          sa.Column("post_id", sa.Integer, primary_key=True),
+      )
+      op.create_table("profiles", sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True))
+      op.add_column("orders", sa.Column("n", sa.Integer, nullable=True))
       """,
     ),
     # --- add-column-rewrites-table (PostgreSQL; MySQL for STORED generated columns) ---------------

@@ -50,7 +50,10 @@ def check(sql: str, dialect: str | None, expected: list[tuple]) -> None:
         ),
         # sqlparse's own splitter merges everything after these; ours does not
         ("INSERT INTO log (begin) VALUES (1); DROP TABLE x", ["insert", "drop_table"]),
-        ("CREATE TABLE t (begin int, note text); DROP TABLE x", ["create_table", "drop_table"]),
+        (
+            "CREATE TABLE t (begin int, note text); DROP TABLE x",
+            ["create_table", "column_type", "column_type", "drop_table"],
+        ),
         ("ALTER TABLE t ADD COLUMN begin int; DROP TABLE x", ["add_column", "drop_table"]),
         ("BEGIN ISOLATION LEVEL SERIALIZABLE; DROP TABLE a; COMMIT", ["transaction", "drop_table", "transaction"]),
         ("BEGIN READ WRITE; DELETE FROM a; COMMIT", ["transaction", "delete", "transaction"]),
@@ -325,11 +328,50 @@ CASES = [
     (
         "CREATE TABLE t (id int PRIMARY KEY, a text)",
         None,
-        [("create_table", None, "t", None, {"if_not_exists": False, "temporary": False})],
+        [
+            ("create_table", None, "t", None, {"if_not_exists": False, "temporary": False}),
+            ("column_type", None, "t", "id", {"type_family": "integer", "primary_key": True, "new_table": True}),
+            ("column_type", None, "t", "a", {"type_family": "text", "primary_key": False}),
+        ],
     ),
-    ("CREATE TABLE IF NOT EXISTS s.t (a int)", None, [("create_table", "s", "t", None, {"if_not_exists": True})]),
+    (
+        "CREATE TABLE IF NOT EXISTS s.t (a int)",
+        None,
+        [("create_table", "s", "t", None, {"if_not_exists": True}), ("column_type", "s", "t", "a", {})],
+    ),
+    # the declared types: a table-level key, a composite one, and one that is a foreign key too
+    (
+        "CREATE TABLE t (id bigserial, c char(2), at timestamp(3) without time zone, z timestamp with time zone, "
+        "CONSTRAINT pk PRIMARY KEY (id))",
+        "postgresql",
+        [
+            ("create_table", None, "t", None, {}),
+            ("column_type", None, "t", "id", {"type_family": "bigint", "primary_key": True}),
+            ("column_type", None, "t", "c", {"type_family": "char"}),
+            ("column_type", None, "t", "at", {"type_family": "timestamp"}),
+            ("column_type", None, "t", "z", {"type_family": "timestamptz"}),
+        ],
+    ),
+    (
+        "CREATE TABLE t (a int, b int, PRIMARY KEY (a, b))",
+        None,
+        [("create_table", None, "t", None, {}), *[("column_type", None, "t", c, {"primary_key": False}) for c in "ab"]],
+    ),
+    (
+        "CREATE TABLE t (a int PRIMARY KEY REFERENCES u (id), b serial, FOREIGN KEY (b) REFERENCES v (id))",
+        "mysql",
+        [
+            ("create_table", None, "t", None, {}),
+            ("column_type", None, "t", "a", {"primary_key": False}),
+            ("column_type", None, "t", "b", {"type_family": "bigint", "primary_key": False}),  # MySQL's SERIAL
+        ],
+    ),
     ("CREATE TEMPORARY TABLE t AS SELECT * FROM u", None, [("create_table", None, "t", None, {"temporary": True})]),
-    ("CREATE UNLOGGED TABLE t (a int)", None, [("create_table", None, "t", None, {})]),
+    (
+        "CREATE UNLOGGED TABLE t (a int)",
+        None,
+        [("create_table", None, "t", None, {}), ("column_type", None, "t", "a", {})],
+    ),
     # CREATE / DROP INDEX
     (
         "CREATE INDEX ix ON t (a)",
@@ -792,6 +834,32 @@ ALTER_CASES = [
     ("ALTER TABLE t SET (fillfactor = 70, autovacuum_enabled = false)", None, [("alter_other", None, "t", None, {})]),
     ("ALTER TABLE t ENGINE = InnoDB", "mysql", [("alter_other", None, "t", None, {})]),
     # several actions, commas inside parentheses do not split
+    # what decides whether MySQL copies the table: position, character sets, ALGORITHM=COPY
+    (
+        "ALTER TABLE t ADD COLUMN a int FIRST, ADD b char(3) AFTER a, ADD c datetime",
+        "mysql",
+        [
+            ("add_column", None, "t", "a", {"position": "first", "type_family": "integer"}),
+            ("add_column", None, "t", "b", {"position": "after", "type_family": "char"}),
+            ("add_column", None, "t", "c", {"position": "end", "type_family": "timestamp"}),
+        ],
+    ),
+    (
+        "ALTER TABLE t CONVERT TO CHARACTER SET utf8mb4, ALGORITHM = COPY",
+        "mysql",
+        [
+            ("alter_other", None, "t", None, {"action": "convert to character set utf8mb4", "rebuilds_table": True}),
+            ("alter_other", None, "t", None, {"action": "ALGORITHM = COPY", "rebuilds_table": True}),
+        ],
+    ),
+    (
+        "ALTER TABLE t MODIFY c VARCHAR(20) CHARACTER SET latin1, MODIFY d VARCHAR(30)",
+        "mysql",
+        [
+            ("alter_column_type", None, "t", "c", {"charset_change": True}),
+            ("alter_column_type", None, "t", "d", {"charset_change": False}),
+        ],
+    ),
     (
         "ALTER TABLE t ADD COLUMN c numeric(10, 2), DROP COLUMN d, ALGORITHM=INPLACE, LOCK=NONE",
         "mysql",

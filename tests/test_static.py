@@ -53,6 +53,7 @@ CASES: list[tuple[str, str, list[dict[str, Any]]]] = [
         ),
         [
             E("create_table", "orders", line=1, schema="shop"),
+            E("column_type", "orders", "id", line=1, schema="shop", type_family="integer", primary_key=False),
             E("drop_table", "legacy", line=2, if_exists=True),
             E("rename_table", "a", line=3, new_name="b"),
             E("drop_column", "t", "c", line=4),

@@ -42,6 +42,7 @@ def _create_table(op: ops.CreateTableOp) -> list[Operation]:
         built = op.to_table()
     except Exception:  # noqa: BLE001 - a table Alembic itself cannot build fails when it runs, not here
         return result
+    result += _declared_types(built, table, schema)
     # Its constraints are part of the CREATE TABLE and its indexes cost nothing (the table is empty);
     # its foreign keys lock the tables they reference, which are not new.
     result += _implicit_ddl(built, table, schema, constraints=False)
@@ -90,6 +91,7 @@ def _add_column(op: ops.AddColumnOp, dialect: Any = None) -> list[Operation]:
     }
     if rewrite:
         details["note"] = rewrite
+    details["type_family"] = None if isinstance(col.type, sa.types.NullType) else type_family(col.type)
     result = [Operation("add_column", table, _name(col.name), schema, details=details)]
     # What Alembic emits after the ADD COLUMN (toimpl.add_column): the column's index, foreign key,
     # unique and check constraints, each built over the existing rows.
@@ -99,6 +101,24 @@ def _add_column(op: ops.AddColumnOp, dialect: Any = None) -> list[Operation]:
     except Exception:  # noqa: BLE001 - a column SQLAlchemy cannot attach fails when it runs, not here
         return result
     return result + _implicit_ddl(built, table, schema, column=_name(col.name), dialect=dialect)
+
+
+def _declared_types(built: sa.Table, table: str | None, schema: str | None) -> list[Operation]:
+    """Each column's declared type, for the hygiene rules; ``primary_key`` marks the only primary key
+    column when it is no foreign key (the type is then the referenced table's choice)."""
+    keys = list(built.primary_key.columns)
+    only_key = keys[0] if len(keys) == 1 and not keys[0].foreign_keys else None
+    return [
+        Operation(
+            "column_type",
+            table,
+            _name(c.name),
+            schema,
+            details={"type_family": type_family(c.type), "new_table": True, "primary_key": c is only_key},
+        )
+        for c in built.columns
+        if not isinstance(c.type, sa.types.NullType)
+    ]
 
 
 def _implicit_ddl(
@@ -184,7 +204,7 @@ def column_rewrites_table(column_sql: str, dialect: Any) -> str | None:
             return "a STORED generated column is computed for every existing row"
         default = re.search(r"\bdefault\b(.*)", text)
         if default:
-            for name in _server_behaviour(family).get("volatile_functions", ()):
+            for name in server_behaviour(family).get("volatile_functions", ()):
                 if re.search(rf"\b{re.escape(name)}\s*\(", default.group(1)):
                     return f"the volatile default {name}() is evaluated for every existing row"
     elif family == "mysql":
@@ -256,7 +276,9 @@ def column_changes(
         else:
             change = type_change(old, new, dialect)
         if change != "unchanged":
-            details = {"type_change": change, "old_type": old_text, "new_type": new_text}
+            details: dict[str, Any] = {"type_change": change, "old_type": old_text, "new_type": new_text}
+            if old is not None and new is not None and _charset(old) != _charset(new):
+                details["charset_change"] = True
             note = type_change_note(change, old_text, dialect)
             if note:
                 details["note"] = note
@@ -464,7 +486,8 @@ SERVER_BEHAVIOUR = BUILTIN_RULES_DIR / "data" / "server-behaviour.toml"
 
 
 @functools.cache
-def _server_behaviour(family: str) -> dict[str, Any]:
+def server_behaviour(family: str) -> dict[str, Any]:
+    """The ``family`` (or ``mariadb``) table of rules/data/server-behaviour.toml; empty when none."""
     with SERVER_BEHAVIOUR.open("rb") as f:
         table: dict[str, Any] = tomllib.load(f).get(family, {})
     return table
@@ -501,9 +524,14 @@ def type_family(t: Any) -> str:
     return str(getattr(t, "__visit_name__", type(t).__name__)).lower()
 
 
+def _charset(t: Any) -> str:
+    """A MySQL string type's character set as written (``""``: the table's)."""
+    return str(getattr(_as_instance(t), "charset", None) or "").lower()
+
+
 def _charset_bytes(t: Any) -> int:
     """Bytes a character takes on MySQL; utf8mb4 (the default since MySQL 8) unless the type says."""
-    charset = str(getattr(t, "charset", None) or "").lower()
+    charset = _charset(t)
     return {"latin1": 1, "ascii": 1, "binary": 1, "utf8": 3, "utf8mb3": 3}.get(charset, 4)
 
 
@@ -555,8 +583,10 @@ def changes_in_place(old: Any, new: Any, dialect: Any) -> bool:
     if family is None or old is None or new is None:
         return False
     old, new = _as_instance(old), _as_instance(new)
+    if family == "mysql" and _charset(old) != _charset(new):
+        return False  # every value is converted to the new character set
     old_family, new_family = type_family(old), type_family(new)
-    for entry in _server_behaviour(family).get("in_place_type_changes", ()):
+    for entry in server_behaviour(family).get("in_place_type_changes", ()):
         if (entry["from"], entry["to"]) == (old_family, new_family):
             try:
                 if _CONDITIONS[entry.get("when", "always")](old, new):

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from alembic.script import ScriptDirectory
 
 from .. import alembic_bridge as bridge
 from ..config import DIALECTS, Project
 from ..errors import ConfigError, RevisionError, UsageError
+from . import cache as check_cache
 from .acks import Acknowledgement, parse_cli_allow, read_file_acks
 from .engine import Evaluator, Finding, RevisionOps, exit_code_for
 from .operations import Operation
-from .rules import Rule, load_rules
+from .rules import BUILTIN_RULES_DIR, Rule, load_rules
 from .static import read_upgrade
 
 
@@ -26,6 +30,11 @@ class CheckOptions:
     dialect: str | None = None
     allow: Sequence[str] = ()
     fail_on: str | None = None
+    cache: bool = False  # read and keep .migrate-guard/cache/check/ (see analysis/cache.py); the `check` command does
+
+
+# options that choose revisions or the exit code, not what a revision's findings are
+_NOT_IN_CONTEXT = {"range", "revisions", "since", "fail_on", "cache"}
 
 
 @dataclass
@@ -38,6 +47,8 @@ class CheckReport:
     rules: dict[str, Rule]
     notes: list[str] = field(default_factory=list)
     operations: list[RevisionOps] = field(default_factory=list)  # what each revision does, in order
+    inputs: check_cache.RunInputs | None = None  # what the run read, when a later run may replay it
+    cache_notes: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -69,10 +80,7 @@ def run_check(project: Project, options: CheckOptions) -> CheckReport:
     cli_acks = [parse_cli_allow(spec, frozenset(rules)) for spec in options.allow]
     if options.dialect and options.dialect not in DIALECTS:
         raise UsageError(f"--dialect {options.dialect!r}: choose {', '.join(DIALECTS)}")
-    script = bridge.open_scripts(project, read_unimportable=True)
-    selection = _select(project, script, options)
-    notes = [selection.note] if selection.note else []
-
+    notes = []
     dialect = options.dialect or project.settings.dialect
     render_url = f"{dialect}://" if dialect else None
     if not dialect:
@@ -80,6 +88,19 @@ def run_check(project: Project, options: CheckOptions) -> CheckReport:
         if not project.dialect_from_url:
             render_url = "sqlite://"
             notes.append("no sqlalchemy.url and no --dialect: checking as sqlite")
+    cache = _revision_cache(project, options, dialect, render_url) if options.cache else None
+    script = bridge.open_scripts(project, read_unimportable=True, cached=cache.graph_in if cache else None)
+    selection = _select(project, script, options)
+    if cache is not None and not all(
+        cache.operations(bridge.script_file(project, s)) for s in selection.scripts if bridge.from_cache(s.module)
+    ):  # a record that does not read back: nothing of this run from the cache
+        cache = None
+        script = bridge.open_scripts(project, read_unimportable=True)
+        selection = _select(project, script, options)
+    if selection.note:
+        notes.insert(0, selection.note)
+    if cache is not None:
+        _record_inputs(cache.inputs, project, script, options)
     return analyse(
         project,
         script,
@@ -90,7 +111,61 @@ def run_check(project: Project, options: CheckOptions) -> CheckReport:
         fail_on=options.fail_on or project.settings.fail_on,
         notes=notes,
         render_url=render_url,
+        cache=cache,
     )
+
+
+def _revision_cache(
+    project: Project, options: CheckOptions, dialect: str, render_url: str | None
+) -> check_cache.RevisionCache:
+    extra = {k: v for k, v in dataclasses.asdict(options).items() if k not in _NOT_IN_CONTEXT}
+    rule_files = check_cache.rule_files([BUILTIN_RULES_DIR, *project.settings.rule_dirs])
+
+    def context(env_py: str) -> str:
+        return check_cache.digest(
+            "context",
+            check_cache.code_digest(),
+            str(project.config_path),
+            check_cache.file_digest(project.config_path),
+            check_cache.file_digest(project.root / "pyproject.toml"),
+            project.url,
+            render_url,
+            dialect,
+            check_cache.file_digest(env_py),
+            repr(project.settings),
+            [(str(f), check_cache.file_digest(f)) for f in rule_files],
+            extra,  # --allow, --server-version, ...
+        )
+
+    store = check_cache.Store.beside(project.config_path)
+    return check_cache.RevisionCache(store, project.root, context, check_cache.RunInputs())
+
+
+def _record_inputs(
+    inputs: check_cache.RunInputs, project: Project, script: ScriptDirectory, options: CheckOptions
+) -> None:
+    """The files and directories a replay of this run depends on, beyond the revision files."""
+    # --since asks git, the default selection the database (unless none is configured)
+    inputs.replayable = bool(options.range or options.revisions or (not options.since and not project.url))
+    for path in (project.config_path, project.root / "pyproject.toml", project.root / "migrate-guard.toml"):
+        inputs.add_file(path)
+    if project.settings.source:
+        inputs.add_file(project.settings.source)
+    inputs.add_file(script.env_py_location)
+    rule_dirs = [BUILTIN_RULES_DIR, *project.settings.rule_dirs]
+    for directory in rule_dirs:
+        inputs.add_listing(directory, recursive=True, suffix=".toml")
+    for f in check_cache.rule_files(rule_dirs):
+        inputs.add_file(f)
+    locations = getattr(script, "_version_locations", None)  # Alembic's own list of where it reads revisions
+    if not isinstance(locations, list):
+        inputs.replayable = False
+        return
+    for location in locations:
+        if os.path.isdir(location):
+            inputs.add_listing(location, recursive=bool(script.recursive_version_locations))
+        else:
+            inputs.add_file(Path(location) / "__absent__")  # stays absent ("-") while the directory is
 
 
 def analyse(
@@ -105,14 +180,40 @@ def analyse(
     notes: Sequence[str] = (),
     render_url: str | None = None,
     direction: str = "upgrade",
+    cache: check_cache.RevisionCache | None = None,
 ) -> CheckReport:
     """Capture the selected revisions offline in ``dialect`` and apply the rules: the engine of
-    both ``check`` and ``migrate-safe``."""
+    both ``check`` and ``migrate-safe``. With ``cache``, a revision it remembers is not rendered."""
     notes = list(notes)
-    captured = bridge.capture(project, script, selection.scripts, dialect, render_url=render_url, direction=direction)
-    notes.extend(captured.notes)
-    evaluator = Evaluator(rules, project.settings, captured.dialect)
-    revisions = [_revision_ops(cap, captured.dialect, direction) for cap in captured.revisions]
+    remembered: dict[str, RevisionOps] = {}
+    if cache is not None:
+        for s in selection.scripts:
+            if bridge.from_cache(s.module):
+                remembered[s.revision] = cache.operations(bridge.script_file(project, s))
+    fresh = [s for s in selection.scripts if s.revision not in remembered]
+    captured = bridge.capture(project, script, fresh, dialect, render_url=render_url, direction=direction)
+    if cache is not None and cache.env is not None and not fresh and remembered:
+        # env.py did not run: what it emitted when it last did
+        env_ops: list[Operation] = check_cache.decode(cache.env["env_operations"])
+        used_dialect, env_notes = str(cache.env["dialect"]), list(cache.env["notes"])
+    else:
+        env_ops, used_dialect, env_notes = captured.env_operations, captured.dialect, captured.notes
+    notes.extend(env_notes)
+    evaluator = Evaluator(rules, project.settings, used_dialect, script_dir=script.dir)
+    rendered = {cap.revision: _revision_ops(cap, used_dialect, direction) for cap in captured.revisions}
+    if cache is not None:
+        kept = [
+            (
+                cap.path,
+                rendered[cap.revision],
+                bridge.graph_of(cap.script.module),
+                bridge.missing_module(cap.script.module),
+            )
+            for cap in captured.revisions
+        ]
+        env = {"env_operations": env_ops, "dialect": used_dialect, "notes": env_notes}
+        cache.finish(kept, env if fresh else None, exclude=[script.env_py_location])
+    revisions = [remembered.get(s.revision) or rendered[s.revision] for s in selection.scripts]
 
     findings: list[Finding] = []
     heads = script.get_heads()
@@ -131,11 +232,13 @@ def analyse(
         findings=findings,
         revisions=[r.revision for r in revisions],
         selection=selection.description,
-        dialect=captured.dialect,
+        dialect=used_dialect,
         fail_on=fail_on,
         rules=rules,
         notes=notes,
         operations=revisions,
+        inputs=cache.inputs if cache and cache.inputs.replayable else None,
+        cache_notes=cache.store.notes if cache else [],
     )
 
 

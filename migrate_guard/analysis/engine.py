@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,8 @@ from ..config import GuardSettings
 from .acks import Acknowledgement, BadAcknowledgement
 from .operations import Operation
 from .rules import Rule
+from .server import Server
+from .static import sets_lock_timeout
 
 SEVERITY_RANK = {"info": 1, "warning": 2, "error": 3}
 
@@ -65,10 +68,16 @@ class RevisionOps:
 
 
 class Evaluator:
-    def __init__(self, rules: Mapping[str, Rule], settings: GuardSettings, dialect: str | None):
+    def __init__(
+        self, rules: Mapping[str, Rule], settings: GuardSettings, dialect: str | None, script_dir: str | None = None
+    ):
+        """``script_dir``: Alembic's script directory, whose env.py may set a lock_timeout for every revision."""
         self.rules = rules
         self.settings = settings
         self.dialect = dialect
+        self.server = Server.of(settings, dialect)
+        # offline rendering runs run_migrations_offline() only, so what the online path sets is read from source
+        self.lock_timeout_outside = bool(settings.lock_timeout) or _env_sets_lock_timeout(script_dir)
         self.by_kind: dict[str, list[Rule]] = {}  # every rule names its kind(s); look only at those
         for rule in rules.values():
             if rule.applies_to(dialect) and settings.severity.get(rule.id) != "off":
@@ -92,12 +101,13 @@ class Evaluator:
             if SEVERITY_RANK[rule.protected_severity] > SEVERITY_RANK[severity]:
                 severity = rule.protected_severity
             message += " (protected table)"
+        instead = (op.details.get("instead_for") or {}).get(rule.id) or rule.instead  # this server's advice
         return Finding(
             rule=rule.id,
             category=rule.category,
             severity=severity,
             message=message,
-            suggestion=" ".join(rule.instead.split()),
+            suggestion=" ".join(instead.split()),
             revision=op.revision,
             file=op.file,
             line=op.line,
@@ -129,11 +139,17 @@ class Evaluator:
             op.details["detail"] = rev.failure
             found.append(self.synthetic("not-analyzable-offline", op))
         fresh = _NewObjects()
-        lock_timeout_set = any(o.kind == "set_lock_timeout" for o in env_ops)
+        lock_timeout_set = self.lock_timeout_outside or any(o.kind == "set_lock_timeout" for o in env_ops)
         lock_warned = False
+        held: dict[tuple[str | None, str], str] = {}  # table -> what took ACCESS EXCLUSIVE on it, this transaction
         for op in rev.operations:
+            op = self.server.judged(op)
             if op.kind == "set_lock_timeout":
                 lock_timeout_set = True
+            elif op.kind == "transaction" and _ends_transaction(op):
+                held.clear()
+            elif op.kind in ("update", "delete") and op.table and (op.schema, op.table) in held:
+                found.append(self._backfill_under_lock(rev, op, held[(op.schema, op.table)]))
             if fresh.observe(op):
                 continue  # created earlier in this revision: nothing to lose, nothing locked
             for rule in self.by_kind.get(op.kind, ()):
@@ -141,7 +157,12 @@ class Evaluator:
                     f = self.finding(rule, op)
                     if f:
                         found.append(f)
-            if not lock_timeout_set and not lock_warned and _holds_long_lock(op):
+            if op.table and _takes_access_exclusive(op):
+                what = f"{_LOCK_TAKERS.get(op.kind, op.kind.replace('_', ' ').upper())} on line {op.line or '?'}"
+                for name in (op.table, op.details.get("new_name")):  # a renamed table stays locked
+                    if name:
+                        held.setdefault((op.schema, name), what)
+            if not lock_timeout_set and not lock_warned and _blocks_table(op):
                 lock_warned = True
                 marker = Operation(
                     "lock_timeout_missing",
@@ -156,6 +177,19 @@ class Evaluator:
                 )
                 found.append(self.synthetic("lock-timeout-missing", marker))
         return [f for f in found if f is not None]
+
+    def _backfill_under_lock(self, rev: RevisionOps, op: Operation, locked_by: str) -> Finding | None:
+        marker = Operation(
+            "backfill_under_lock",
+            op.table,
+            schema=op.schema,
+            statement=op.statement,
+            revision=rev.revision,
+            file=rev.file,
+            line=op.line,
+            details={"command": op.kind.upper(), "locked_by": locked_by},
+        )
+        return self.synthetic("backfill-under-schema-lock", marker)
 
     # -- acknowledgements ----------------------------------------------------------------------
 
@@ -222,6 +256,8 @@ class _NewObjects:
 
     def observe(self, op: Operation) -> bool:
         """Record ``op``; True when it acts on something created earlier in the same revision."""
+        if op.kind == "column_type":
+            return False  # a declaration, judged whether its table is new or not
         name = op.details.get("name")
         table = (op.schema, op.table) if op.table else None
         new = (
@@ -261,27 +297,67 @@ def _only_new_columns(op: Operation, added: set[tuple[str | None, str, str]]) ->
     return bool(columns) and all((op.schema, op.table, c) in added for c in columns)
 
 
-def _holds_long_lock(op: Operation) -> bool:
-    """DDL that keeps an ACCESS EXCLUSIVE (or SHARE) lock while it rewrites or scans the table."""
+def _env_sets_lock_timeout(script_dir: str | None) -> bool:
+    if not script_dir:
+        return False
+    try:
+        with open(os.path.join(script_dir, "env.py"), encoding="utf-8") as fh:
+            return sets_lock_timeout(fh.read())
+    except (OSError, UnicodeDecodeError):
+        return False  # no env.py of its own to read: nothing is known to set one
+
+
+def _ends_transaction(op: Operation) -> bool:
+    """COMMIT or ROLLBACK of the whole transaction (Alembic's around autocommit_block(), or the revision's)."""
+    return op.details.get("action") in ("commit", "rollback", "end", "abort") and not op.details.get("savepoint")
+
+
+# DDL that always takes ACCESS EXCLUSIVE on an existing PostgreSQL table: no reads, no writes while held
+_LOCK_TAKERS = {
+    "drop_table": "DROP TABLE",
+    "rename_table": "RENAME",
+    "add_column": "ADD COLUMN",
+    "drop_column": "DROP COLUMN",
+    "rename_column": "RENAME COLUMN",
+    "alter_column_type": "ALTER COLUMN TYPE",
+    "set_not_null": "SET NOT NULL",
+    "drop_not_null": "DROP NOT NULL",
+    "alter_column": "ALTER COLUMN",
+    "drop_constraint": "DROP CONSTRAINT",
+    "truncate": "TRUNCATE",
+    "cluster": "CLUSTER",
+}
+
+
+def _takes_access_exclusive(op: Operation) -> bool:
     d = op.details
-    if op.kind == "alter_column_type":
-        return d.get("type_change") != "widening"
-    if op.kind == "set_not_null":
+    if op.kind in _LOCK_TAKERS:
         return True
-    if op.kind == "create_index":
+    if op.kind == "add_constraint":  # a foreign key takes SHARE ROW EXCLUSIVE: reads go on
+        return d.get("constraint_type") != "foreign_key"
+    if op.kind in ("drop_index", "detach_partition"):
         return not d.get("concurrently")
-    if op.kind == "add_constraint":
-        return d.get("constraint_type") in ("unique", "primary_key") or not d.get("not_valid")
-    if op.kind == "add_column":
-        return d.get("rewrites_table") is True
     if op.kind == "lock_table":
-        return d.get("blocks_writes") is True
-    if op.kind == "cluster":  # rewrites the table under ACCESS EXCLUSIVE
-        return True
+        return d.get("mode") == "ACCESS EXCLUSIVE"
     if op.kind == "vacuum":
         return d.get("full") is True
-    if op.kind in ("reindex", "detach_partition"):
+    return op.kind == "alter_other" and d.get("object_type") is None  # another ALTER TABLE action
+
+
+def _blocks_table(op: Operation) -> bool:
+    """A statement that, on an existing table, takes a lock blocking its readers or writers (and so
+    queues every later query behind it while it waits): ACCESS EXCLUSIVE, or SHARE and stronger."""
+    d = op.details
+    if _takes_access_exclusive(op):
+        return True
+    if op.kind in ("create_index", "reindex"):  # SHARE on the table: writes wait
         return not d.get("concurrently")
+    if op.kind == "add_constraint":
+        return True
+    if op.kind == "lock_table":
+        return d.get("blocks_writes") is True
+    if op.kind in ("create_other", "drop_other"):  # a trigger, rule or policy locks its table
+        return op.table is not None and d.get("object_type") in ("trigger", "rule", "policy")
     # SHARE ROW EXCLUSIVE on the referenced table, held to the end of the transaction
     return op.kind == "reference_table"
 

@@ -15,10 +15,14 @@ KINDS = frozenset(
         "create_table",
         "drop_table",
         "rename_table",
-        "add_column",  # details: nullable, server_default, type, rewrites_table (None: dialect unknown)
+        "add_column",  # details: nullable, server_default, type, rewrites_table (None: dialect unknown),
+        # position = end|first|after (MySQL's FIRST / AFTER c), type_family (as column_type's)
         "drop_column",
         "rename_column",
-        "alter_column_type",  # details: type_change = widening|rewrite|narrowing|changed, old_type, new_type
+        "alter_column_type",  # details: type_change = widening|rewrite|narrowing|changed, old_type, new_type,
+        # charset_change (MySQL: CHARACTER SET given and different)
+        "column_type",  # a column of a new table (create_table): type_family (alembic_ops.type_family), new_table,
+        # primary_key (the only primary key column, and not a foreign key)
         "set_not_null",
         "drop_not_null",
         "alter_column",  # any other column change (default, comment, ...)
@@ -49,13 +53,16 @@ KINDS = frozenset(
         "create_other",  # CREATE VIEW/FUNCTION/TRIGGER/EXTENSION/TYPE/SEQUENCE...; if_not_exists, or_replace;
         # DOMAIN: with_check
         "drop_other",  # DROP VIEW/FUNCTION/TRIGGER/EXTENSION/TYPE/SEQUENCE...
-        "alter_other",  # ALTER TYPE ... ADD VALUE: action = add_value, value; DOMAIN: with_check
+        "alter_other",  # ALTER TYPE ... ADD VALUE: action = add_value, value; DOMAIN: with_check;
+        # ALTER TABLE actions not listed above: action (the text), rebuilds_table (CONVERT TO, ALGORITHM=COPY)
+        # details["rebuilds_table"] (MySQL/MariaDB): the change copies the table (server.Server.judged)
         "other",  # parsed, understood, and harmless (GRANT, COMMENT ON, ...)
         "unparsed",  # SQL we could not classify
         # synthesised by the engine, never by a parser
         "not_analyzable",
         "multiple_heads",
         "lock_timeout_missing",
+        "backfill_under_lock",  # an UPDATE/DELETE while the revision's DDL holds ACCESS EXCLUSIVE on its table
         "invalid_acknowledgement",
     }
 )

@@ -557,7 +557,9 @@ def _create(c: _Cur, x: _Ctx) -> list[Operation]:
         temporary = bool(mods & {"TEMPORARY", "TEMP"})
         if ref is None:
             return []
-        return [x.op("create_table", ref, if_not_exists=if_not_exists, temporary=temporary)]
+        table = x.op("create_table", ref, if_not_exists=if_not_exists, temporary=temporary)
+        columns = c.group()
+        return [table, *(_declared_types(columns, x, ref) if columns else [])]
     if c.take("INDEX"):
         return _create_index(c, x, unique="UNIQUE" in mods)
     if otype := c.take_any("SCHEMA", "DATABASE"):
@@ -590,6 +592,69 @@ def _create_index(c: _Cur, x: _Ctx, unique: bool) -> list[Operation]:
     name = index[1] if index else None
     extra: dict[str, Any] = {"transaction": "unknown"} if concurrently else {}
     return [x.op("create_index", (schema, table), name=name, concurrently=concurrently, unique=unique, **extra)]
+
+
+_TABLE_ITEMS = frozenset({"CONSTRAINT", "PRIMARY", "UNIQUE", "FOREIGN", "CHECK", "EXCLUDE", "LIKE", "INDEX", "KEY"})
+_TABLE_ITEMS_MYSQL = frozenset({"FULLTEXT", "SPATIAL", "PERIOD"})
+
+
+def _declared_types(columns: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
+    """CREATE TABLE t (<columns and constraints>): each column's declared type (``column_type``)."""
+    defs: list[tuple[_ColDef, bool, bool]] = []  # (column, PRIMARY KEY written on it, REFERENCES)
+    keys: list[str] = []
+    foreign: set[str] = set()
+    for part in columns.split():
+        if part.peek() in _TABLE_ITEMS or part.peek() in _TABLE_ITEMS_MYSQL:
+            primary, referencing = part.has("PRIMARY", "KEY"), part.has("FOREIGN", "KEY")
+            if (primary or referencing) and part.seek("KEY"):
+                if part.peek() != "(":
+                    part.ident()  # MySQL: FOREIGN KEY fk_name (a)
+                group = part.group()
+                named = [n[1] for g in (group.split() if group else []) if (n := g.name()) and n[1]]
+                keys, foreign = (named, foreign) if primary else (keys, foreign | set(named))
+            continue
+        words = part.top()
+        defs.append((_column_def(part), "PRIMARY" in words and "KEY" in words, "REFERENCES" in words))
+    inline = [d.name for d, pk, _ in defs if pk and d.name]
+    keys = inline or keys
+    return [
+        x.op(
+            "column_type",
+            ref,
+            d.name,
+            type_family=_type_family(d.type, x.dialect),
+            new_table=True,
+            primary_key=keys == [d.name] and not refs and d.name not in foreign,
+        )
+        for d, _, refs in defs
+        if d.name
+    ]
+
+
+_FAMILY_WORDS = {
+    "char": "char", "character": "char", "nchar": "char", "bpchar": "char",
+    "varchar": "varchar", "nvarchar": "varchar", "varchar2": "varchar", "text": "text",
+    "timestamp": "timestamp", "datetime": "timestamp", "timestamptz": "timestamptz",
+    "int": "integer", "integer": "integer", "int4": "integer", "mediumint": "integer", "serial": "integer",
+    "serial4": "integer", "smallint": "smallint", "int2": "smallint", "tinyint": "smallint",
+    "smallserial": "smallint", "serial2": "smallint", "bigint": "bigint", "int8": "bigint",
+    "bigserial": "bigint", "serial8": "bigint",
+}  # fmt: skip
+
+
+def _type_family(type_text: str | None, dialect: str | None) -> str | None:
+    """A column type as written (``character varying(20)``) -> its family, as alembic_ops.type_family names them."""
+    if not type_text:
+        return None
+    text = " ".join(type_text.replace("(", " (").split())
+    first = text.split(" ")[0]
+    if first == "character" and text.startswith("character varying"):
+        return "varchar"
+    if first == "timestamp" and "with time zone" in text and "without" not in text:
+        return "timestamptz"
+    if first == "serial" and _FAMILIES.get((dialect or "").split("+")[0]) == "mysql":
+        return "bigint"  # MySQL's SERIAL is BIGINT UNSIGNED AUTO_INCREMENT
+    return _FAMILY_WORDS.get(first, first)
 
 
 # ---------------------------------------------------------------- ALTER TABLE
@@ -625,6 +690,11 @@ def _alter_action(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
         return _redefine_column(a, x, ref)
     if word == "RENAME":
         return _alter_rename(a, x, ref)
+    if a.take("CONVERT", "TO"):  # MySQL: CONVERT TO CHARACTER SET cs
+        note = "converting the table's character set copies every row"
+        return [x.op("alter_other", ref, action=a.text(a.i - 2).lower(), rebuilds_table=True, note=note)]
+    if a.at("ALGORITHM", "=", "COPY") or a.at("ALGORITHM", "COPY"):  # asks for the copy
+        return [x.op("alter_other", ref, action=a.text(), rebuilds_table=True, note="ALGORITHM=COPY")]
     if a.take("VALIDATE", "CONSTRAINT"):
         return [x.op("validate_constraint", ref, name=a.ident())]
     if a.take("DETACH", "PARTITION"):  # PostgreSQL: DETACH PARTITION p [CONCURRENTLY | FINALIZE]
@@ -685,7 +755,7 @@ def _alter_add(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
     group = a.group()  # MySQL: ADD (c1 INT, c2 INT)
     ops = []
     for part in group.split() if group else [a]:
-        text = part.text()
+        text, words = part.text(), part.top()
         d = _column_def(part)
         if not d.name:
             continue
@@ -693,6 +763,8 @@ def _alter_add(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
         extra: dict[str, Any] = {"rewrites_table": None if x.dialect is None else rewrite is not None}
         if rewrite:
             extra["note"] = rewrite
+        extra["position"] = "first" if "FIRST" in words else "after" if "AFTER" in words else "end"
+        extra["type_family"] = _type_family(d.type, x.dialect)
         ops.append(
             x.op("add_column", ref, d.name, nullable=d.nullable, server_default=d.server_default, type=d.type, **extra)
         )
@@ -762,7 +834,18 @@ def _redefine_column(a: _Cur, x: _Ctx, ref: Ref) -> list[Operation]:
     ops = []
     if new.name and new.name != old:
         ops.append(x.op("rename_column", ref, old, new_name=new.name))
-    ops.append(x.op("alter_column_type", ref, old, type_change="changed", old_type=None, new_type=new.type))
+    charset = a.has("CHARACTER", "SET") or a.has("CHARSET")
+    ops.append(
+        x.op(
+            "alter_column_type",
+            ref,
+            old,
+            type_change="changed",
+            old_type=None,
+            new_type=new.type,
+            charset_change=charset,
+        )
+    )
     if new.not_null:
         ops.append(x.op("set_not_null", ref, old))
     return ops

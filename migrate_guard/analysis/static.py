@@ -39,7 +39,7 @@ from .alembic_ops import _type_text, column_changes, from_alembic
 from .operations import Operation
 from .sqltext import classify_sql, three_valued
 
-__all__ = ["read_upgrade"]
+__all__ = ["read_upgrade", "sets_lock_timeout"]
 
 _PLACEHOLDER = "__expr__"  # stands for an interpolated value in f-strings and templates
 _MAX_STATEMENT = 200
@@ -106,6 +106,37 @@ class _Each:
 _Value = ast.expr | _Batch | _Each | None  # None: bound to something we do not follow
 _T = TypeVar("_T")
 _UNKNOWN: Any = object()  # "not a literal", as opposed to a literal None
+
+
+# SET lock_timeout = '5s', SET LOCAL lock_timeout TO 5000, -c lock_timeout=5s, set_config('lock_timeout', ...)
+_LOCK_TIMEOUT = re.compile(
+    r"\block_timeout\b\s*(?:=|\bto\b)\s*'?\s*(?P<value>[\w.]+)|set_config\s*\(\s*'lock_timeout'\s*,\s*'(?P<set>[^']*)'",
+    re.IGNORECASE,
+)
+
+
+def sets_lock_timeout(source: str) -> bool:
+    """Whether a module (env.py) holds a string that sets a non-zero ``lock_timeout``: a ``SET``
+    statement it executes, or connection options (``connect_args={"options": "-c lock_timeout=5s"}``).
+    Comments and docstrings about it do not count; a module that does not parse sets nothing."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            for m in _LOCK_TIMEOUT.finditer(node.value):
+                value = (m["value"] or m["set"] or "").lower()
+                if value.rstrip("ms").strip("0.") not in ("", "default"):
+                    return True
+    return False
 
 
 def read_upgrade(
