@@ -240,6 +240,17 @@ def test_restore_killed_with_9_leaves_old_or_restored_tables(mariadb_url: str, t
     assert scratch_tables(mariadb_url), "the killed restore left nothing to clean (killed too late?)"
     assert sorted(n for _s, n in engine.list_tables()) == sorted([*names, "audit"])
 
+    # what any next command does first (recover, migrate-safe, a backup): finish or undo it, as it stood
+    assert MySQLEngine(mariadb_url).finish_interrupted()
+    assert contents(mariadb_url, names) == (restored if moment == "finish" else old)
+    assert scratch_tables(mariadb_url) == []
+    refs = sql(
+        mariadb_url,
+        "SELECT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema."
+        "REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE() ORDER BY 1",
+    )
+    assert refs == [("audit", "ledger"), ("entries", "ledger")]  # never the old table's scratch name
+
     engine.restore(dump, repo.read)
     assert contents(mariadb_url, names) == restored
     assert scratch_tables(mariadb_url) == []

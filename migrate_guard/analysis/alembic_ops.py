@@ -452,10 +452,11 @@ def _value_change(old: Any, new: Any, dialect: Any = None) -> str:
         return "changed"
     old, new = _as_instance(old), _as_instance(new)
     if isinstance(old, sa.Enum) and isinstance(new, sa.Enum):
-        old_values, new_values = set(old.enums), set(new.enums)
-        if old_values == new_values:
+        if list(old.enums) == list(new.enums) and old.name == new.name:
             return "unchanged"
-        return "widening" if old_values < new_values else "narrowing"  # a removed value rejects its rows
+        # reordered values, or another enum type with the same ones, keep every value: whether the server
+        # does it in place is changes_in_place's question (it does not: order and type are stored)
+        return "widening" if set(old.enums) <= set(new.enums) else "narrowing"  # a removed value rejects rows
     if isinstance(old, sa.Enum) or isinstance(new, sa.Enum):
         return "changed"
     if _same_type(old, new) or (dialect is not None and _renders_alike(old, new, dialect)):
@@ -548,10 +549,24 @@ def _longer_same_length_bytes(old: Any, new: Any) -> bool:
     return (old_bytes <= 255) == (new_bytes <= 255)
 
 
+def _longer_from_short_or_same_length_bytes(old: Any, new: Any) -> bool:
+    # MariaDB also extends a VARCHAR of at most 127 bytes in place, whatever its new length (measured on
+    # 10.11: VARCHAR(100) latin1 -> VARCHAR(300) and VARCHAR(30) utf8mb4 -> VARCHAR(100) are INSTANT).
+    if old.length is None or new.length is None or new.length < old.length:
+        return False
+    return old.length * _charset_bytes(old) <= 127 or _longer_same_length_bytes(old, new)
+
+
 def _more_precision_same_scale(old: Any, new: Any) -> bool:
     if (old.scale or 0) != (new.scale or 0):
         return False
     return new.precision is None or (old.precision is not None and new.precision >= old.precision)
+
+
+def _same_type_values_appended(old: Any, new: Any) -> bool:
+    # PostgreSQL: ALTER TYPE ... ADD VALUE changes the column's own type; a column moved to ANOTHER enum
+    # type (even with the same values) is rewritten.
+    return getattr(old, "name", None) == getattr(new, "name", None) and _values_appended(old, new)
 
 
 def _values_appended(old: Any, new: Any) -> bool:
@@ -572,9 +587,17 @@ _CONDITIONS: dict[str, Callable[[Any, Any], bool]] = {
     "unbounded": lambda old, new: getattr(new, "length", 0) is None,
     "longer": _longer,
     "longer_same_length_bytes": _longer_same_length_bytes,
+    "longer_from_short_or_same_length_bytes": _longer_from_short_or_same_length_bytes,
+    "same_type_values_appended": _same_type_values_appended,
     "more_precision_same_scale": _more_precision_same_scale,
     "values_appended": _values_appended,
 }
+
+
+def _is_mariadb(dialect: Any) -> bool:
+    if isinstance(dialect, str):
+        return dialect.split("+", 1)[0].strip().lower() == "mariadb"
+    return bool(getattr(dialect, "is_mariadb", False)) or str(getattr(dialect, "name", "")) == "mariadb"
 
 
 def changes_in_place(old: Any, new: Any, dialect: Any) -> bool:
@@ -586,7 +609,10 @@ def changes_in_place(old: Any, new: Any, dialect: Any) -> bool:
     if family == "mysql" and _charset(old) != _charset(new):
         return False  # every value is converted to the new character set
     old_family, new_family = type_family(old), type_family(new)
-    for entry in server_behaviour(family).get("in_place_type_changes", ()):
+    table = server_behaviour(family)
+    if family == "mysql" and _is_mariadb(dialect) and "in_place_type_changes" in server_behaviour("mariadb"):
+        table = server_behaviour("mariadb")
+    for entry in table.get("in_place_type_changes", ()):
         if (entry["from"], entry["to"]) == (old_family, new_family):
             try:
                 if _CONDITIONS[entry.get("when", "always")](old, new):

@@ -193,7 +193,10 @@ def take_snapshot(
     write lock froze it), else ``url``'s engine. The repository lock is re-entrant within ``repo``: a
     restore holding it takes its pre-snapshot under it."""
     url = database_url(project, url)
-    engine = engine or database_engine(url)
+    if engine is None:
+        engine = database_engine(url)
+        for line in engine.finish_interrupted():  # never a snapshot of a half-swapped database
+            (progress or Progress()).step(line)
     identity = database_identity(url)
     repo = repo or open_repository(project, create=True)
     progress = progress or Progress()

@@ -41,6 +41,8 @@ def recover(
     repo = service.open_repository(project)
     engine = service.database_engine(url)
     with migration_lock(url):  # held: a run still going would hold it, so what is recorded as started has died
+        for line in engine.finish_interrupted():  # a restore killed half-way first: then compare
+            say(line)
         pending = unfinished_runs(repo, identity)
         if not pending:
             return SafeResult(EXIT_OK, f"no unfinished migrate-safe run on {identity.describe()}")

@@ -296,6 +296,8 @@ def _execute(
 ) -> SafeResult:
     transactional, one_transaction = protection
     engine = service.database_engine(url)
+    for line in engine.finish_interrupted():  # a restore (an undo, a recover) killed half-way
+        say(line)
     dialect = engine.dialect
     snapshot = None
     if options.backup_scope != "none":

@@ -120,6 +120,12 @@ class Engine(ABC):
         lands either before the pre-snapshot (and is in it) or after the restore; none vanishes. An
         exception from it leaves the database as it was."""
 
+    def finish_interrupted(self) -> list[str]:
+        """Finish, or undo, what a restore killed half-way left in this database, before anything reads it
+        (MariaDB: the scratch tables of a restore killed around its RENAME); one line per thing done. A
+        restore still running is left alone. Engines whose restore is one transaction have nothing to do."""
+        return []
+
     @abstractmethod
     def row_counts(self, tables: Sequence[str] | None = None) -> dict[str, int]:
         """Exact row count per table (qualified name as in ``TableDump.qualified``)."""

@@ -642,12 +642,28 @@ class MySQLEngine(Engine):
                 raise
             self._settle(tool, token)
 
-    def _restore_lock(self, guard: Any) -> None:
+    def _restore_lock(self, guard: Any, wait: float = RESTORE_LOCK_WAIT) -> bool:
         """One restore per database at a time: the next one's clean-up must not take a running one's
-        scratch tables for leftovers. Released when the session ends, also when its process is killed."""
+        scratch tables for leftovers. Released when the session ends, also when its process is killed.
+        With ``wait`` 0 a held lock is not an error: False."""
         name = "migrate-guard-restore:" + hashlib.sha1(self.database.encode()).hexdigest()[:24]
-        if _raw(guard, f"SELECT GET_LOCK('{name}', {RESTORE_LOCK_WAIT})")[0][0] != 1:
-            raise GuardError(f"another restore of database {self.database} is running")
+        if _raw(guard, f"SELECT GET_LOCK('{name}', {wait})")[0][0] == 1:
+            return True
+        if not wait:
+            return False
+        raise GuardError(f"another restore of database {self.database} is running")
+
+    def finish_interrupted(self) -> list[str]:
+        tokens = sorted({m[1] for m in map(SCRATCH.match, self._scratch_tables()) if m})
+        if not tokens:
+            return []
+        tool = require_tool(CLIENT_TOOLS, PACKAGE)
+        with self._connect() as guard:
+            if not self._restore_lock(guard, wait=0):
+                return []  # a restore is running: its scratch tables are its own
+            for token in tokens:
+                self._settle(tool, token)
+        return [f"finished or undone the restore {t} a killed process left in {self.database}" for t in tokens]
 
     def _scratch_tables(self, token: str | None = None) -> list[str]:
         with self._connect() as conn:
