@@ -193,3 +193,19 @@ def test_a_read_only_repository_is_listed_verified_and_restored_from(run_cli, se
     from conftest import everything
 
     assert everything(other_url) == everything(url)
+
+
+def test_verify_no_lock_reads_a_writable_repository_and_records_nothing(run_cli, seeded):
+    project, _url, args = seeded
+    assert run_cli(*args, "backup").exit_code == 0
+    blob = _table_blob(project, _url)
+    _truncate(blob)
+    state = project / "repo" / "state"
+    before = {p.name: p.read_bytes() for p in state.iterdir()}
+    result = run_cli(*args, "verify", "--all", "--no-lock")
+    assert result.exit_code == 1 and blob.name in result.stdout and "not recorded" in result.stderr
+    assert {p.name: p.read_bytes() for p in state.iterdir()} == before  # no result, no damage record
+    assert not (project / "repo" / "locks" / "journal.json").exists()
+    assert [s["lost_data"] for s in _snapshots(run_cli, args)] == [[]]
+    assert run_cli(*args, "verify", "--all").exit_code == 1  # without it: recorded
+    assert [s["lost_data"] for s in _snapshots(run_cli, args)] == [[blob.name]]

@@ -293,7 +293,7 @@ class Repository:
         self._found_damaged: dict[str, str] = {}  # found by this session, not yet recorded
         self._healed: set[str] = set()  # stored again by this session, not yet recorded
         self.read_only = False  # the location cannot be written: nothing is locked, nothing recorded
-        self.no_lock = False  # --no-lock: read without taking the repository lock
+        self.no_lock = False  # --no-lock: read as from read-only media (no lock taken, nothing recorded)
         self._pending: dict[str, threading.Event] = {}
         self._mutex = threading.Lock()
         self._lock_depth = 0
@@ -306,6 +306,12 @@ class Repository:
 
     def __repr__(self) -> str:
         return f"Repository({self.location!r}, encrypted={self.encrypted})"
+
+    @property
+    def records(self) -> bool:
+        """Whether this session takes locks and records what it finds (not on read-only media, not with
+        ``no_lock``): the one test every lock and every bookkeeping write goes by."""
+        return not (self.read_only or self.no_lock)
 
     # --- creating and opening ------------------------------------------------------------------------
 
@@ -698,7 +704,7 @@ class Repository:
                 self._known.difference_update(found)
         if not found and not healed:
             return
-        if self.read_only:
+        if not self.records:
             return
         try:
             with self._holding(_JOURNAL_LOCK, "record damaged blobs", JOURNAL_LOCK_WAIT):
@@ -1223,7 +1229,7 @@ class Repository:
         """The repository's exclusive lock (re-entrant within this object). A stale lock is taken
         over with a note in ``warnings``; a held one raises ``RepositoryLocked`` (after ``wait`` seconds;
         None: what ``Repository.waiting_for_lock`` set around the call, else at once)."""
-        if self._lock_depth or self.read_only or self.no_lock:  # nothing can change a read-only repository
+        if self._lock_depth or not self.records:  # nothing can change a read-only repository
             self._lock_depth += 1
             try:
                 yield

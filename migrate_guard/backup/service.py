@@ -189,17 +189,18 @@ def take_snapshot(
 ) -> dict[str, Any]:
     """Dump the database into the repository; the manifest is written last, so the snapshot exists only when whole.
 
-    ``engine`` is the view to dump through (a restore's ``pre_snapshot`` gets one: the database as its
-    write lock froze it), else ``url``'s engine. The repository lock is re-entrant within ``repo``: a
+    ``engine`` is the engine to dump through: a restore's ``pre_snapshot`` view (the database as its
+    write lock froze it), or one the caller has made ready; else ``url``'s, once it has finished what an
+    interrupted restore left. The repository lock is re-entrant within ``repo``: a
     restore holding it takes its pre-snapshot under it."""
     url = database_url(project, url)
+    progress = progress or Progress()
     if engine is None:
         engine = database_engine(url)
         for line in engine.finish_interrupted():  # never a snapshot of a half-swapped database
-            (progress or Progress()).step(line)
+            progress.step(line)
     identity = database_identity(url)
     repo = repo or open_repository(project, create=True)
-    progress = progress or Progress()
     with repo.lock(f"backup {label or ''}".strip()):
         revision = current_revision(project, url)
         before = repo.added_bytes
@@ -273,7 +274,8 @@ def list_snapshots(project: Project, all_databases: bool = False) -> tuple[list[
         f"snapshot {sid} (taken {at}) is missing: its manifest was deleted outside migrate-guard"
         for sid, at in repo.missing_manifests()
     ]
-    lost = [m["id"] for m in manifests if repo.lost_data(m)]
+    lost_data = {m["id"]: repo.lost_data(m) for m in manifests}
+    lost = [sid for sid, blobs in lost_data.items() if blobs]
     if lost:
         warnings.append(
             f"{len(lost)} snapshot{'s' if len(lost) != 1 else ''} lost data (damaged blobs; flag L): "
@@ -304,7 +306,7 @@ def list_snapshots(project: Project, all_databases: bool = False) -> tuple[list[
             "bytes": m.get("bytes", 0),
             "encrypted": m.get("encrypted", False),
             "pinned": m.get("pinned", False),
-            "lost_data": repo.lost_data(m),
+            "lost_data": lost_data[m["id"]],
             "verified_at": (verified.get(m["id"]) or {}).get("verified_at")
             if (verified.get(m["id"]) or {}).get("ok")
             else None,
@@ -385,6 +387,8 @@ def verify(
     notes = warnings if warnings is not None else []
     if repo.read_only:
         notes.append(f"{repo.location} is read-only: these results are not recorded in it")
+    elif repo.no_lock:
+        notes.append(f"--no-lock: these results are not recorded in {repo.location}")
     else:
         try:
             repo.write_state("verify", state)
@@ -653,7 +657,7 @@ def _restore_started(repo: Repository, plan: RestorePlan, url: str, dialect: str
         "dialect": dialect,
         "database": database_identity(url).to_dict(),
     }
-    if not repo.read_only:  # a restore from read-only media cannot be recorded there
+    if repo.records:  # a restore from read-only media cannot be recorded there
         repo.append_journal(record)
     return record
 
@@ -662,7 +666,7 @@ def _restore_ended(repo: Repository, record: dict[str, Any], state: str, error: 
     """Journal a restore's end. A failure to write it does not hide the restore's own outcome (or error):
     the restore then stays "started", which `status` reports until a restore covering it finishes."""
     ended = {**record, "state": state, "finished_at": iso(utcnow()), **({"error": error} if error else {})}
-    if repo.read_only:
+    if not repo.records:
         return
     try:
         repo.append_journal(ended)

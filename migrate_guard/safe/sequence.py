@@ -310,6 +310,7 @@ def _execute(
                 label=f"migrate-safe {','.join(before) or 'base'} -> {target}",
                 kind="safety",
                 repo=repo,
+                engine=engine,  # interrupted restores finished above
             )
             results = service.verify(project, [snapshot["id"]], repo=repo)
             if results[0].ok:
