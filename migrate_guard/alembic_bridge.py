@@ -485,12 +485,39 @@ class _Recorder:
         converted, line, statements = self.op_stack[-1] if self.op_stack else (None, None, [])
         if converted is not None:
             statements.append(statement)  # the SQL of a modelled op: kept for the report
+            if _IMPLICIT_TYPE.match(statement):  # an enum a create_table/add_column creates first
+                for o in classify_sql(statement, self.dialect):
+                    o.line, o.source, o.revision, o.file = line, "op", self.current.revision, self.current.path
+                    self.current.operations.append(o)
             return
         if line is None:
             line = self.locate()
         for o in classify_sql(statement, self.dialect):
             o.line, o.source, o.revision, o.file = line, "sql", self.current.revision, self.current.path
             self.current.operations.append(o)
+
+
+_IMPLICIT_TYPE = re.compile(r"CREATE\s+TYPE\b", re.IGNORECASE)
+_STATEMENT_OF = {  # which of an op's statements shows it: the first that starts so (and names it)
+    "create_table": r"CREATE\s+(?:\w+\s+)*TABLE\b",
+    "column_type": r"CREATE\s+(?:\w+\s+)*TABLE\b",
+    "reference_table": r"(?:CREATE\s+(?:\w+\s+)*TABLE|ALTER\s+TABLE)\b",
+    "create_index": r"CREATE\s+(?:UNIQUE\s+)?INDEX\b",
+    "add_constraint": r"ALTER\s+TABLE\b",
+    "add_column": r"ALTER\s+TABLE\b",
+}
+
+
+def statement_for(op: Operation, statements: list[str]) -> str:
+    """The statement of ``statements`` (all an Alembic op emitted) that is ``op``'s own."""
+    pattern = _STATEMENT_OF.get(op.kind)
+    if pattern is None or len(statements) == 1:
+        return statements[0]
+    fitting = [s for s in statements if re.match(pattern, s, re.IGNORECASE)]
+    name = op.details.get("name")
+    if name and op.kind in ("create_index", "add_constraint", "reference_table"):
+        fitting = [s for s in fitting if str(name).lower() in s.lower()] or fitting
+    return fitting[0] if fitting else statements[0]
 
 
 _active: _Recorder | None = None
@@ -515,7 +542,7 @@ def _hooks(recorder: _Recorder) -> Iterator[None]:
             rec.op_stack.pop()
             if converted and statements:
                 for o in converted:
-                    o.statement = o.statement or statements[0]
+                    o.statement = o.statement or statement_for(o, statements)
             if converted and isinstance(self.impl, BatchOperationsImpl):
                 rec.batched.setdefault(id(self.impl), []).append((operation, converted))
 

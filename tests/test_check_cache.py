@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -127,9 +128,19 @@ def test_an_unwritable_or_damaged_cache_is_ignored(run_cli, three):
     for record in cache_dir(three).iterdir():
         record.write_bytes(b'{"key": "torn')
     assert check(run_cli, three)[:2] == expected[:2]
-    for record in cache_dir(three).iterdir():  # well-formed JSON, but not what a record holds
-        record.write_text(json.dumps({"key": record.stem, "value": {"c": "os.system", "f": {}}}))
+    planted = three.root / "planted"
+    for record in cache_dir(three).iterdir():  # a well-formed pickle that would run a command on loading
+        record.write_bytes(pickle.dumps({"key": record.stem, "value": _Planted(str(planted))}))
     assert check(run_cli, three)[:2] == expected[:2]
+    assert not planted.exists()
+
+
+class _Planted:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.system, (f"touch {self.path}",))
 
 
 def test_a_revision_that_failed_to_import_is_cached_until_its_module_appears(run_cli, project, rendered):
@@ -178,19 +189,22 @@ def test_records_round_trip_equal():
         [Operation("add_column", "t", "c", details={"cols": ("a", "b"), "n": 1.5, "nested": {"k": [None, True]}})],
         acks=[Acknowledgement("drop-table", "t", "reviewed", "/x/r.py", 3)],
     )
-    encoded = json.loads(json.dumps(check_cache.encode(ops)))
-    assert check_cache.decode(encoded) == ops
+    assert check_cache.decode(check_cache.encode(ops)) == ops
     with pytest.raises(TypeError):
         check_cache.encode({"p": object()})
+    # a planted record that would call something on loading is refused, not run
+    planted = pickle.dumps({"key": "k", "value": os.system})
+    with pytest.raises(ValueError):
+        check_cache.decode(planted)
 
 
 def test_the_store_keeps_within_its_bounds(tmp_path):
     store = check_cache.Store(tmp_path / "c")
     for i in range(12):
         store.put(f"rev-{i}", {"n": i})
-        os.utime(store.directory / f"rev-{i}.json", (1000 + i, 1000 + i))
+        os.utime(store.directory / f"rev-{i}.rec", (1000 + i, 1000 + i))
     store.evict(max_bytes=10**9, max_files=5)
-    assert sorted(p.name for p in store.directory.iterdir()) == [f"rev-{i}.json" for i in (10, 11, 7, 8, 9)]
+    assert sorted(p.name for p in store.directory.iterdir()) == [f"rev-{i}.rec" for i in (10, 11, 7, 8, 9)]
     assert store.get("rev-11") == {"n": 11} and store.get("rev-0") is None
 
 

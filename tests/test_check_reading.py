@@ -120,6 +120,30 @@ def test_an_unimportable_revision_without_a_literal_id_is_still_an_error(run_cli
     assert "a1.py" in message and "No module named 'myapp'" in message
 
 
+AUTOCOMMIT = """
+with op.get_context().autocommit_block():
+    op.create_index("ix_a", "orders", ["a"], postgresql_concurrently=True)
+    op.execute("ALTER TYPE state ADD VALUE IF NOT EXISTS 'x'")
+op.create_index("ix_b", "orders", ["b"], postgresql_concurrently=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "header, tail",
+    [
+        ("import myapp.models\n", ""),  # never imported: read from its source alone
+        ("", 'op.get_bind().execute(sa.text("SELECT 1")).fetchall()'),  # fails offline after its first ops
+    ],
+)
+def test_a_revision_read_statically_leaves_the_transaction_in_autocommit_block(run_cli, project, header, tail):
+    path = project.revision("a1", AUTOCOMMIT + tail, header=header)
+    ix_b = next(n for n, line in enumerate(path.read_text().splitlines(), 1) if '"ix_b"' in line)
+    found = check(run_cli, project.ini, "--dialect", "postgresql", "--range", "base:heads")
+    assert any(f["rule"] == "not-analyzable-offline" for f in found)
+    in_transaction = [(f["rule"], f["line"]) for f in found if f["rule"].endswith("-in-transaction")]
+    assert in_transaction == [("concurrent-index-in-transaction", ix_b)]  # after the block, not in it
+
+
 # --- dialect branches, end to end -----------------------------------------------------------------
 
 BRANCHES = """

@@ -114,12 +114,6 @@ PG_BASE = (
 PARENT = f"CREATE TABLE {{t}}_p (id int PRIMARY KEY); INSERT INTO {{t}}_p SELECT generate_series(1, {ROWS})"
 MOOD = "CREATE TYPE {t}_mood AS ENUM ('a', 'b'); ALTER TABLE {t} ADD COLUMN mood {t}_mood DEFAULT 'a'"
 NO_PK = "ALTER TABLE {t} DROP CONSTRAINT {t}_pkey"
-TS_XFAIL = (
-    "check reports alter-column-type for timestamp -> timestamptz after SET LOCAL TIME ZONE 'UTC' in the "
-    "same revision; PostgreSQL 15 keeps relfilenode and reads no row (AccessExclusiveLock only, catalog "
-    "change); server-behaviour.toml treats it as a rewrite because the session zone is unknown, but here "
-    "the revision sets it"
-)
 
 PG_CASES = [
     Case("int-to-bigint", alter("n", "sa.Integer()", "sa.BigInteger()"), True),
@@ -141,7 +135,6 @@ PG_CASES = [
         "timestamp-to-timestamptz-utc-session",
         "op.execute(\"SET LOCAL TIME ZONE 'UTC'\")\n" + alter("ts", "sa.DateTime()", "sa.DateTime(timezone=True)"),
         False,
-        xfail=TS_XFAIL,
     ),
     Case(
         "enum-to-other-enum-type",

@@ -140,7 +140,7 @@ def test_server_behaviour_data_uses_known_conditions() -> None:
     data = tomllib.loads(alembic_ops.SERVER_BEHAVIOUR.read_text(encoding="utf-8"))
     assert set(data) == {"postgresql", "mysql", "mariadb", "sqlite"}
     for family, table in data.items():
-        assert set(table) <= {"volatile_functions", "in_place_type_changes", "since"}, family
+        assert set(table) <= {"volatile_functions", "in_place_type_changes", "since", "utc_zones"}, family
         for feature, version in table.get("since", {}).items():
             assert isinstance(version, str) and parse_version(version), (family, feature)
         for entry in table.get("in_place_type_changes", ()):
@@ -241,3 +241,33 @@ def test_messages_say_why(run_cli, project) -> None:
         "add-column-rewrites-table": "adds column orders.token, which rewrites the whole table "
         "(the volatile default gen_random_uuid() is evaluated for every existing row)",
     }
+
+
+def test_each_finding_shows_its_own_statement_of_an_op_that_emits_several(run_cli, project) -> None:
+    body = (
+        'op.create_table("orders", sa.Column("id", sa.Integer, primary_key=True),\n'
+        '                sa.Column("state", sa.Enum("new", "paid", name="order_state")))\n'
+        "op.execute(\"ALTER TYPE order_state ADD VALUE 'refunded'\")\n"
+        'op.add_column("items",\n'
+        '              sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id", name="fk_io"), index=True))'
+    )
+    found = {f["rule"]: f["statement"] for f in _findings(run_cli, project, "postgresql", body)}
+    assert found["integer-primary-key"].startswith("CREATE TABLE orders")  # not the CREATE TYPE before it
+    assert found["create-index-non-concurrently"].startswith("CREATE INDEX ix_items_order_id")
+    assert "ADD CONSTRAINT fk_io FOREIGN KEY" in found["add-foreign-key-validating"]
+    # a value added to an enum created in the same transaction is still unusable until commit
+    # (PostgreSQL 15: "unsafe use of new value"), so the new enum does not excuse it
+    assert found["enum-add-value-in-transaction"] == "ALTER TYPE order_state ADD VALUE 'refunded'"
+
+
+def test_an_enum_a_new_table_created_is_new_for_drop_object(run_cli, project) -> None:
+    body = (
+        'op.create_table("orders", sa.Column("id", sa.BigInteger, primary_key=True),\n'
+        '                sa.Column("state", sa.Enum("new", "paid", name="order_state")))\n'
+        'op.drop_table("orders")\n'
+        'op.execute("DROP TYPE order_state")'
+    )
+    assert [f["rule"] for f in _findings(run_cli, project, "postgresql", body)] == []
+    project.revision("r2", 'op.execute("DROP TYPE order_state")', down="r1")
+    result = run_cli("-c", str(project.ini), "check", "--dialect", "postgresql", "--revision", "r2", "--format", "json")
+    assert [f["rule"] for f in json.loads(result.stdout)["findings"]] == ["drop-object"]

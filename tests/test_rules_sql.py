@@ -267,13 +267,16 @@ CASES: list[Case] = [
       op.execute("UPDATE orders SET status = 'refunded' WHERE refunded_at IS NOT NULL")
       """,
     ),
-    N(
+    # a value added to a type created in the same transaction is as unusable until commit (only the
+    # values of the CREATE TYPE itself are; PostgreSQL 15: "unsafe use of new value")
+    P(
         ENUM,
         "type-created-in-the-same-revision",
         """
       op.execute("CREATE TYPE order_status AS ENUM ('open', 'paid')")
-      op.execute("ALTER TYPE order_status ADD VALUE 'refunded'")
+      op.execute("ALTER TYPE order_status ADD VALUE 'refunded'")  # <-
       """,
+        (None, None),
     ),
     N(ENUM, "rename-value", "op.execute(\"ALTER TYPE order_status RENAME VALUE 'void' TO 'voided'\")"),
     # --- drop-object -----------------------------------------------------------------------------

@@ -150,3 +150,23 @@ def test_lock_timeout_declared_in_the_settings(run_cli, project) -> None:
     assert not _rules(_findings(run_cli, project, "postgresql", STRONG_LOCK), "lock-timeout-missing")
     project.settings('lock_timeout = "0"\n')  # no limit: as good as none
     assert _rules(_findings(run_cli, project, "postgresql", STRONG_LOCK), "lock-timeout-missing")
+
+
+TO_TIMESTAMPTZ = 'op.alter_column("events", "at", existing_type=sa.DateTime(), type_=sa.DateTime(timezone=True))'
+
+
+@pytest.mark.parametrize(
+    ("before", "version", "rewrites"),
+    [
+        ("op.execute(\"SET LOCAL TIME ZONE 'UTC'\")", None, False),
+        ("op.execute(\"SET timezone TO 'Etc/UTC'\")", "12", False),
+        ("op.execute(\"SET LOCAL TIME ZONE 'UTC'\")", "11", True),  # older servers rewrite whatever the zone
+        ("op.execute(\"SET LOCAL TIME ZONE 'Europe/Berlin'\")", None, True),
+        ("op.execute(\"SET LOCAL TIME ZONE 'UTC'\")\nop.execute('COMMIT')\nop.execute('BEGIN')", None, True),
+        ("", None, True),  # the session's zone is not known
+    ],
+)
+def test_timestamp_to_timestamptz_is_in_place_only_under_utc(run_cli, project, before, version, rewrites) -> None:
+    extra = ("--server-version", version) if version else ()
+    found = _findings(run_cli, project, "postgresql", f"{before}\n{TO_TIMESTAMPTZ}", *extra)
+    assert _rules(found, "alter-column-type") == ([("events", "at")] if rewrites else [])

@@ -265,7 +265,9 @@ CASES: list[tuple[str, str, list[dict[str, Any]]]] = [
             E("drop_column", "t", "a", line=2),
             E("drop_column", "t", None, line=5),
             E("drop_index", None, line=7),
+            E("transaction", None, line=11),  # the COMMIT and BEGIN around autocommit_block()
             E("create_index", "t", line=12, concurrently=True),
+            E("transaction", None, line=12),
         ],
     ),
 ]

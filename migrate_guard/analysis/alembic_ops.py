@@ -279,6 +279,8 @@ def column_changes(
             details: dict[str, Any] = {"type_change": change, "old_type": old_text, "new_type": new_text}
             if old is not None and new is not None and _charset(old) != _charset(new):
                 details["charset_change"] = True
+            if {_family(old), _family(new)} == {"timestamp", "timestamptz"}:
+                details["time_zone_dependent"] = True  # in place while the session's zone is UTC
             note = type_change_note(change, old_text, dialect)
             if note:
                 details["note"] = note
@@ -598,6 +600,10 @@ def _is_mariadb(dialect: Any) -> bool:
     if isinstance(dialect, str):
         return dialect.split("+", 1)[0].strip().lower() == "mariadb"
     return bool(getattr(dialect, "is_mariadb", False)) or str(getattr(dialect, "name", "")) == "mariadb"
+
+
+def _family(t: Any) -> str | None:
+    return type_family(t) if t is not None else None
 
 
 def changes_in_place(old: Any, new: Any, dialect: Any) -> bool:

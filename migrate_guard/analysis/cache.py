@@ -1,6 +1,8 @@
 """What ``check`` remembers between runs, in ``.migrate-guard/cache/check/`` beside alembic.ini.
 
-Two kinds of record, each one JSON file named by the digest of everything it depends on:
+Two kinds of record, each one file named by the digest of everything it depends on, written with
+pickle and read back by an unpickler that constructs nothing but the builtin containers and the
+analysis' own dataclasses (a damaged or planted record cannot run code, it is only ignored):
 
 - per revision (``rev-*``): its graph attributes and what it does (the ``RevisionOps`` the offline
   rendering, or a static reading, produced), so an unchanged revision is neither imported nor
@@ -22,12 +24,13 @@ one is ignored, with one note.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.machinery
 import importlib.util
+import io
 import json
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -41,7 +44,8 @@ from ..config import Project, find_config_path
 from ..errors import GuardError
 
 CACHE_DIR = Path(".migrate-guard") / "cache" / "check"
-FORMAT = 1  # bump when a record's layout changes
+SUFFIX = ".rec"
+FORMAT = 2  # bump when a record's layout changes
 MAX_BYTES = 64 * 1024 * 1024  # the oldest records go once the cache holds more
 MAX_FILES = 20_000
 _STALE_TEMP = 3600.0  # seconds: a temporary file this old was left by a killed run
@@ -161,11 +165,11 @@ class Store:
 
     def get(self, key: str) -> Any:
         try:
-            with open(self.directory / f"{key}.json", encoding="utf-8") as fh:
-                record = json.load(fh)
+            with open(self.directory / f"{key}{SUFFIX}", "rb") as fh:
+                record = decode(fh.read())
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except (OSError, ValueError) as exc:  # unreadable or torn: as if absent
+        except (OSError, ValueError) as exc:  # unreadable, torn or not ours: as if absent
             self._note(f"check cache entry ignored ({type(exc).__name__})")
             return None
         if not isinstance(record, dict) or record.get("key") != key:
@@ -176,16 +180,16 @@ class Store:
         if self._broken:
             return
         try:
-            text = json.dumps({"key": key, "value": value}, separators=(",", ":"))
-        except (TypeError, ValueError):
+            data = encode({"key": key, "value": value})
+        except TypeError:
             return  # something not representable: that record is simply not kept
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=SUFFIX)
             try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                os.replace(tmp, self.directory / f"{key}.json")  # readers see the old record or the new one
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, self.directory / f"{key}{SUFFIX}")  # readers see the old record or the new one
             except BaseException:
                 with _quiet():
                     os.unlink(tmp)
@@ -235,11 +239,10 @@ class _quiet:
         return kind is not None and issubclass(kind, OSError)
 
 
-# --- values: RevisionOps and what it holds, as JSON that reads back equal ---------------------------
+# --- values: RevisionOps and what it holds, kept so that they read back equal ---------------------
 
 
 _CLASSES: dict[str, type] = {}
-_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _dataclasses() -> dict[str, type]:
@@ -250,53 +253,47 @@ def _dataclasses() -> dict[str, type]:
         from .operations import Operation
 
         for c in (RevisionOps, Operation, Acknowledgement, BadAcknowledgement):
-            _CLASSES[c.__name__] = c
-            _FIELDS[c] = tuple(f.name for f in dataclasses.fields(c))
+            _CLASSES[f"{c.__module__}.{c.__qualname__}"] = c
     return _CLASSES
 
 
-def encode(value: Any) -> Any:
-    """Tagged JSON: tuples, dicts and the analysis dataclasses come back as they were; anything
-    else raises TypeError (that record is then not kept)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, list):
-        return [encode(v) for v in value]
-    names = _FIELDS.get(type(value)) if _dataclasses() else None
-    if names is not None:
-        return {"c": type(value).__name__, "f": {name: encode(getattr(value, name)) for name in names}}
-    if isinstance(value, tuple):
-        return {"t": [encode(v) for v in value]}
-    if isinstance(value, (set, frozenset)):
-        return {"fs" if isinstance(value, frozenset) else "s": [encode(v) for v in value]}
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError("a dict with non-string keys")
-        return {"d": {k: encode(v) for k, v in value.items()}}
-    raise TypeError(f"cannot keep a {type(value).__name__}")
+class _Pickler(pickle.Pickler):
+    """Refuses anything but the builtin containers and scalars (which never reach this method) and
+    the analysis dataclasses, so what is written is what :class:`_Unpickler` reads back."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if f"{type(obj).__module__}.{type(obj).__qualname__}" in _CLASSES:
+            return NotImplemented  # pickled as usual: its class, then its fields
+        if isinstance(obj, type) and f"{obj.__module__}.{obj.__qualname__}" in _CLASSES:
+            return NotImplemented
+        raise TypeError(f"cannot keep a {type(obj).__name__}")
 
 
-def decode(value: Any, classes: Mapping[str, type] | None = None) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, list):
-        return [decode(v, classes) for v in value]
-    if not isinstance(value, dict) or len(value) not in (1, 2):
-        raise ValueError("not a cache value")
-    if "t" in value:
-        return tuple(decode(v, classes) for v in value["t"])
-    if "s" in value:
-        return {decode(v, classes) for v in value["s"]}
-    if "fs" in value:
-        return frozenset(decode(v, classes) for v in value["fs"])
-    if "d" in value:
-        return {k: decode(v, classes) for k, v in value["d"].items()}
-    classes = classes or _dataclasses()
-    cls = classes[value["c"]]  # KeyError for anything else: never construct a class not listed
-    given = {k: decode(v, classes) for k, v in value["f"].items()}
-    if tuple(given) != _FIELDS[cls]:
-        raise ValueError(f"{cls.__name__}: fields changed")
-    return cls(**given)  # every field of these is an __init__ argument
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        cls = _dataclasses().get(f"{module}.{name}")
+        if cls is None:  # never construct, nor call, anything not listed
+            raise pickle.UnpicklingError(f"{module}.{name} is not a cache value")
+        return cls
+
+
+def encode(value: Any) -> bytes:
+    """``value`` as bytes; TypeError for anything but builtin data and the analysis dataclasses."""
+    _dataclasses()
+    buffer = io.BytesIO()
+    try:
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    except (pickle.PicklingError, RecursionError) as exc:
+        raise TypeError(str(exc)) from exc
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> Any:
+    """What :func:`encode` was given; ValueError for anything else (torn, damaged, not ours)."""
+    try:
+        return _Unpickler(io.BytesIO(data)).load()
+    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as exc:
+        raise ValueError(f"not a cache record ({type(exc).__name__})") from exc
 
 
 # --- a whole `check` command, replayed ----------------------------------------------------------

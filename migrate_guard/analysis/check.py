@@ -12,13 +12,14 @@ from pathlib import Path
 from alembic.script import ScriptDirectory
 
 from .. import alembic_bridge as bridge
-from ..config import DIALECTS, Project
+from ..config import DIALECTS, Project, dialect_family
 from ..errors import ConfigError, RevisionError, UsageError
 from . import cache as check_cache
 from .acks import Acknowledgement, parse_cli_allow, read_file_acks
 from .engine import Evaluator, Finding, RevisionOps, exit_code_for
 from .operations import Operation
 from .rules import BUILTIN_RULES_DIR, Rule, load_rules
+from .sqltext import mark_transaction_blocks
 from .static import read_upgrade
 
 
@@ -305,6 +306,8 @@ def _revision_ops(cap: bridge.RevisionCapture, dialect: str, direction: str = "u
                 o.revision, o.file = cap.revision, cap.path
                 operations.append(o)
         operations.sort(key=lambda o: o.line or 0)
+        if dialect_family(dialect) == "postgresql":  # autocommit_block()s read from the source
+            mark_transaction_blocks(operations, start="inside")
     unrendered = [o for o in operations if o.statement is None and o.line]
     if unrendered:  # e.g. a batch op whose table is recreated renders no SQL of its own: its Python statement
         statements = _python_statements(source)

@@ -142,8 +142,12 @@ class Evaluator:
         lock_timeout_set = self.lock_timeout_outside or any(o.kind == "set_lock_timeout" for o in env_ops)
         lock_warned = False
         held: dict[tuple[str | None, str], str] = {}  # table -> what took ACCESS EXCLUSIVE on it, this transaction
+        zone = _SessionZone(self.server.utc_zones)
+        for env_op in env_ops:
+            zone.observe(env_op)
         for op in rev.operations:
-            op = self.server.judged(op)
+            zone.observe(op)
+            op = self.server.judged(op, utc_session=zone.utc)
             if op.kind == "set_lock_timeout":
                 lock_timeout_set = True
             elif op.kind == "transaction" and _ends_transaction(op):
@@ -244,6 +248,30 @@ class Evaluator:
         return self.synthetic("invalid-acknowledgement", op)
 
 
+class _SessionZone:
+    """Whether the session's time zone is UTC at each operation: SET [LOCAL] TIME ZONE / timezone."""
+
+    def __init__(self, utc_zones: frozenset[str]) -> None:
+        self.zones = utc_zones
+        self.session = False
+        self.local: bool | None = None  # SET LOCAL: until the transaction ends
+
+    @property
+    def utc(self) -> bool:
+        return self.local if self.local is not None else self.session
+
+    def observe(self, op: Operation) -> None:
+        d = op.details
+        if op.kind == "set" and str(d.get("name") or "").lower() in ("timezone", "time zone"):
+            utc = str(d.get("value") or "").strip().lower() in self.zones
+            if d.get("scope") == "local":
+                self.local = utc
+            else:
+                self.session, self.local = utc, None
+        elif op.kind == "transaction" and _ends_transaction(op):
+            self.local = None
+
+
 class _NewObjects:
     """Tracks what a revision creates, so later operations on it are exempt."""
 
@@ -266,7 +294,7 @@ class _NewObjects:
             or (op.kind in ("drop_index", "drop_constraint") and name is not None and name in self.names)
             or (op.kind == "drop_schema" and op.schema in self.schemas)
             or (op.kind == "update" and _only_new_columns(op, self.columns))
-            or (op.kind in ("drop_other", "alter_other") and _object_key(op) in self.objects)
+            or (op.kind in ("drop_other", "alter_other") and _object_key(op) in self.objects and not _adds_value(op))
         )
         if op.kind == "create_table" and table and not op.details.get("if_not_exists"):
             self.tables.add(table)
@@ -283,6 +311,12 @@ class _NewObjects:
         elif op.kind == "rename_table" and new and op.details.get("new_name"):
             self.tables.add((op.schema, op.details["new_name"]))
         return new
+
+
+def _adds_value(op: Operation) -> bool:
+    """ALTER TYPE ... ADD VALUE: its value is unusable until commit even when the enum is new in the
+    same transaction (PostgreSQL 15, measured: "unsafe use of new value")."""
+    return op.details.get("action") == "add_value"
 
 
 def _object_key(op: Operation) -> tuple[Any, ...]:

@@ -60,9 +60,23 @@ class Server:
                 return value
         return None
 
-    def judged(self, op: Operation) -> Operation:
-        """``op`` with the details that depend on this server's version (a copy when any changes)."""
+    @property
+    def utc_zones(self) -> frozenset[str]:
+        zones = server_behaviour(self.family).get("utc_zones", []) if self.family else []
+        return frozenset(str(z).lower() for z in zones)
+
+    def judged(self, op: Operation, utc_session: bool = False) -> Operation:
+        """``op`` with the details that depend on this server's version (a copy when any changes);
+        ``utc_session``: the revision set the session's time zone to UTC before it."""
         changes = self._changes(op)
+        if (
+            utc_session
+            and op.details.get("time_zone_dependent")
+            and self.family == "postgresql"
+            and self.has("timestamptz_in_place_under_utc")
+        ):
+            note = "in place: the session time zone is UTC, so no stored value changes"
+            changes = {**changes, "type_change": "widening", "note": note}
         if not changes:
             return op
         return dataclasses.replace(op, details={**op.details, **changes})

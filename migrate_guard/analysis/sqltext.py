@@ -1180,6 +1180,8 @@ def _assignment(c: _Cur) -> tuple[str, str | None, str | None]:
         if not c.take("."):
             break
     c.take(":")
+    if [p.lower() for p in parts] == ["time"] and c.take("ZONE"):  # SET [LOCAL] TIME ZONE 'UTC'
+        return "timezone", c.literal(), scope.lower() if scope else None
     value = c.literal() if c.take_any("=", "TO") else None
     return ".".join(parts), value, scope.lower() if scope else None
 

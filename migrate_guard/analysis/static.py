@@ -392,11 +392,26 @@ class _Reader(ast.NodeVisitor):
     visit_AsyncFor = visit_For
 
     def visit_With(self, node: ast.With | ast.AsyncWith) -> bool:
+        autocommit = False
         for item in node.items:
             self.visit(item.context_expr)
             if item.optional_vars is not None:
                 self.bind(item.optional_vars, self._batch(item.context_expr))
-        return self.block(node.body)
+            expr = item.context_expr
+            if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute):
+                autocommit = autocommit or expr.func.attr == "autocommit_block"
+        if not autocommit:
+            return self.block(node.body)
+        # what Alembic does around the block: COMMIT the migration's transaction, BEGIN a new one after
+        self._transaction("commit", node.lineno)
+        ended = self.block(node.body)
+        self._transaction("begin", node.end_lineno or node.lineno)
+        return ended
+
+    def _transaction(self, action: str, line: int) -> None:
+        o = Operation("transaction", details={"action": action, "autocommit_block": True})
+        o.line, o.source, o.statement = line, "ast", f"{action.upper()} (autocommit_block)"
+        self.out.append(o)
 
     visit_AsyncWith = visit_With
 
