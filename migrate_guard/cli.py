@@ -210,6 +210,84 @@ def check(
     return result.exit_code
 
 
+@cli.command()
+@_project_options
+@click.option("--range", "range_", metavar="FROM:TO", help="Trace these revisions (FROM is one the database ran).")
+@click.option("--revision", "revisions", multiple=True, metavar="REV", help="Trace only this revision; repeatable.")
+@click.option(
+    "--scratch-url",
+    metavar="URL",
+    help="Server to build the scratch database on (default: the target's own server).",
+)
+@click.option(
+    "--in-place",
+    is_flag=True,
+    help="Trace in the database itself, in a transaction that is rolled back ([trace] in_place_ok must name it).",
+)
+@click.option("--sample-rows", type=int, default=0, show_default=True, metavar="N", help="Copy N rows of every table.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "sarif", "github", "gitlab"]),
+    default="text",
+    show_default=True,
+)
+@click.option("--fail-on", type=click.Choice(FAIL_ON_CHOICES), default=None, help="Lowest severity that fails the run.")
+@click.option(
+    "--allow", multiple=True, metavar="RULE[:TABLE[.COLUMN]]", help="Acknowledge findings of RULE; repeatable."
+)
+@click.option("--lock-timeout", metavar="DURATION", help="lock_timeout for the revisions, as migrate-safe sets it.")
+@click.option("--statement-timeout", metavar="DURATION", help="statement_timeout for the revisions.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to a file.")
+@click.pass_context
+def trace(
+    ctx: click.Context,
+    config: str | None,
+    url: str | None,
+    range_: str | None,
+    revisions: tuple[str, ...],
+    scratch_url: str | None,
+    in_place: bool,
+    sample_rows: int,
+    fmt: str,
+    fail_on: str | None,
+    allow: tuple[str, ...],
+    lock_timeout: str | None,
+    statement_timeout: str | None,
+    output: str | None,
+) -> int:
+    """Run the pending revisions on a scratch copy of the database's schema and report what the
+    server did: locks per relation, rewrites, scans, failures (and check's findings).
+
+    The scratch database is built on the same server (or --scratch-url) and dropped afterwards; the
+    database itself is only read. Exits 3 when a finding at or above --fail-on is not acknowledged.
+    """
+    from .trace.report import render_trace
+    from .trace.run import TraceOptions, run_trace
+
+    project = _project(ctx, config, url)
+    options = TraceOptions(
+        range=range_,
+        revisions=revisions,
+        scratch_url=scratch_url,
+        in_place=in_place,
+        sample_rows=sample_rows,
+        allow=allow,
+        fail_on=fail_on,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+    )
+    report = run_trace(project, options, say=_say)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    text = render_trace(report, fmt, config_path=project.config_path)
+    if output:
+        Path(output).write_text(text + "\n", encoding="utf-8")
+    else:
+        click.echo(text)
+    return report.exit_code
+
+
 @cli.command("rules")
 @_project_options
 @click.argument("rule_id", required=False)
@@ -275,6 +353,7 @@ def rules_cmd(ctx: click.Context, config: str | None, url: str | None, rule_id: 
     help="Acknowledge findings of RULE (on TABLE); repeatable.",
 )
 @click.option("--yes", is_flag=True, help="Answer every question with yes.")
+@click.option("--trace", "trace_too", is_flag=True, help="With --dry-run: also trace the revisions on a scratch copy.")
 @click.pass_context
 def migrate_safe(
     ctx: click.Context,
@@ -289,6 +368,7 @@ def migrate_safe(
     statement_timeout: str | None,
     allow: tuple[str, ...],
     yes: bool,
+    trace_too: bool,
 ) -> int:
     """Upgrade to TARGET (default: heads) the guarded way: lock, check, back up, migrate, verify,
     and on any failure roll back or restore. Exit 0 ok, 1 failed and restored, 2 usage error,
@@ -297,6 +377,10 @@ def migrate_safe(
     from .analysis.report import render
 
     project = _project(ctx, config, url)
+    if trace_too and (not dry_run or down):
+        from .errors import UsageError
+
+        raise UsageError("--trace shows what an upgrade would do: use it with --dry-run (and without --down)")
     options = safe.SafeOptions(
         target=target,
         down=down,
@@ -316,6 +400,13 @@ def migrate_safe(
         click.echo(line)
     colour = {0: "green", 3: "yellow"}.get(result.exit_code, "red")
     click.echo(click.style(result.message, fg=colour, bold=result.exit_code != 0), err=result.exit_code != 0)
+    if trace_too and result.exit_code in (0, 3):
+        from .trace.report import render_trace
+        from .trace.run import TraceOptions, run_trace
+
+        traced = run_trace(project, TraceOptions(target=target, allow=allow), say=_say)
+        click.echo(render_trace(traced, "text", config_path=project.config_path))
+        return result.exit_code or traced.exit_code
     if result.exit_code in (1, 4):
         from .monitor import alerts
 

@@ -63,6 +63,7 @@ class GuardSettings:
     server_versions: dict[str, str] = field(default_factory=dict)  # postgresql | mysql | mariadb -> version
     server_version: str | None = None  # --server-version VERSION: whichever dialect is checked
     lock_timeout: str | None = None  # the lock_timeout migrations run with, set outside the revisions
+    trace_in_place_ok: tuple[str, ...] = ()  # [trace] in_place_ok: databases `trace --in-place` may use (globs)
     source: Path | None = None  # the file these came from, for messages
 
     def version_of(self, dialect: str | None) -> tuple[int, ...] | None:
@@ -174,7 +175,9 @@ _KNOWN_KEYS = {
     "mysql_version",
     "mariadb_version",
     "lock_timeout",
+    "trace",
 }
+_TRACE_KEYS = {"in_place_ok"}
 _VERSION_KEYS = {"postgresql_version": "postgresql", "mysql_version": "mysql", "mariadb_version": "mariadb"}
 _VERSION_RE = re.compile(r"\d+(?:\.\d+){0,2}")
 _BACKUP_KEYS = {"repository", "key_file", "compression_level", "retention"}
@@ -252,8 +255,19 @@ def parse_settings(data: dict[str, Any], source: Path, prefix: str = "") -> Guar
     if lock_timeout is not None and lock_timeout.strip() in ("0", "0s", "0ms"):
         lock_timeout = None  # no limit: as if unset
 
+    trace = data.get("trace", {})
+    if not isinstance(trace, dict):
+        raise fail("trace", "must be a table")
+    for key in trace:
+        if key not in _TRACE_KEYS:
+            raise fail(f"trace.{key}", f"unknown key (known: {', '.join(sorted(_TRACE_KEYS))})")
+    in_place_ok = trace.get("in_place_ok", [])
+    if not isinstance(in_place_ok, list) or not all(isinstance(p, str) and p.strip() for p in in_place_ok):
+        raise fail("trace.in_place_ok", 'must be a list of database names or globs, such as ["test_*"]')
+
     return GuardSettings(
         server_versions=versions,
+        trace_in_place_ok=tuple(p.strip() for p in in_place_ok),
         lock_timeout=lock_timeout.strip() if lock_timeout else None,
         backup=_parse_backup(data.get("backup", {}), source, fail),
         status=_parse_status(data.get("status", {}), fail),

@@ -182,6 +182,7 @@ def analyse(
     render_url: str | None = None,
     direction: str = "upgrade",
     cache: check_cache.RevisionCache | None = None,
+    acknowledge: bool = True,
 ) -> CheckReport:
     """Capture the selected revisions offline in ``dialect`` and apply the rules: the engine of
     both ``check`` and ``migrate-safe``. With ``cache``, a revision it remembers is not rendered."""
@@ -226,7 +227,8 @@ def analyse(
             findings.append(f)
     for rev in revisions:
         findings.extend(evaluator.revision_findings(rev, captured.env_operations))
-    findings = evaluator.acknowledge(findings, revisions, cli_acks, report_stale=direction == "upgrade")
+    if acknowledge:  # else the caller does, with findings of its own (trace)
+        findings = evaluator.acknowledge(findings, revisions, cli_acks, report_stale=direction == "upgrade")
     order = {rev.revision: i for i, rev in enumerate(revisions)}
     findings.sort(key=lambda f: (order.get(f.revision or "", -1), f.line or 0))
     return CheckReport(

@@ -78,6 +78,7 @@ class Evaluator:
         self.server = Server.of(settings, dialect)
         # offline rendering runs run_migrations_offline() only, so what the online path sets is read from source
         self.lock_timeout_outside = bool(settings.lock_timeout) or _env_sets_lock_timeout(script_dir)
+        self.tracing = False  # findings of the trace_* kinds are made too (the trace command), so theirs can go stale
         self.by_kind: dict[str, list[Rule]] = {}  # every rule names its kind(s); look only at those
         for rule in rules.values():
             if rule.applies_to(dialect) and settings.severity.get(rule.id) != "off":
@@ -230,7 +231,7 @@ class Evaluator:
                     break
         for rev in revisions if report_stale else ():
             for ack in rev.acks:
-                if not ack.used:
+                if not ack.used and (self.tracing or not _traced_only(self.rules.get(ack.rule))):
                     what = f"{ack.rule} {ack.target}" if ack.target else ack.rule
                     extra.append(
                         self._invalid(
@@ -311,6 +312,14 @@ class _NewObjects:
         elif op.kind == "rename_table" and new and op.details.get("new_name"):
             self.tables.add((op.schema, op.details["new_name"]))
         return new
+
+
+def _traced_only(rule: Rule | None) -> bool:
+    """A rule only ``trace`` can match (its kinds are measured on a server, not read offline)."""
+    if rule is None:
+        return False
+    kinds = rule.match.get("kind")
+    return all(str(k).startswith("trace_") for k in ([kinds] if isinstance(kinds, str) else kinds or ()))
 
 
 def _adds_value(op: Operation) -> bool:

@@ -64,6 +64,12 @@ KINDS = frozenset(
         "lock_timeout_missing",
         "backfill_under_lock",  # an UPDATE/DELETE while the revision's DDL holds ACCESS EXCLUSIVE on its table
         "invalid_acknowledgement",
+        # measured by `trace` on a scratch copy of the server (migrate_guard/trace/)
+        "trace_rewrite",  # a statement rewrote an existing table (new relfilenode; MariaDB: ALGORITHM=COPY)
+        "trace_access_exclusive_scan",  # ACCESS EXCLUSIVE held while the statement read the whole table
+        "trace_fails_in_transaction",  # the server refused the statement inside a transaction block
+        "trace_copy",  # MariaDB/MySQL: only ALGORITHM=COPY was accepted
+        "trace_failed",  # any other failure of a revision's statement on the server
     }
 )
 

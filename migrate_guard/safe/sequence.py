@@ -191,7 +191,8 @@ def run(project: Project, options: SafeOptions, say: Say) -> SafeResult:
     dialect = service.database_engine(url).dialect
     identity = service.current_database(project, url)
     repo = None if options.dry_run else service.open_repository(project, create=True)
-    timeouts = _timeout_statements(dialect, options)  # bad values are usage errors, before anything happens
+    # bad values are usage errors, before anything happens
+    timeouts = timeout_statements(dialect, options.lock_timeout, options.statement_timeout)
     rules = rules_for(project)
     cli_acks = [parse_cli_allow(spec, frozenset(rules)) for spec in options.allow]
     schema_guard.load(project)  # a broken constraints file is a configuration error (exit 2) before anything happens
@@ -408,10 +409,10 @@ def _migrate(
     definitions = schema_guard.load(project)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     if dialect == "sqlite":
-        _sqlite_transactional_ddl(engine)
+        sqlite_transactional_ddl(engine)
     # The review passed: every connection of this run may touch protected tables (see schema/protect.py).
     session = timeouts + schema_guard.session_statements(dialect)
-    with schema_guard.reviewed_environment(dialect), _session_settings(session), engine.connect() as conn:
+    with schema_guard.reviewed_environment(dialect), session_settings(session), engine.connect() as conn:
         transaction = conn.begin()
         project.alembic.attributes["connection"] = conn
         try:
@@ -440,7 +441,7 @@ def constraints_hook(
         schema_guard.after_upgrade(connection, project, definitions, say)
 
 
-def _sqlite_transactional_ddl(engine: sa.Engine) -> None:
+def sqlite_transactional_ddl(engine: sa.Engine) -> None:
     """Let SQLAlchemy issue BEGIN itself, so pysqlite does not run DDL outside the transaction."""
 
     @sa.event.listens_for(engine, "connect")
@@ -452,10 +453,10 @@ def _sqlite_transactional_ddl(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def _timeout_statements(dialect: str, options: SafeOptions) -> list[str]:
+def timeout_statements(dialect: str, lock_timeout: str | None, statement_timeout: str | None) -> list[str]:
     """SET statements for --lock-timeout / --statement-timeout on this database."""
-    lock = _seconds("--lock-timeout", options.lock_timeout)
-    statement = _seconds("--statement-timeout", options.statement_timeout)
+    lock = _seconds("--lock-timeout", lock_timeout)
+    statement = _seconds("--statement-timeout", statement_timeout)
     if dialect == "postgresql":
         return [
             f"SET {name} = '{int(value * 1000)}ms'"
@@ -485,7 +486,7 @@ def _seconds(option: str, text: str | None) -> float:
 
 
 @contextlib.contextmanager
-def _session_settings(statements: list[str]) -> Iterator[None]:
+def session_settings(statements: list[str]) -> Iterator[None]:
     """Run ``statements`` on every new database connection during the run (ours and env.py's),
     at the DBAPI level, before SQLAlchemy begins a transaction on it."""
     if not statements:

@@ -50,12 +50,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
-from typing import IO, Any
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
+from typing import IO, TYPE_CHECKING, Any
 
 from ...errors import GuardError
 from ...private import private_tempdir
 from .base import DumpResult, Engine, StreamReader, StreamWriter, TableDump, require_tool
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 PACKAGE = "mariadb-client"
 DUMP_TOOLS = ["mariadb-dump", "mysqldump"]
@@ -357,6 +360,45 @@ def retarget(chunks: Iterable[bytes], old: str, new: str, triggers: list[bytes])
     triggers.append(rest[m.start() + 1 :].replace(b"/*!50003 CREATE*/", b"/*!50003 CREATE OR REPLACE*/"))
 
 
+def sa_engine(url: URL, **kwargs: Any) -> Any:
+    """A SQLAlchemy engine for ``url`` without a pool; ``mysql://`` (mysqlclient) falls back to PyMySQL when
+    mysqlclient is not installed."""
+    import sqlalchemy as sa
+
+    if "+" not in url.drivername:  # mysql:// means mysqlclient; use PyMySQL when that is absent
+        try:
+            import MySQLdb  # noqa: F401
+        except ImportError:
+            url = url.set(drivername=f"{url.get_backend_name()}+pymysql")
+    return sa.create_engine(url, poolclass=sa.pool.NullPool, **kwargs)
+
+
+@contextmanager
+def tool_args(url: URL) -> Iterator[list[str]]:
+    """Connection options for the native tools; the password goes through a 0600 option file in this
+    process's private directory (removed afterwards, and with the directory even after a kill -9),
+    never on the command line. ``--defaults-extra-file`` must come first."""
+    args: list[str] = []
+    with ExitStack() as stack:
+        if url.password:
+            path = stack.enter_context(private_tempdir(prefix="mg-my-")) / "client.cnf"
+            value = str(url.password)
+            for old, new in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+                value = value.replace(old, new)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(f'[client]\npassword="{value}"\n')
+            args.append(f"--defaults-extra-file={path}")
+        socket = url.query.get("unix_socket")
+        if socket:
+            args += ["--protocol=SOCKET", f"--socket={socket if isinstance(socket, str) else socket[0]}"]
+        else:
+            args += ["--protocol=TCP", f"--host={url.host or 'localhost'}", f"--port={url.port or 3306}"]
+        if url.username:
+            args.append(f"--user={url.username}")
+        yield args
+
+
 class MySQLEngine(Engine):
     dialect = "mysql"
 
@@ -372,15 +414,7 @@ class MySQLEngine(Engine):
     # --- connections ------------------------------------------------------------------------------------
 
     def _sa_engine(self) -> Any:
-        import sqlalchemy as sa
-
-        url = self._url
-        if "+" not in url.drivername:  # mysql:// means mysqlclient; use PyMySQL when that is absent
-            try:
-                import MySQLdb  # noqa: F401
-            except ImportError:
-                url = url.set(drivername=f"{url.get_backend_name()}+pymysql")
-        return sa.create_engine(url, poolclass=sa.pool.NullPool)
+        return sa_engine(self._url)
 
     @contextmanager
     def _connect(self) -> Iterator[Any]:
@@ -396,31 +430,9 @@ class MySQLEngine(Engine):
         finally:
             engine.dispose()
 
-    @contextmanager
-    def _tool_args(self) -> Iterator[list[str]]:
-        """Connection options for the native tools; the password goes through a 0600 option file in this
-        process's private directory (removed afterwards, and with the directory even after a kill -9),
-        never on the command line. ``--defaults-extra-file`` must come first."""
-        url = self._url
-        args: list[str] = []
-        with ExitStack() as stack:
-            if url.password:
-                path = stack.enter_context(private_tempdir(prefix="mg-my-")) / "client.cnf"
-                value = str(url.password)
-                for old, new in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
-                    value = value.replace(old, new)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(f'[client]\npassword="{value}"\n')
-                args.append(f"--defaults-extra-file={path}")
-            socket = url.query.get("unix_socket")
-            if socket:
-                args += ["--protocol=SOCKET", f"--socket={socket if isinstance(socket, str) else socket[0]}"]
-            else:
-                args += ["--protocol=TCP", f"--host={url.host or 'localhost'}", f"--port={url.port or 3306}"]
-            if url.username:
-                args.append(f"--user={url.username}")
-            yield args
+    def _tool_args(self) -> AbstractContextManager[list[str]]:
+        """``tool_args`` for this engine's server."""
+        return tool_args(self._url)
 
     # --- Engine ---------------------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""trace: the locks, rewrites and failures of pending revisions, measured on a scratch copy of the server."""
