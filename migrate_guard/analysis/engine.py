@@ -119,6 +119,11 @@ class Evaluator:
             protected=protected,
         )
 
+    def matched(self, op: Operation) -> list[Finding]:
+        """The findings of every rule that matches ``op`` (what it is, not where it stands in its revision)."""
+        found = (self.finding(rule, op) for rule in self.by_kind.get(op.kind, ()) if rule.matches(op))
+        return [f for f in found if f is not None]
+
     def _protected(self, op: Operation) -> bool:
         if op.kind == "drop_schema":
             return self.settings.schema_is_protected(op.schema)
@@ -157,11 +162,7 @@ class Evaluator:
                 found.append(self._backfill_under_lock(rev, op, held[(op.schema, op.table)]))
             if fresh.observe(op):
                 continue  # created earlier in this revision: nothing to lose, nothing locked
-            for rule in self.by_kind.get(op.kind, ()):
-                if rule.matches(op):
-                    f = self.finding(rule, op)
-                    if f:
-                        found.append(f)
+            found.extend(self.matched(op))
             if op.table and _takes_access_exclusive(op):
                 what = f"{_LOCK_TAKERS.get(op.kind, op.kind.replace('_', ' ').upper())} on line {op.line or '?'}"
                 for name in (op.table, op.details.get("new_name")):  # a renamed table stays locked

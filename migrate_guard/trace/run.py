@@ -20,6 +20,7 @@ import fnmatch
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -403,6 +404,7 @@ class _Tracer:
         self._where: int | None = None
         self._transaction = 0
         self._monitor_params: dict[str, Any] | None = None
+        self.thread = threading.get_ident()
 
     def start(self, revision: str) -> RevisionTrace:
         self.record = RevisionTrace(revision, self.paths[revision])
@@ -432,7 +434,11 @@ class _Tracer:
 
     @contextlib.contextmanager
     def installed(self, reached: Any) -> Iterator[None]:
+        self.thread = threading.get_ident()  # the application's other threads are not traced, nor refused
+
         def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            if threading.get_ident() != self.thread:
+                return
             other = reached(dbapi_connection)
             if other is not None:
                 self.refused = GuardError(
@@ -472,15 +478,18 @@ class _Tracer:
         kwargs = {"password": params["password"]} if params.get("password") else {}
         return psycopg.connect(params.get("conninfo", ""), autocommit=True, **kwargs)
 
+    def _mine(self) -> bool:
+        return self.record is not None and threading.get_ident() == self.thread
+
     def _before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        if self.record is None:
+        if not self._mine():
             return
         self._where = None if self.dialect == "sqlite" and statement == "BEGIN" else self._line()
         self.observer.before(conn.connection.dbapi_connection)
         self._started = time.perf_counter()
 
     def _after(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        if self.record is None:
+        if not self._mine():
             return
         elapsed = (time.perf_counter() - self._started) * 1000
         probe = getattr(self.observer, "probe", None)
@@ -504,12 +513,13 @@ class _Tracer:
             table, count = _dml_table(statement), int(getattr(cursor, "rowcount", 0) or 0)
             if table and count > 0:
                 st.rows_written = {table: count}
+        assert self.record is not None  # _mine()
         self.record.statements.append(st)
         if getattr(conn.connection.dbapi_connection, "autocommit", False):
             self._transaction += 1
 
     def _error(self, context: Any) -> None:
-        if self.record is None:
+        if not self._mine():
             return
         self.observer.failed()
         if self._where is None or context.statement is None:
@@ -520,19 +530,23 @@ class _Tracer:
         st = StatementTrace(self._where, _shown(context.statement), elapsed, error=message)
         st.sqlstate = getattr(exc, "sqlstate", None)
         st.transaction = self._transaction
+        assert self.record is not None  # _mine()
         self.record.statements.append(st)
         self.record.error = self.record.error or message
         self._where = None
 
     def _ended(self, conn: Any) -> None:
+        if threading.get_ident() != self.thread:
+            return
         self.observer.transaction_ended()
         self._transaction += 1
 
     def _ended_savepoint(self, conn: Any, name: Any, context: Any) -> None:
-        self.observer.transaction_ended()
+        if threading.get_ident() == self.thread:
+            self.observer.transaction_ended()
 
     def _do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        if self.record is None or not _PROBED.match(statement):
+        if not self._mine() or not _PROBED.match(statement):
             return False
         from .mysql import execute_probed
 
@@ -562,12 +576,10 @@ def _trace_findings(evaluator: Evaluator, records: list[RevisionTrace], check: l
     found: list[Finding] = []
     for record in records:
         for op in _operations(record):
-            for rule in evaluator.by_kind.get(op.kind, ()):
-                if rule.matches(op):
-                    f = evaluator.finding(rule, op)
-                    if f is not None and (f.rule, f.file, f.line, f.table) not in seen:
-                        seen.add((f.rule, f.file, f.line, f.table))
-                        found.append(f)
+            for f in evaluator.matched(op):
+                if (f.rule, f.file, f.line, f.table) not in seen:
+                    seen.add((f.rule, f.file, f.line, f.table))
+                    found.append(f)
     return found
 
 
