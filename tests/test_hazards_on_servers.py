@@ -496,3 +496,84 @@ def test_corpus_has_hazards_and_look_alikes() -> None:
     for cases, least in ((PG_CASES, 25), (MARIADB_CASES, 10)):
         assert len(cases) >= least and len({c.table for c in cases}) == len(cases)
         assert sum(c.serious for c in cases) >= least // 3 and sum(not c.serious for c in cases) >= least // 3
+
+
+# --- PostgreSQL: `trace` against the same observations ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_trace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    """What `trace` reports for each case's revision, traced from a database holding every case's table."""
+    from migrate_guard.cli import cli
+
+    _require("127.0.0.1", 5432, "PostgreSQL", "start it or set MIGRATE_GUARD_PG_URL")
+    with scratch_database("postgresql", PG_URL) as url:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        for case in PG_CASES:
+            run_sql(engine, case.fill(PG_BASE) + ";" + case.fill(case.setup))
+        engine.dispose()
+        project = Project(tmp_path_factory.mktemp("pg-trace") / "proj", url)
+        revisions = {
+            project.revision(f"r{i:02d}", c.revision_body(), header=HEADER).stem: c for i, c in enumerate(PG_CASES)
+        }
+        args = ["-c", str(project.ini), "trace", "--format", "json", "--fail-on", "never"]
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    seen: dict[str, dict[str, object]] = {}
+    for r in json.loads(result.stdout)["revisions"]:
+        case = revisions[r["revision"]]
+        seen[case.name] = {
+            "modes": {lock["mode"] for s in r["statements"] for lock in s["locks"] if lock["relation"] == case.table},
+            "rewritten": any(case.table in s["rewrites"] for s in r["statements"]),
+            "error": r["error"],
+        }
+    return seen
+
+
+def _strongest(modes: object) -> str | None:
+    from migrate_guard.trace.postgresql import BLOCKS
+
+    order = list(BLOCKS)
+    return max(modes, key=order.index, default=None)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("case", [c for c in PG_CASES if not c.autocommit], ids=lambda c: c.name)
+def test_trace_postgresql_sees_what_the_server_does(pg_engine: sa.Engine, pg_trace, case: Case) -> None:
+    seen = observe_pg(pg_engine, case)
+    traced = pg_trace[case.name]
+    assert traced["error"] is None, traced
+    # trace names the strongest mode a statement took on each relation (the weaker ones it holds too add nothing)
+    assert _strongest(traced["modes"]) == _strongest(seen.locks), (traced, seen)
+    assert traced["rewritten"] == seen.rewritten, (traced, seen)
+
+
+@pytest.fixture(scope="module")
+def mariadb_trace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str | None]]:
+    """The algorithm `trace` reports for each statement of each case's revision."""
+    from migrate_guard.cli import cli
+
+    _require("127.0.0.1", 3306, "MariaDB", "start it or set MIGRATE_GUARD_MARIADB_URL")
+    with scratch_database("mysql", MARIADB_URL) as url:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        for case in MARIADB_CASES:
+            run_sql(engine, case.fill(MARIADB_BASE) + ";" + case.fill(case.setup))
+        engine.dispose()
+        project = Project(tmp_path_factory.mktemp("mariadb-trace") / "proj", url)
+        revisions = {
+            project.revision(f"r{i:02d}", c.revision_body(), header=HEADER).stem: c for i, c in enumerate(MARIADB_CASES)
+        }
+        args = ["-c", str(project.ini), "trace", "--format", "json", "--fail-on", "never"]
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return {
+        revisions[r["revision"]].name: [s["algorithm"] for s in r["statements"]]
+        for r in json.loads(result.stdout)["revisions"]
+    }
+
+
+@pytest.mark.parametrize("case", MARIADB_CASES, ids=lambda c: c.name)
+def test_trace_mariadb_tells_instant_in_place_and_copy_apart(
+    mariadb_engine: sa.Engine, mariadb_trace, case: Case
+) -> None:
+    algorithm, _ = observe_mariadb(mariadb_engine, case)
+    assert mariadb_trace[case.name] == [algorithm.lower()]

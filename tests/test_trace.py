@@ -340,3 +340,26 @@ def test_migrate_safe_dry_run_shows_the_trace_and_touches_nothing(run_cli, examp
     )
     refused = run_cli("-c", str(example / "alembic.ini"), "migrate-safe", "--trace")
     assert refused.exit_code == 2 and "--dry-run" in error_line(refused)
+
+
+def test_acknowledged_trace_findings_pass_and_check_does_not_call_them_stale(run_cli, project, postgresql_url):
+    execute(postgresql_url, ORDERS)
+    project = on(project, postgresql_url)
+    project.revision(
+        "rewrite",
+        "# migrate-guard: allow trace-table-rewrite orders -- a small table, rewritten at night\n"
+        "# migrate-guard: allow alter-column-type orders.n -- every value fits\n"
+        "op.execute(\"SET LOCAL lock_timeout = '2s'\")\n"
+        'op.alter_column("orders", "n", existing_type=sa.Integer(), type_=sa.BigInteger())',
+    )
+    report = traced(run_cli, project, "--fail-on", "warning", code=(0,))
+    assert [(f["rule"], f["allowed"]) for f in report["findings"]] == [
+        ("alter-column-type", True),
+        ("trace-table-rewrite", True),
+    ]
+    github = run_cli("-c", str(project.ini), "trace", "--format", "github", "--fail-on", "warning")
+    assert github.exit_code == 0 and "::error" not in github.stdout and "::warning" not in github.stdout
+    assert "title=migrate-guard trace-table-rewrite (allowed)::" in github.stdout
+    checked = run_cli("-c", str(project.ini), "check", "--format", "json", "--fail-on", "warning")
+    assert checked.exit_code == 0, checked.output  # the trace's acknowledgement is not stale for check
+    assert "invalid-acknowledgement" not in checked.stdout
