@@ -387,13 +387,26 @@ def observe_beside_a_writer(engine: sa.Engine, case: Case) -> PgObservation:
     return PgObservation(locks, after != before, None)
 
 
-@pytest.fixture(scope="module")
-def pg_engine() -> Iterator[sa.Engine]:
-    _require("127.0.0.1", 5432, "PostgreSQL", "start it or set MIGRATE_GUARD_PG_URL")
-    with scratch_database("postgresql", PG_URL) as url:
+def _fresh_engine(dialect: str) -> Iterator[sa.Engine]:
+    """A database of its own: each case creates its table once in it."""
+    if dialect == "postgresql":
+        _require("127.0.0.1", 5432, "PostgreSQL", "start it or set MIGRATE_GUARD_PG_URL")
+    else:
+        _require("127.0.0.1", 3306, "MariaDB", "start it or set MIGRATE_GUARD_MARIADB_URL")
+    with scratch_database(dialect, PG_URL if dialect == "postgresql" else MARIADB_URL) as url:
         engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         yield engine
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg_engine() -> Iterator[sa.Engine]:
+    yield from _fresh_engine("postgresql")
+
+
+@pytest.fixture(scope="module")
+def pg_engine_for_trace() -> Iterator[sa.Engine]:
+    yield from _fresh_engine("postgresql")
 
 
 @pytest.fixture(scope="module")
@@ -461,11 +474,12 @@ def observe_mariadb(engine: sa.Engine, case: Case) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def mariadb_engine() -> Iterator[sa.Engine]:
-    _require("127.0.0.1", 3306, "MariaDB", "start it or set MIGRATE_GUARD_MARIADB_URL")
-    with scratch_database("mysql", MARIADB_URL) as url:
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        yield engine
-        engine.dispose()
+    yield from _fresh_engine("mysql")
+
+
+@pytest.fixture(scope="module")
+def mariadb_engine_for_trace() -> Iterator[sa.Engine]:
+    yield from _fresh_engine("mysql")
 
 
 @pytest.fixture(scope="module")
@@ -538,8 +552,8 @@ def _strongest(modes: object) -> str | None:
 
 
 @pytest.mark.parametrize("case", [c for c in PG_CASES if not c.autocommit], ids=lambda c: c.name)
-def test_trace_postgresql_sees_what_the_server_does(pg_engine: sa.Engine, pg_trace, case: Case) -> None:
-    seen = observe_pg(pg_engine, case)
+def test_trace_postgresql_sees_what_the_server_does(pg_engine_for_trace: sa.Engine, pg_trace, case: Case) -> None:
+    seen = observe_pg(pg_engine_for_trace, case)
     traced = pg_trace[case.name]
     assert traced["error"] is None, traced
     # trace names the strongest mode a statement took on each relation (the weaker ones it holds too add nothing)
@@ -573,7 +587,7 @@ def mariadb_trace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[st
 
 @pytest.mark.parametrize("case", MARIADB_CASES, ids=lambda c: c.name)
 def test_trace_mariadb_tells_instant_in_place_and_copy_apart(
-    mariadb_engine: sa.Engine, mariadb_trace, case: Case
+    mariadb_engine_for_trace: sa.Engine, mariadb_trace, case: Case
 ) -> None:
-    algorithm, _ = observe_mariadb(mariadb_engine, case)
+    algorithm, _ = observe_mariadb(mariadb_engine_for_trace, case)
     assert mariadb_trace[case.name] == [algorithm.lower()]
