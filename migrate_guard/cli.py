@@ -1038,6 +1038,33 @@ def status_cmd(
     return result.exit_code
 
 
+@cli.command("serve")
+@_project_options
+@click.option(
+    "--listen",
+    default="127.0.0.1:9466",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address to listen on; [::1]:9466 for IPv6, port 0 picks a free one.",
+)
+@click.option(
+    "--interval",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Evaluate the status at most once every this many seconds; requests in between get the cached result.",
+)
+@click.pass_context
+def serve_cmd(ctx: click.Context, config: str | None, url: str | None, listen: str, interval: float) -> int:
+    """Read-only HTTP for uptime monitors: GET /health (200 healthy, 503 unhealthy; the JSON of `status
+    --format json`) and GET /metrics (`status --format prometheus`). Ctrl-C or SIGTERM stops it (exit 0)."""
+    from .monitor import serve
+
+    address = serve.parse_listen(listen)
+    serve.check_interval(interval)
+    return serve.serve(_project(ctx, config, url), address, interval, say=_say, warn=_warn)
+
+
 @cli.group("alert")
 def alert_group() -> None:
     """Alerts by webhook and e-mail ([alerts] in migrate-guard.toml)."""

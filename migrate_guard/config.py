@@ -353,7 +353,16 @@ def _parse_backup(data: Any, source: Path, fail: Any) -> BackupSettings:
 
 # --- [status] and [alerts] (the monitor) ---------------------------------------------------------
 
-_STATUS_KEYS = {"max_age", "max_size", "verify_max_age", "disk_warning", "disk_critical", "max_pending"}
+_STATUS_KEYS = {
+    "max_age",
+    "max_size",
+    "verify_max_age",
+    "disk_warning",
+    "disk_critical",
+    "max_pending",
+    "rpo_max",
+    "rto_max",
+}
 _ALERT_KEYS = {"window", "state_file", "webhook", "email"}
 _WEBHOOK_KEYS = {"url", "url_env", "format", "timeout"}
 _EMAIL_KEYS = {"host", "port", "security", "from", "to", "username_env", "password_env", "timeout", "ca_file"}
@@ -370,6 +379,8 @@ class StatusSettings:
     disk_warning: float = 80.0  # percent of the repository's filesystem used
     disk_critical: float = 90.0
     max_pending: int | None = None  # more pending revisions: unhealthy (None: only reported)
+    rpo_max: timedelta | None = None  # newest restore-verified snapshot older (or none): unhealthy
+    rto_max: timedelta | None = None  # last verify --read-data restore slower (or not timed): unhealthy
 
 
 @dataclass(frozen=True)
@@ -447,6 +458,31 @@ def _env_name(data: dict[str, Any], name: str, key: str, fail: Any) -> str | Non
     return value.strip() if value else None
 
 
+def _objective_setting(data: dict[str, Any], key: str, fail: Any) -> timedelta | None:
+    """``rpo_max``/``rto_max``: a duration as the other status durations are written, which may also end in
+    seconds and milliseconds (``26h``, ``1h30m``, ``45s``, ``2m30s``, ``500ms``); unset or ``"off"``: no check."""
+    from .backup.retention import parse_duration
+    from .errors import GuardError
+
+    value = data.get(key)
+    if value is None or value == "off":
+        return None
+    if not isinstance(value, str):
+        raise fail(f"status.{key}", 'must be a duration string such as "26h", "30m", "45s" or "500ms", or "off"')
+    bad = f'bad duration {value!r}: e.g. "26h", "1h30m", "45s", "500ms" (units largest first, each once), or "off"'
+    m = re.fullmatch(r"(.*?)(?:(\d+)s)?(?:(\d+)ms)?", value.strip().lower())
+    if m is None or not value.strip():
+        raise fail(f"status.{key}", bad)
+    try:
+        total = parse_duration(m[1]) if m[1] else timedelta()
+    except GuardError:
+        raise fail(f"status.{key}", bad) from None
+    total += timedelta(seconds=int(m[2] or 0), milliseconds=int(m[3] or 0))
+    if not total:
+        raise fail(f"status.{key}", f"bad duration {value!r}: must be more than zero")
+    return total
+
+
 def _parse_status(data: Any, fail: Any) -> StatusSettings:
     from .backup.retention import parse_size
     from .errors import GuardError
@@ -474,6 +510,8 @@ def _parse_status(data: Any, fail: Any) -> StatusSettings:
         disk_warning=warning,
         disk_critical=critical,
         max_pending=pending,
+        rpo_max=_objective_setting(data, "rpo_max", fail),
+        rto_max=_objective_setting(data, "rto_max", fail),
     )
 
 

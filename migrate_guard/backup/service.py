@@ -325,6 +325,7 @@ class VerifyResult:
     problems: list[str] = field(default_factory=list)
     read_data: bool = False
     seconds: float = 0.0
+    restore_seconds: float | None = None  # how long the scratch restore (and its row count) took, when it passed
 
 
 def verify(
@@ -369,7 +370,10 @@ def verify(
             if checked[blob]:
                 result.problems.append(checked[blob])  # type: ignore[arg-type]
         if read_data and not result.problems:
+            restore_started = time.monotonic()
             result.problems.extend(_restore_and_count(project, repo, manifest, progress))
+            if not result.problems:  # the measured recovery time (RTO) of `status`
+                result.restore_seconds = round(time.monotonic() - restore_started, 3)
         result.ok = not result.problems
         result.seconds = round(time.monotonic() - started, 3)
         results.append(result)
@@ -377,13 +381,24 @@ def verify(
     for r in results:
         if r.snapshot in ("manifest", "journal"):
             continue
-        state[r.snapshot] = {
+        previous = state.get(r.snapshot)
+        before: dict[str, Any] = previous if isinstance(previous, dict) else {}
+        record: dict[str, Any] = {
             "verified_at": iso(utcnow()),
             "ok": r.ok,
             "read_data": r.read_data,
             "problems": r.problems[:20],
             "seconds": r.seconds,
         }
+        if r.restore_seconds is not None:
+            record.update(restored_at=record["verified_at"], restore_seconds=r.restore_seconds)
+        elif r.ok and before.get("ok") and (before.get("restored_at") or before.get("read_data")):
+            # a passing blob check keeps the earlier successful restore of the same data (older records
+            # have no restored_at: their restore is the verify itself, of unknown duration)
+            record["restored_at"] = before.get("restored_at") or before.get("verified_at")
+            if before.get("restore_seconds") is not None:
+                record["restore_seconds"] = before["restore_seconds"]
+        state[r.snapshot] = record
     notes = warnings if warnings is not None else []
     if repo.read_only:
         notes.append(f"{repo.location} is read-only: these results are not recorded in it")

@@ -1,6 +1,7 @@
 """`report --html FILE`: one self-contained HTML page (inline CSS, script and SVG; a Content-Security-Policy
-that forbids every fetch) with the status, the snapshots over time, verify results, the guarded runs
-and the current findings. The figures are those `status --format json` gives, verbatim."""
+that forbids every fetch) with the status, the recovery objectives (RPO, RTO), the snapshots over time,
+verify results, the guarded runs and the current findings. The figures are those `status --format json`
+gives, verbatim."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ..config import Project
 from ..errors import GuardError
 from ..progress import human_bytes
 from ..times import parse_iso
-from .status import CRITICAL, WARNING, Status, current_database, evaluate
+from .status import CRITICAL, WARNING, Status, current_database, evaluate, format_span
 
 
 @dataclass
@@ -45,6 +46,7 @@ def build(project: Project) -> Built:
         [
             _header(project, status),
             _figures(status),
+            _recovery(status),
             _checks(status),
             _snapshots(manifests, verified, {m["id"] for m in manifests if repo.lost_data(m)}),
             _verify(manifests, verified),
@@ -108,6 +110,47 @@ def _figures(status: Status) -> str:
         for k, v in status.figures.items()
     ]
     return "<section><h2>Figures</h2>" + _table(["figure", "value"], rows, "no figures", "figures") + "</section>"
+
+
+def _recovery(status: Status) -> str:
+    """RPO and RTO as measured, each beside its threshold (when set) and coloured by its check."""
+    rec = status.recovery
+    levels = {c.name: c.level for c in status.checks}
+    rows = []
+    for key, name, what, about in (
+        (
+            "rpo",
+            "RPO (recovery point)",
+            "age of the newest snapshot a verify --read-data restored",
+            f"<code>{e(rec['verified_snapshot'])}</code>, taken {_time(rec['verified_snapshot_at'])}"
+            if rec["verified_snapshot"]
+            else "-",
+        ),
+        (
+            "rto",
+            "RTO (recovery time)",
+            "how long the last successful verify --read-data restore took",
+            f"<code>{e(rec['last_restore_snapshot'])}</code>, restored {_time(rec['last_restore_at'])}"
+            if rec["last_restore_snapshot"]
+            else "-",
+        ),
+    ):
+        value, limit = rec[f"{key}_seconds"], rec[f"{key}_max_seconds"]
+        shown = '<span class="unknown">unknown</span>' if value is None else e(format_span(value))
+        level = levels.get(key, "ok")
+        rows.append(
+            [
+                f"{e(name)} <small>({e(what)})</small>",
+                f'<span class="level {e(level)}" data-recovery="{key}">{shown}</span>',
+                f'<span data-recovery="{key}_max">{e(format_span(limit)) if limit is not None else "not set"}</span>',
+                about,
+            ]
+        )
+    return (
+        "<section><h2>Recovery objectives</h2>"
+        + _table(["objective", "measured", "threshold (rpo_max / rto_max)", "from"], rows, "", "figures")
+        + "</section>"
+    )
 
 
 def _checks(status: Status) -> str:

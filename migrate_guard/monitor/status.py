@@ -5,7 +5,9 @@ What is critical: no backup snapshot or the newest older than ``max_age``; the r
 unreadable, or bigger than ``max_size``; its filesystem at ``disk_critical`` % used; a snapshot whose
 latest verify failed, or no verify within ``verify_max_age``; the last migrate-safe run NOT restored;
 an unfinished migrate-safe run; a restore that started and never finished; the database not answering;
-more pending revisions than ``max_pending`` (when set). Warnings: disk at ``disk_warning`` %, the last
+more pending revisions than ``max_pending`` (when set); the recovery point (RPO: age of the newest snapshot
+a ``verify --read-data`` restored) over ``rpo_max`` or the recovery time (RTO: how long that last restore
+took) over ``rto_max``, or either not known while its threshold is set. Warnings: disk at ``disk_warning`` %, the last
 migrate-safe run failed but was restored, pending revisions, a restore running. Unknown: free space of a
 remote repository.
 """
@@ -33,6 +35,18 @@ BACKUP_KINDS = ("manual",)  # snapshots taken by `backup`; safety snapshots cove
 FAILED_RUN_STATES = ("rolled-back", "restored", "not-restored")
 
 
+RECOVERY = (  # the measured recovery objectives: `status --format json` gives them under "recovery"
+    "rpo_seconds",  # age of the newest verified snapshot (None: none is)
+    "rpo_max_seconds",  # the threshold (None: not checked)
+    "verified_snapshot",
+    "verified_snapshot_at",  # when it was taken
+    "rto_seconds",  # how long the last successful verify --read-data restore took (None: not known)
+    "rto_max_seconds",
+    "last_restore_snapshot",  # the snapshot that restore was of
+    "last_restore_at",
+)
+
+
 @dataclass
 class Check:
     name: str
@@ -47,6 +61,7 @@ class Status:
     repository: str
     checks: list[Check] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    recovery: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(RECOVERY))
 
     @property
     def healthy(self) -> bool:
@@ -71,6 +86,7 @@ class Status:
             "repository": self.repository,
             "checks": [c.__dict__ for c in self.checks],
             "figures": self.figures,
+            "recovery": self.recovery,
         }
 
 
@@ -128,10 +144,12 @@ def evaluate(project: Project, now: datetime | None = None) -> Status:
         status.add("repository", CRITICAL, exc.message)
     manifests: list[dict[str, Any]] = []
     database = current_database(project)
+    verified: dict[str, dict[str, Any]] = {}
     if repo is not None:
         manifests = service.of_database(_check_repository(status, repo, cfg), database)
         _check_snapshots(status, manifests, cfg, now)
-        _check_verify(status, repo, manifests, cfg, now)
+        verified = _check_verify(status, repo, manifests, cfg, now)
+    _check_recovery(status, manifests, verified, cfg, now)
     _check_disk(status, repo, location, cfg)
     heads = _check_database(status, project)
     if repo is not None:
@@ -217,14 +235,17 @@ def _check_snapshots(status: Status, manifests: list[dict[str, Any]], cfg: Any, 
     )
 
 
-def _check_verify(status: Status, repo: Any, manifests: list[dict[str, Any]], cfg: Any, now: datetime) -> None:
+def _check_verify(
+    status: Status, repo: Any, manifests: list[dict[str, Any]], cfg: Any, now: datetime
+) -> dict[str, dict[str, Any]]:
+    """The verify check; returns the latest verify record of each of ``manifests`` (by snapshot id)."""
     from ..backup.crypto import IntegrityError
 
     try:
         state = repo.read_state("verify") or {}
     except IntegrityError as exc:
         status.add("verify", WARNING, f"past verify results cannot be read: {exc.message}")
-        return
+        return {}
     records = {m["id"]: state[m["id"]] for m in manifests if isinstance(state.get(m["id"]), dict)}
     failed = sorted(
         (sid for sid, r in records.items() if not r.get("ok")), key=lambda s: records[s].get("verified_at", "")
@@ -262,6 +283,90 @@ def _check_verify(status: Status, repo: Any, manifests: list[dict[str, Any]], cf
         )
     else:
         status.add("verify", OK, f"last verify ok, {_ago(age or 0)} ago")
+    return records
+
+
+def restored_at(record: dict[str, Any] | None) -> str | None:
+    """When a verify --read-data last restored this snapshot's data successfully, from its verify record;
+    None when it never did or its latest verify failed. A later passing verify without --read-data keeps
+    the restore (``restored_at``); a record older than that field restored when ``read_data`` is set."""
+    if not isinstance(record, dict) or not record.get("ok"):
+        return None
+    when = record.get("restored_at") or (record.get("verified_at") if record.get("read_data") else None)
+    return when if isinstance(when, str) and parse_iso(when) is not None else None
+
+
+def format_span(seconds: float) -> str:
+    """``0.042s``, ``45s``, ``2m30s``, ``1d2h``: a measured or allowed duration, to the millisecond below a minute."""
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    rest = int(seconds) % 60
+    return format_duration(timedelta(seconds=seconds)) + (f"{rest}s" if rest and seconds < 86400 else "")
+
+
+def _check_recovery(
+    status: Status,
+    manifests: list[dict[str, Any]],
+    records: dict[str, dict[str, Any]],
+    cfg: Any,
+    now: datetime,
+) -> None:
+    """RPO: the age of the newest snapshot taken by `backup` whose data a verify --read-data restored (and
+    whose latest verify passed). RTO: how long the last successful such restore took (timed since the
+    record has ``restore_seconds``; an older record gives it unknown). ``rpo_max``/``rto_max`` make them checks."""
+    rec = status.recovery
+    rpo_max = cfg.rpo_max.total_seconds() if cfg.rpo_max is not None else None
+    rto_max = cfg.rto_max.total_seconds() if cfg.rto_max is not None else None
+    rec.update(rpo_max_seconds=rpo_max, rto_max_seconds=rto_max)
+    restored = [(m, when) for m in backup_snapshots(manifests) if (when := restored_at(records.get(m["id"])))]
+    verified = max(restored, key=lambda mw: parse_iso(mw[0]["created_at"]) or _EPOCH, default=None)
+    if verified is not None:
+        m = verified[0]
+        rec.update(
+            rpo_seconds=_age(m["created_at"], now), verified_snapshot=m["id"], verified_snapshot_at=m["created_at"]
+        )
+    last = max(restored, key=lambda mw: parse_iso(mw[1]) or _EPOCH, default=None)
+    if last is not None:
+        seconds = records[last[0]["id"]].get("restore_seconds")
+        rec.update(
+            rto_seconds=float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None,
+            last_restore_snapshot=last[0]["id"],
+            last_restore_at=last[1],
+        )
+    rpo, rto = rec["rpo_seconds"], rec["rto_seconds"]
+    rpo_limit = f" (rpo_max {format_span(rpo_max)})" if rpo_max is not None else ""
+    rto_limit = f" (rto_max {format_span(rto_max)})" if rto_max is not None else ""
+    if rpo is None:
+        status.add(
+            "rpo",
+            CRITICAL if rpo_max is not None else OK,
+            "not known: no backup snapshot was restored by `migrate-guard verify --read-data` yet" + rpo_limit,
+        )
+    else:
+        status.add(
+            "rpo",
+            CRITICAL if rpo_max is not None and rpo > rpo_max else OK,
+            f"the newest snapshot a verify --read-data restored, {rec['verified_snapshot']}, is {format_span(rpo)} old"
+            + rpo_limit,
+        )
+    if rto is None:
+        why = (
+            f"the last verify --read-data restore ({rec['last_restore_snapshot']}) was not timed (recorded by an "
+            "older migrate-guard)"
+            if last is not None
+            else "no verify --read-data restore yet"
+        )
+        status.add("rto", CRITICAL if rto_max is not None else OK, f"not known: {why}" + rto_limit)
+    else:
+        status.add(
+            "rto",
+            CRITICAL if rto_max is not None and rto > rto_max else OK,
+            f"the last verify --read-data restore ({rec['last_restore_snapshot']}, {rec['last_restore_at']}) "
+            f"took {format_span(rto)}" + rto_limit,
+        )
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def _filesystem_path(repo: Any, location: str) -> Path | None:
@@ -520,6 +625,18 @@ _METRICS = (  # name, type, help, figure (or a function of the status)
         lambda s: None if s.figures["database_up"] is None else int(s.figures["database_up"]),
     ),
     ("pending_revisions", "gauge", "Alembic revisions the database has not run.", "pending_revisions"),
+    (
+        "rpo_seconds",
+        "gauge",
+        "Recovery point: age of the newest snapshot a verify --read-data restored.",
+        lambda s: s.recovery["rpo_seconds"],
+    ),
+    (
+        "rto_seconds",
+        "gauge",
+        "Recovery time: how long the last successful verify --read-data restore took.",
+        lambda s: s.recovery["rto_seconds"],
+    ),
 )
 
 
