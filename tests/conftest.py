@@ -187,6 +187,13 @@ def error_line(result) -> str:
     return errors[0]
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per core. Most of a test's time is spent waiting on a server, a
+    subprocess or a lock, so one worker per core left half of each core idle (measured on 2 cores:
+    497 s with 2 workers, 310 s with 4)."""
+    return min(2 * (os.cpu_count() or 1), 16)
+
+
 # --- real database servers ----------------------------------------------------------------------
 
 

@@ -82,8 +82,8 @@ SEED_ROWS = 150_000  # enough that dumping and restoring them takes a good part 
 def acknowledged(path: Path) -> dict[str, float]:
     if not path.exists():
         return {}
-    lines = path.read_text().splitlines()
-    return {tag: float(at) for tag, at in (line.split() for line in lines if line.count(" ") == 1)}
+    lines = path.read_text().split("\n")[:-1]  # only whole lines: the writer may be half-way through one
+    return {tag: float(at) for tag, at in (line.split() for line in lines)}
 
 
 def wait_for(condition, timeout: float = 60.0, what: str = "") -> None:
