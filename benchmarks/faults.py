@@ -386,7 +386,7 @@ def make_site(dialect: str, workdir: Path, server_url: str | None = None) -> Sit
     shutil.copytree(EXAMPLE, root, ignore=state)
     (root / "migrations" / "versions" / "0007_fault_pause.py").write_text(SLOW_REVISION)
     settings = root / "migrate-guard.toml"
-    settings.write_text(settings.read_text() + f'\n[backup]\nrepository = "{workdir / "repo"}"\n')
+    settings.write_text(settings.read_text() + f'backup.repository = "{workdir / "repo"}"\n')
     env = {k: v for k, v in os.environ.items() if k != "MIGRATE_GUARD_PASSPHRASE"}
     env["MIGRATE_GUARD_KEY"] = KEY
     (workdir / "dbs").mkdir()

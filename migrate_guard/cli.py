@@ -545,6 +545,9 @@ def _waiting(lock_wait: str) -> Any:
 @click.option("--exclude-tables", metavar="T,..", help="All tables but these.")
 @click.option("--label", metavar="TEXT", help="A label shown by `list`.")
 @click.option("--pin", is_flag=True, help="Never remove this snapshot by retention.")
+@click.option("--only-db", is_flag=True, help="Only the database, not the files of [backup] paths.")
+@click.option("--only-files", is_flag=True, help="Only the files of [backup] paths (or --paths), not the database.")
+@click.option("--paths", "paths", metavar="P,..", help="These files and directories instead of [backup] paths.")
 @click.option(
     "--if-older-than",
     metavar="DURATION",
@@ -561,21 +564,35 @@ def backup(
     exclude_tables: str | None,
     label: str | None,
     pin: bool,
+    only_db: bool,
+    only_files: bool,
+    paths: str | None,
     if_older_than: str | None,
     fmt: str,
     lock_wait: str,
 ) -> None:
-    """Take a snapshot of the database into the backup repository (compressed, encrypted when a key
-    is configured, deduplicated against earlier snapshots)."""
+    """Take a snapshot of the database and of the files in [backup] paths into the backup repository
+    (compressed, encrypted when a key is configured, deduplicated against earlier snapshots)."""
     import json
 
+    from .errors import UsageError
     from .monitor import schedule
 
     project = _project(ctx, config, url)
     if tables and exclude_tables:
-        from .errors import UsageError
-
         raise UsageError("--tables and --exclude-tables cannot be combined")
+    if only_db and (only_files or paths):
+        raise UsageError("--only-db leaves the files out: it cannot be combined with --only-files or --paths")
+    if only_files and (tables or exclude_tables):
+        raise UsageError("--only-files leaves the database out: --tables/--exclude-tables do not apply")
+    from .config import normalized_paths
+
+    chosen = normalized_paths(_csv(paths) or []) if paths else None
+    if chosen and any(".." in p.split("/") or p == "." for p in chosen):
+        raise UsageError("--paths: name files and directories without '..' (absolute paths are fine)")
+    settings = project.settings.backup
+    files = not only_db and bool(chosen or settings.paths or settings.secret_paths)
+    notes: list[str] = []
     with _waiting(lock_wait), for_output(fmt == "json") as progress:
         manifest = schedule.backup(
             project,
@@ -587,7 +604,13 @@ def backup(
             label=label,
             pin=pin,
             progress=progress,
+            database=not only_files,
+            files=files or only_files,
+            paths=chosen,
+            warnings=notes,
         )
+    for note in notes:
+        click.echo(f"{PROG}: warning: {note}", err=True)
     if isinstance(manifest, schedule.Skipped):
         click.echo(json.dumps({"skipped": True, "reason": manifest.reason}) if fmt == "json" else manifest.reason)
         return
@@ -607,16 +630,29 @@ def backup(
                         "stored_bytes",
                         "encrypted",
                         "pinned",
+                        "contents",
                     )
                 }
+                | _files_summary(manifest)
             )
         )
         return
+    held = manifest.get("files")
+    parts = [f"{len(manifest['tables'])} tables, {manifest['rows']} rows"] if "database" in manifest["contents"] else []
+    if held:
+        parts.append(f"{held['count']} files ({human_bytes(held['bytes'])})")
     click.echo(
-        f"snapshot {manifest['id']}: {len(manifest['tables'])} tables, {manifest['rows']} rows, "
+        f"snapshot {manifest['id']}: {', '.join(parts)}, "
         f"{human_bytes(manifest['bytes'])} of data, {human_bytes(manifest['stored_bytes'])} added to the repository"
         + (", encrypted" if manifest["encrypted"] else "")
     )
+
+
+def _files_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    held = manifest.get("files")
+    if not held:
+        return {}
+    return {"files": {k: held[k] for k in ("count", "bytes", "paths", "changed", "missing")}}
 
 
 @cli.command("list")
@@ -643,7 +679,7 @@ def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str, 
     width = max(len("DATABASE"), *(len(w) for w in where))
     click.echo(
         f"{'ID':16}  {'CREATED (UTC)':20}  {'DATABASE':{width}}  {'REVISION':12}  {'TABLES':>6}  {'ROWS':>10}  "
-        f"{'SIZE':>10}  FLAGS  LABEL"
+        f"{'FILES':>6}  {'SIZE':>10}  FLAGS  LABEL"
     )
     for s, w in zip(snapshots, where, strict=True):
         flags = (
@@ -655,7 +691,10 @@ def list_cmd(ctx: click.Context, config: str | None, url: str | None, fmt: str, 
         click.echo(
             f"{s['id']:16}  {s['created_at'][:19].replace('T', ' '):20}  {w:{width}}  "
             f"{','.join(s['revision']) or 'base':12}  "
-            f"{len(s['tables']):>6}  {s['rows']:>10}  {human_bytes(s['bytes']):>10}  {flags:5}  {s['label'] or ''}"
+            f"{len(s['tables']) if 'database' in s['contents'] else '-':>6}  "
+            f"{s['rows'] if 'database' in s['contents'] else '-':>10}  "
+            f"{'-' if s['files'] is None else s['files']:>6}  "
+            f"{human_bytes(s['bytes']):>10}  {flags:5}  {s['label'] or ''}"
         )
 
 
@@ -754,6 +793,10 @@ def repair(ctx: click.Context, config: str | None, url: str | None, dry_run: boo
 @click.option("--at-revision", metavar="REV", help="The newest snapshot taken at Alembic revision REV.")
 @click.option("--tables", metavar="T,..", help="Restore only these tables; the others are left alone.")
 @click.option("--to-url", metavar="URL", help="Restore into this database instead.")
+@click.option("--db", "only_db", is_flag=True, help="Only the database (default: the database and the files).")
+@click.option("--files", "only_files", is_flag=True, help="Only the files (default: the database and the files).")
+@click.option("--to", "to_dir", metavar="DIR", help="Restore the files beneath DIR instead of in place.")
+@click.option("--path", "file_paths", metavar="P", multiple=True, help="Only this file or directory (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and touch nothing.")
 @click.option("--no-pre-snapshot", is_flag=True, help="Do not snapshot the current state first.")
 @click.option(
@@ -770,32 +813,58 @@ def restore(
     at_revision: str | None,
     tables: str | None,
     to_url: str | None,
+    only_db: bool,
+    only_files: bool,
+    to_dir: str | None,
+    file_paths: tuple[str, ...],
     dry_run: bool,
     no_pre_snapshot: bool,
     into_other_database: bool,
     yes: bool,
 ) -> None:
-    """Restore a snapshot (all of it, or --tables) into the database."""
+    """Restore a snapshot into the database (all of it, or --tables) and its files in place (or --to DIR)."""
     import sys as _sys
 
     from .backup import service
+    from .backup.files import holds_files
     from .errors import UsageError
 
+    if only_db and only_files:
+        raise UsageError("--db and --files: pass neither to restore both")
     project = _project(ctx, config, url)
     repo = service.open_repository(project)
-    target = service.current_database(project, to_url)
-    snapshot = service.select_snapshot(repo, snapshot_id, before, at_revision, target)
-    plan = service.plan_restore(
-        project,
-        snapshot,
-        _csv(tables),
-        to_url,
-        pre_snapshot=not no_pre_snapshot,
-        into_other_database=into_other_database,
-    )
-    for line in plan.describe():
-        click.echo(line)
-    interrupted = service.unfinished_restores(repo, target)
+    files_asked = bool(to_dir or file_paths)
+    target = service.current_database(project, to_url) if not only_files else None
+    snapshot = service.select_snapshot(repo, snapshot_id, before, at_revision, target, only_files or files_asked)
+    has_db, has_files = service.holds_database(snapshot), holds_files(snapshot)
+    if only_db and not has_db:
+        raise UsageError(f"snapshot {snapshot['id']} holds no database (a backup --only-files)")
+    if only_files and not has_files:
+        raise UsageError(f"snapshot {snapshot['id']} holds no files")
+    db_asked = bool(tables or to_url)
+    want_db = has_db and not only_files and (only_db or not files_asked or db_asked)
+    want_files = has_files and not only_db and (only_files or not db_asked or files_asked)
+    if files_asked and not want_files:
+        raise UsageError(f"snapshot {snapshot['id']} holds no files" if not has_files else "--to/--path are for files")
+    plan = files_plan = None
+    if want_db:
+        plan = service.plan_restore(
+            project,
+            snapshot,
+            _csv(tables),
+            to_url,
+            pre_snapshot=not no_pre_snapshot,
+            into_other_database=into_other_database,
+        )
+        for line in plan.describe():
+            click.echo(line)
+    if want_files:
+        files_plan = service.plan_files_restore(project, snapshot, to_dir, file_paths)
+        for line in files_plan.describe():
+            click.echo(line)
+        if files_plan.replaces and not no_pre_snapshot and to_dir is None:
+            click.echo("the files it replaces are kept in a snapshot first")
+    interrupted = service.unfinished_restores(repo, service.current_database(project, to_url)) if want_db else []
     for r in interrupted:
         click.echo(f"an earlier restore of snapshot {r['snapshot']} into it, started {r['started_at']}, did not finish")
     if dry_run:
@@ -805,13 +874,27 @@ def restore(
         if not _sys.stdin.isatty():
             raise UsageError("restore replaces data: pass --yes to confirm (no terminal to ask on)")
         click.confirm("go ahead?", abort=True)
-    with for_output(False) as progress:
-        pre = service.restore(project, plan, to_url=to_url, progress=progress)
-    click.echo(f"restored snapshot {snapshot['id']}" + (f"; the state before is snapshot {pre['id']}" if pre else ""))
-    left = service.unfinished_restores(repo, target)
-    for r in interrupted:
-        if r not in left:
-            click.echo(f"the interrupted restore of snapshot {r['snapshot']} (started {r['started_at']}) is completed")
+    befores = []
+    if plan is not None:
+        with for_output(False) as progress:
+            pre = service.restore(project, plan, to_url=to_url, progress=progress)
+        if pre:
+            befores.append(f"the state before is snapshot {pre['id']}")
+    if files_plan is not None:
+        written, files_pre = service.restore_files_of(
+            project, snapshot, files_plan, pre_snapshot=not no_pre_snapshot, to_dir=to_dir
+        )
+        click.echo(f"{written} file entries written {files_plan.into}")
+        if files_pre:
+            befores.append(f"the files before are snapshot {files_pre['id']}")
+    click.echo(f"restored snapshot {snapshot['id']}" + (f"; {'; '.join(befores)}" if befores else ""))
+    if plan is not None:
+        left = service.unfinished_restores(repo, service.current_database(project, to_url))
+        for r in interrupted:
+            if r not in left:
+                click.echo(
+                    f"the interrupted restore of snapshot {r['snapshot']} (started {r['started_at']}) is completed"
+                )
 
 
 @cli.command()

@@ -38,6 +38,9 @@ class BackupSettings:
     key_file: Path | None = None
     compression_level: int = 3
     retention: dict[str, Any] = field(default_factory=dict)  # keep_last, keep_daily, ..., max_size: prune defaults
+    paths: tuple[str, ...] = ()  # the application's files and directories, relative to the project (or absolute)
+    exclude: tuple[str, ...] = ()  # patterns left out of `paths` ("*.tmp", "cache/")
+    secret_paths: tuple[str, ...] = ()  # patterns of files stored only in an encrypted repository (".env")
 
     def location(self, root: Path) -> str:
         if "://" in self.repository and not self.repository.startswith("file://"):
@@ -180,7 +183,7 @@ _KNOWN_KEYS = {
 _TRACE_KEYS = {"in_place_ok"}
 _VERSION_KEYS = {"postgresql_version": "postgresql", "mysql_version": "mysql", "mariadb_version": "mariadb"}
 _VERSION_RE = re.compile(r"\d+(?:\.\d+){0,2}")
-_BACKUP_KEYS = {"repository", "key_file", "compression_level", "retention"}
+_BACKUP_KEYS = {"repository", "key_file", "compression_level", "retention", "paths", "exclude", "secret_paths"}
 RETENTION_KEYS = (
     "keep_last",
     "keep_hourly",
@@ -348,7 +351,33 @@ def _parse_backup(data: Any, source: Path, fail: Any) -> BackupSettings:
         key_file=(source.parent / key_file).resolve() if key_file else None,
         compression_level=level,
         retention=dict(retention),
+        paths=_path_list(data, "paths", fail, path=True),
+        exclude=_path_list(data, "exclude", fail),
+        secret_paths=_path_list(data, "secret_paths", fail),
     )
+
+
+def _path_list(data: dict[str, Any], key: str, fail: Any, path: bool = False) -> tuple[str, ...]:
+    """``[backup] paths`` (file or directory paths) or a list of patterns: strings, no ``..`` component."""
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise fail(f"backup.{key}", "must be a list of non-empty strings")
+    items = []
+    for raw in value:
+        item = raw.strip()
+        if ".." in item.replace("\\", "/").split("/"):
+            raise fail(f"backup.{key}", f"{item!r}: no '..' component (give an absolute path instead)")
+        if path:
+            item = normalized_paths([item])[0]
+            if item == ".":
+                raise fail(f"backup.{key}", "'.' would back up the whole project (name its directories)")
+        items.append(item)
+    return tuple(items)
+
+
+def normalized_paths(paths: list[str]) -> tuple[str, ...]:
+    """Backup paths as entries name them: normalised, '/'-separated (``media/`` -> ``media``)."""
+    return tuple(os.path.normpath(p.strip()).replace(os.sep, "/") for p in paths if p.strip())
 
 
 # --- [status] and [alerts] (the monitor) ---------------------------------------------------------

@@ -170,10 +170,26 @@ def migrate_example(example: Path, url: str, revision: str = "heads", customers:
         gc.collect()  # seed.py leaves its engine to be collected: close its pooled connection now
 
 
+def add_backup_setting(settings: Path, line: str) -> None:
+    """Add ``line`` (``key = value``) to the backup settings of a migrate-guard.toml, wherever the file keeps
+    them: into its ``[backup]`` table, as a dotted ``backup.key`` before its first table (the example's
+    paths are dotted keys, so that settings appended at the top level stay there), else a new table."""
+    text = settings.read_text() if settings.exists() else ""
+    lines = text.splitlines()
+    if "[backup]" in lines:
+        at = lines.index("[backup]") + 1
+        lines[at:at] = [line]
+    elif any(x.startswith("backup.") for x in lines):
+        at = next((i for i, x in enumerate(lines) if x.startswith("[")), len(lines))
+        lines[at:at] = [f"backup.{line}"]
+    else:
+        lines += ["", "[backup]", line]
+    settings.write_text("\n".join(lines) + "\n")
+
+
 def use_repository(example: Path, location: str | Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the example's backups at ``location``, encrypted with the test key."""
-    settings = example / "migrate-guard.toml"
-    settings.write_text(settings.read_text() + f'\n[backup]\nrepository = "{location}"\n')
+    add_backup_setting(example / "migrate-guard.toml", f'repository = "{location}"')
     monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
     monkeypatch.delenv("MIGRATE_GUARD_PASSPHRASE", raising=False)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import KEY, error_line, everything, execute, migrate_example, use_repository
+from conftest import KEY, add_backup_setting, error_line, everything, execute, migrate_example, use_repository
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # nothing dialect-specific to test
 OTHER_KEY = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="  # 32 bytes, base64, not KEY
@@ -464,7 +464,7 @@ def test_key_file(run_cli, seeded, monkeypatch):
     key_file = seeded.project / "keys" / "backup.key"
     key_file.write_text(KEY + "\n")
     os.chmod(key_file, 0o600)
-    toml.write_text(plain_config.replace("[backup]\n", '[backup]\nkey_file = "keys/backup.key"\n'))
+    add_backup_setting(toml, 'key_file = "keys/backup.key"')
     original = everything(seeded.url)
 
     result = run_cli(*seeded.args, "backup", "--format", "json")

@@ -26,6 +26,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import error_line, execute, migrate_example, use_repository
 
+from migrate_guard.backup.manifest import manifest_blobs
+
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[test]')")
 boto3 = pytest.importorskip("boto3", reason="boto3 is not installed (pip install -e '.[test]')")
 pytest.importorskip("s3fs", reason="s3fs is not installed (pip install -e '.[test]')")
@@ -110,7 +112,7 @@ def manifests(project: Path) -> dict[str, dict]:
 
 
 def blobs_of(manifest: dict) -> set[str]:
-    return set(manifest["schema"]["blobs"]) | {b for t in manifest["tables"] for b in t["blobs"]}
+    return set(manifest_blobs(manifest))  # the database's streams and the files
 
 
 def test_round_trip_dedup_and_prune_on_s3(run_cli, on_s3):
@@ -226,7 +228,8 @@ def test_damage_on_s3_is_detected_and_named(run_cli, on_s3):
     args = ("--url", url, "-c", str(project / "alembic.ini"))
     assert run_cli(*args, "backup").exit_code == 0
     snap = json.loads(run_cli(*args, "list", "--format", "json").stdout)[0]["id"]
-    victim = sorted(blob_keys(client, bucket))[0]
+    manifest = manifests(project)[snap]
+    victim = sorted(set(manifest["schema"]["blobs"]) | {b for t in manifest["tables"] for b in t["blobs"]})[0]
     key = f"backups/app/blobs/{victim[:2]}/{victim}"
     original = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     data = bytearray(original)

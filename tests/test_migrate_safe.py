@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import KEY, error_line, migrate_example, use_repository
+from conftest import KEY, add_backup_setting, error_line, migrate_example, use_repository
 
 BIN = Path(sys.executable).parent
 
@@ -1249,9 +1249,7 @@ def test_two_heads_and_a_failing_merge(run_cli, guarded):
 def empty(example: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Guarded:
     """The example with a backup repository configured and an empty database (never migrated)."""
     monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
-    (example / "migrate-guard.toml").write_text(
-        (example / "migrate-guard.toml").read_text() + f'\n[backup]\nrepository = "{example / "repo"}"\n'
-    )
+    add_backup_setting(example / "migrate-guard.toml", f'repository = "{example / "repo"}"')
     return Guarded(example, db_url)
 
 

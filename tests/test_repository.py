@@ -19,6 +19,7 @@ import zstandard
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pyfastcdc import FastCDC
 
 from migrate_guard.backup import crypto
 from migrate_guard.backup.crypto import IntegrityError, WrongKey, decode_key, generate_key, seal_bytes, unseal_bytes
@@ -55,7 +56,9 @@ def repo(tmp_path, keys) -> Repository:
 
 @pytest.fixture
 def enc_repo(tmp_path, key) -> Repository:
-    return Repository.init(str(tmp_path / "repo"), KeySource(key=key), chunk_size=4 * SEG)
+    # the default chunk size (4 MiB): its chunker cuts nothing shorter than 256 KiB, so a stream of a
+    # few segments is one blob
+    return Repository.init(str(tmp_path / "repo"), KeySource(key=key))
 
 
 def blob_file(repo: Repository, blob: str) -> Path:
@@ -79,9 +82,9 @@ def hkdf(master: bytes, salt: bytes, info: bytes) -> bytes:
         [],
         [b""],
         [b"hello, world\n"],
-        [os.urandom(CHUNK)],  # exactly one chunk: one blob, no empty second one
-        [os.urandom(2 * CHUNK)],  # a chunk boundary exactly
-        [os.urandom(3 * CHUNK + 17)],  # several chunks, the last shorter
+        [os.urandom(CHUNK)],  # the largest chunk
+        [os.urandom(2 * CHUNK)],
+        [os.urandom(3 * CHUNK + 17)],  # several chunks
         [os.urandom(1000) for _ in range(300)],  # many small pieces across boundaries
         [b"a" * (CHUNK - 1), b"b", b"c" * (CHUNK + 1), bytearray(b"d" * 5), memoryview(b"e" * CHUNK)],
     ],
@@ -91,8 +94,10 @@ def test_stream_round_trip(repo, pieces):
     data = b"".join(bytes(p) for p in pieces)
     ref = repo.write_stream("t", iter(pieces))
     assert ref.bytes == len(data)
-    assert len(ref.blobs) == -(-len(data) // CHUNK)
+    assert (len(ref.blobs) == 0) == (len(data) == 0)  # an empty stream has no blob
+    assert all(len(repo._read_blob(blob)) <= CHUNK for blob in ref.blobs)
     assert read_all(repo, ref) == data
+    assert repo.write_stream("t", [data]).blobs == ref.blobs  # the cuts do not depend on the pieces
     for blob in ref.blobs:
         assert len(blob) == 64 and all(c in "0123456789abcdef" for c in blob)
         assert repo.check_blob(blob) is None
@@ -102,17 +107,18 @@ def test_stream_round_trip(repo, pieces):
 
 
 def test_stream_ids_follow_the_doc(tmp_path, key):
-    data = os.urandom(CHUNK) + b"x" * 100
+    data = os.urandom(3 * CHUNK) + b"x" * 100
+    # the doc's FastCDC at chunk_size 64 KiB: max 64 KiB, avg 16 KiB, min 4 KiB, normalized chunking 1
+    cdc = FastCDC(16384, min_size=4096, max_size=65536, normalized_chunking=1, seed=0)
+    chunks = [bytes(chunk.data) for chunk in cdc.cut_buf(data)]
+    assert len(chunks) > 3
     plain = Repository.init(str(tmp_path / "plain"), KeySource(), chunk_size=CHUNK)
     ref = plain.write_stream("t", [data])
-    assert ref.blobs == [hashlib.sha256(data[:CHUNK]).hexdigest(), hashlib.sha256(data[CHUNK:]).hexdigest()]
+    assert ref.blobs == [hashlib.sha256(chunk).hexdigest() for chunk in chunks]
     enc = Repository.init(str(tmp_path / "enc"), KeySource(key=key), chunk_size=CHUNK)
     id_key = hkdf(key, bytes.fromhex(enc.id), b"migrate-guard/v1/blob-id")
     ref = enc.write_stream("t", [data])
-    assert ref.blobs == [
-        hmac.new(id_key, data[:CHUNK], "sha256").hexdigest(),
-        hmac.new(id_key, data[CHUNK:], "sha256").hexdigest(),
-    ]
+    assert ref.blobs == [hmac.new(id_key, chunk, "sha256").hexdigest() for chunk in chunks]
 
 
 def test_dedup(repo):
@@ -129,7 +135,7 @@ def test_dedup(repo):
     reopened = Repository.open(repo.location, KeySource(key=repo._key) if repo.encrypted else KeySource())
     assert reopened.write_stream("customers", [data]).blobs == first.blobs
     assert reopened.added_bytes == 0
-    # one changed byte in the third chunk: exactly one new blob
+    # one changed byte: exactly one new blob (the chunk holding it; the cuts around it stay)
     changed = bytearray(data)
     changed[2 * CHUNK + 10] ^= 0xFF
     before = len(repo.blob_ids())
@@ -142,8 +148,10 @@ def test_dedup(repo):
 def test_equal_chunks_within_a_stream_stored_once(repo):
     block = os.urandom(CHUNK)
     ref = repo.write_stream("t", [block * 6])
-    assert len(set(ref.blobs)) == 1 and len(ref.blobs) == 6
+    # the cuts repeat with the content: past the first block, the stream is the same chunks again
+    assert len(ref.blobs) > 6 and len(set(ref.blobs)) < len(ref.blobs) / 2
     assert repo.blob_ids() == set(ref.blobs)
+    assert sum(len(repo._read_blob(blob)) for blob in set(ref.blobs)) <= 3 * CHUNK  # of 6 * CHUNK
     assert read_all(repo, ref) == block * 6
 
 
@@ -592,7 +600,7 @@ def test_interrupted_backup_leaves_no_snapshot(repo, tmp_path):
     repo.save_manifest({"id": sid, "created_at": "2026-01-01T00:00:00Z"})
 
     def dump():
-        yield os.urandom(CHUNK)
+        yield os.urandom(64 * CHUNK)  # more than the chunker holds back: some chunks are written
         yield os.urandom(CHUNK)
         raise RuntimeError("pg_dump died")
 
@@ -603,7 +611,7 @@ def test_interrupted_backup_leaves_no_snapshot(repo, tmp_path):
     assert [m["id"] for m in repo.manifests()] == [sid]
     # what was written is whole: complete blobs, no temp file
     blobs = repo.blob_ids()
-    assert 1 <= len(blobs) <= 2 and all(repo.check_blob(b) is None for b in blobs)
+    assert blobs and all(repo.check_blob(b) is None for b in blobs)
     assert not [p for p in Path(repo.location).rglob("*.tmp-*")]
     # a temp file left by a killed process is ignored, and removed once older than an hour
     d = Path(repo.location) / "blobs" / "ab"
@@ -794,3 +802,29 @@ def test_fsspec_missing_is_one_line(monkeypatch):
         open_storage("s3://bucket/prefix")
     assert "pip install fsspec s3fs" in info.value.message and "\n" not in str(info.value)
     assert info.value.exit_code == 2
+
+
+def test_a_manifest_listing_many_files_is_compressed_and_still_checked(repo):
+    """A manifest with thousands of file entries would be megabytes of indented JSON in every snapshot of
+    an unencrypted repository: over 1 MiB it is stored compact and compressed, read back the same, and a
+    changed byte is still found by its sha256 (or the zstd frame's checksum)."""
+    entries = [
+        {"path": f"media/{i:05}.jpg", "type": "file", "mode": 0o644, "mtime_ns": 1_700_000_000_000_000_000 + i,
+         "size": i, "sha256": f"{i:064x}", "blobs": [f"{i:064x}"], "cache": [i, i, i, i]}
+        for i in range(8000)
+    ]  # fmt: skip
+    sid = repo.new_snapshot_id()
+    manifest = {"id": sid, "created_at": "2026-01-01T00:00:00Z", "files": {"entries": entries}}
+    repo.save_manifest(manifest)
+    path = Path(repo.location) / "snapshots" / f"{sid}.json"
+    raw = path.read_bytes()
+    assert repo.load_manifest(sid)["files"]["entries"] == entries
+    if not repo.encrypted:
+        assert raw[:5] == b"MGP1\x01" and len(raw) < (1 << 20) // 4  # compressed: a fraction of the JSON
+        small = repo.new_snapshot_id()
+        repo.save_manifest({"id": small, "created_at": "2026-01-01T00:00:00Z", "rows": 1})
+        assert (Path(repo.location) / "snapshots" / f"{small}.json").read_bytes()[:5] == b"MGP1\x00"  # readable
+        text = unseal_bytes(raw, None).replace(b'"mode":420', b'"mode":511', 1)  # a changed entry, recompressed
+        path.write_bytes(b"MGP1\x01" + zstandard.ZstdCompressor().compress(text))
+        with pytest.raises(IntegrityError, match="sha256 mismatch"):
+            repo.load_manifest(sid)

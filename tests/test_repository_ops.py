@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import KEY, execute, migrate_example
+from conftest import KEY, add_backup_setting, execute, migrate_example
+
+from migrate_guard.backup.manifest import manifest_blobs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +35,7 @@ class Proj:
 
 def make_project(example: Path, url: str, repo: Path, monkeypatch: pytest.MonkeyPatch, key: bool = True) -> Proj:
     settings = example / "migrate-guard.toml"
-    settings.write_text(settings.read_text() + f'\n[backup]\nrepository = "{repo}"\n')
+    add_backup_setting(settings, f'repository = "{repo}"')
     monkeypatch.delenv("MIGRATE_GUARD_PASSPHRASE", raising=False)
     if key:
         monkeypatch.setenv("MIGRATE_GUARD_KEY", KEY)
@@ -334,7 +336,7 @@ def test_pin_unpin_and_forget_reports_only_what_it_freed(run_cli, example, monke
 
 
 def _blobs(manifest: dict) -> list[str]:
-    return [*manifest["schema"]["blobs"], *(b for t in manifest["tables"] for b in t["blobs"])]
+    return list(manifest_blobs(manifest))
 
 
 # --- key add ----------------------------------------------------------------------------------------------

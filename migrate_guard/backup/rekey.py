@@ -38,6 +38,7 @@ from .crypto import (
     passphrase_key,
     seal_whole,
 )
+from .manifest import manifest_blobs, with_blobs_renamed
 from .repository import (
     _JOURNAL_LOCK,
     CONFIG,
@@ -205,9 +206,7 @@ def _stage(plain: Repository, target: Repository, result: KeyAdded, tell: Say) -
             result.written += 1
     result.blobs = len(named)
     for manifest in manifests:
-        body = {k: v for k, v in manifest.items() if k != "sha256"}
-        body["schema"] = {**body["schema"], "blobs": [new[b] for b in body["schema"]["blobs"]]}
-        body["tables"] = [{**t, "blobs": [new[b] for b in t["blobs"]]} for t in body["tables"]]
+        body = with_blobs_renamed({k: v for k, v in manifest.items() if k != "sha256"}, new.__getitem__)
         body["encrypted"] = True
         target._write_json(f"{STAGED_SNAPSHOTS}/{manifest['id']}.json", body)
     result.snapshots = len(manifests)
@@ -325,7 +324,7 @@ def _finish(repo: Repository, result: KeyAdded) -> None:
 
 
 def _blobs(manifest: dict[str, Any]) -> list[str]:
-    return [*manifest["schema"]["blobs"], *(b for t in manifest["tables"] for b in t["blobs"])]
+    return list(manifest_blobs(manifest))
 
 
 __all__ = ["KeyAdded", "add_key", "add_key_at"]

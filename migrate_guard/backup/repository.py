@@ -1,8 +1,9 @@
 """The backup repository: content-addressed, encrypted when a key is configured, verifiable without
 the database. docs/repository-format.md is the format; this module follows it.
 
-Streams are cut into ``chunk_size`` chunks; each chunk is a blob named by its keyed hash, stored once
-however many snapshots name it. A snapshot is a manifest naming its streams' blobs, written last.
+Streams are cut into content-defined chunks of at most ``chunk_size`` bytes (chunker.py); each chunk
+is a blob named by its keyed hash, stored once however many snapshots name it. A snapshot is a manifest
+naming its streams' blobs, written last.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any, NamedTuple
 
 from ..errors import EXIT_FAILED, EXIT_USAGE, GuardError
 from ..times import parse_iso
+from .chunker import cut
 from .crypto import (
     HEADER_SIZE,
     KEY_CHECK_PLAINTEXT,
@@ -58,6 +60,7 @@ from .crypto import (
     unseal_whole,
 )
 from .engines.base import StreamRef
+from .manifest import manifest_blobs
 from .storage import Storage, open_storage
 
 __all__ = [
@@ -89,6 +92,7 @@ MAX_CHUNK_SIZE = 256 << 20
 STALE_LOCK_SECONDS = 12 * 3600
 UNREADABLE_LOCK_SECONDS = 60
 TEMP_MAX_AGE = 3600
+PLAIN_JSON_MOST = 1 << 20  # an unencrypted manifest or state file larger than this as indented JSON is compressed
 
 _BLOB_ID = re.compile(r"[0-9a-f]{64}")
 _SNAPSHOT_ID = re.compile(r"[0-9a-f]{16}")
@@ -203,38 +207,6 @@ def _chain_seq(record: dict[str, Any]) -> int | None:
     ):
         return seq
     return None
-
-
-def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[memoryview | bytearray]:
-    """Re-cut a byte stream into pieces of exactly ``size`` bytes (the last shorter, none if empty).
-    A piece is a new bytearray, the caller's to keep (each byte is copied once, into it), or, where
-    one of ``chunks`` holds a whole piece, a view into it: use a view before asking for the next."""
-    buf: bytearray | None = None
-    filled = 0
-    for chunk in chunks:
-        if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise TypeError(f"a stream yields bytes, not {type(chunk).__name__}")
-        view = memoryview(chunk).cast("B")
-        pos, end = 0, len(view)
-        if buf is not None:
-            take = min(size - filled, end)
-            buf[filled : filled + take] = view[:take]
-            filled += take
-            pos = take
-            if filled < size:
-                continue
-            yield buf
-            buf, filled = None, 0
-        while end - pos >= size:
-            yield view[pos : pos + size]
-            pos += size
-        if pos < end:
-            buf = bytearray(size)
-            filled = end - pos
-            buf[:filled] = view[pos:]
-    if buf is not None:
-        del buf[filled:]
-        yield buf
 
 
 @dataclass
@@ -505,15 +477,14 @@ class Repository:
         return future
 
     def write_stream(self, name: str, chunks: Iterable[bytes]) -> StreamRef:
-        """Store a stream: cut into chunks, each a blob (written only when new, fsynced). Chunks
-        are hashed, compressed and encrypted in parallel while the stream goes on; at most a few
-        are in memory, also when several streams are written at once (from several threads)."""
+        """Store a stream: cut into content-defined chunks, each a blob (written only when new,
+        fsynced). Chunks are hashed, compressed and encrypted in parallel while the stream goes on; at
+        most a few are in memory, also when several streams are written at once (from several threads)."""
         ids: list[str] = []
         total = 0
         inflight: deque[Future[str]] = deque()
         try:
-            for piece in _rechunk(chunks, self.chunk_size):
-                data = bytes(piece) if isinstance(piece, memoryview) else piece
+            for data in cut(chunks, self.chunk_size):
                 total += len(data)
                 inflight.append(self._submit(data))
                 while inflight and inflight[0].done():
@@ -724,8 +695,7 @@ class Repository:
     def lost_data(self, manifest: dict[str, Any]) -> list[str]:
         """The blobs of a snapshot found damaged or missing: empty when it has lost nothing known."""
         damaged = self.damaged_blobs()
-        blobs = chain(manifest["schema"]["blobs"], *(t["blobs"] for t in manifest["tables"]))
-        return sorted({b for b in blobs if b in damaged})
+        return sorted({b for b in manifest_blobs(manifest) if b in damaged})
 
     def delete_blob(self, blob_id: str) -> None:
         if not _BLOB_ID.fullmatch(blob_id):
@@ -738,9 +708,14 @@ class Repository:
     # --- sealed JSON files ------------------------------------------------------------------------------
 
     def _write_json(self, path: str, obj: Any) -> int:
+        """A manifest or state file. Unencrypted ones are indented JSON, for reading, unless that is
+        over ``PLAIN_JSON_MOST`` (a manifest listing many files): then compact JSON, zstd-compressed."""
         text = json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
         if self.encrypted:
             return self.storage.write_atomic(path, seal([text], self._key, compress=True, level=self.compression_level))
+        if len(text) > PLAIN_JSON_MOST:
+            text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            return self.storage.write_atomic(path, seal([text], None, compress=True, level=self.compression_level))
         return self.storage.write_atomic(path, seal([text], None, compress=False))
 
     def _read_json(self, path: str, name: str) -> Any:

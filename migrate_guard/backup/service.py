@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -22,7 +22,9 @@ from ..times import parse_iso
 from ..times import utcnow as utcnow
 from .engines import engine_for
 from .engines.base import DumpResult, Engine, StreamRef, TableDump
+from .files import FilesPlan, configured_paths, holds_files, plan_files, restore_files, verify_files
 from .identity import DatabaseIdentity, belongs_to, database_identity, named_identity, recorded_identity
+from .manifest import blob_owners, manifest_blobs
 from .repository import KeySource, Repository
 
 
@@ -186,35 +188,62 @@ def take_snapshot(
     repo: Repository | None = None,
     progress: Progress | None = None,
     engine: Engine | None = None,
+    database: bool = True,
+    files: bool = False,
+    paths: Sequence[str] | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Dump the database into the repository; the manifest is written last, so the snapshot exists only when whole.
+    """Dump the database (``database``) and the configured files (``files``; ``paths`` instead of
+    ``[backup] paths``) into the repository; the manifest is written last, so the snapshot exists only
+    when whole.
 
     ``engine`` is the engine to dump through: a restore's ``pre_snapshot`` view (the database as its
     write lock froze it), or one the caller has made ready; else ``url``'s, once it has finished what an
     interrupted restore left. The repository lock is re-entrant within ``repo``: a
-    restore holding it takes its pre-snapshot under it."""
+    restore holding it takes its pre-snapshot under it. ``warnings`` receives what the files backup
+    reports (a file changed while read, a configured path not found)."""
+    from .files import backup_files, scan_files
+
     url = database_url(project, url)
     progress = progress or Progress()
-    if engine is None:
+    settings = project.settings.backup
+    if paths is not None:
+        settings = replace(settings, paths=tuple(paths))
+    if not database and not files:
+        raise UsageError("nothing to back up: neither the database nor files")
+    if files and not settings.paths and not settings.secret_paths:
+        raise UsageError("no files to back up: set [backup] paths in migrate-guard.toml or pass --paths")
+    if database and engine is None:
         engine = database_engine(url)
         for line in engine.finish_interrupted():  # never a snapshot of a half-swapped database
             progress.step(line)
-    identity = database_identity(url)
+    identity = database_identity(url) if database else _files_identity(url)
     repo = repo or open_repository(project, create=True)
     with repo.lock(f"backup {label or ''}".strip()):
-        revision = current_revision(project, url)
+        scan = scan_files(project.root, settings, repo.encrypted, repo.location) if files else None
+        revision = current_revision(project, url) if database else []  # files-only: no database was read
         before = repo.added_bytes
         snapshot_id = repo.new_snapshot_id()
+        earlier = repo.manifests()
 
         def write(name: str, chunks: Any) -> StreamRef:
             progress.stream(name)
             return repo.write_stream(name, progress.counted(chunks))
 
-        dump = engine.dump(write, tables=tables, exclude=exclude, previous=_previous_dumps(repo, identity))
+        if engine is not None and database:
+            previous = _previous_dumps(repo, identity, earlier)
+            dump = engine.dump(write, tables=tables, exclude=exclude, previous=previous)
+        else:
+            dump = DumpResult({}, StreamRef(blobs=[], bytes=0), [])
+        stored = None
+        if scan is not None:
+            stored = backup_files(repo, scan, earlier, on_file=progress.stream)
+            if warnings is not None:
+                warnings.extend(stored.warnings)
         manifest = _manifest(
             snapshot_id,
             dump,
-            dialect=engine.dialect,
+            dialect=engine.dialect if engine is not None and database else identity.dialect,
             database=identity,
             revision=revision,
             label=label,
@@ -223,16 +252,41 @@ def take_snapshot(
             stored_bytes=repo.added_bytes - before,
             kind=kind,
         )
+        manifest["contents"] = (["database"] if database else []) + (["files"] if files else [])
+        if stored is not None:
+            manifest["files"] = stored.section
+            manifest["bytes"] += stored.section["bytes"]
         repo.save_manifest(manifest)
     return manifest
 
 
-def _previous_dumps(repo: Repository, identity: DatabaseIdentity) -> dict[str, TableDump]:
+def holds_database(manifest: dict[str, Any]) -> bool:
+    """Whether a snapshot holds its database (all do but a `backup --only-files` one)."""
+    contents = manifest.get("contents")
+    return not isinstance(contents, list) or "database" in contents
+
+
+def _files_identity(url: str) -> DatabaseIdentity:
+    """The project's database a files-only snapshot is filed under: its identity, or its name when it does
+    not answer."""
+    try:
+        return database_identity(url)
+    except Exception as exc:  # noqa: BLE001 - the files do not need the database
+        from sqlalchemy.exc import DBAPIError
+
+        if not isinstance(exc, (DBAPIError, GuardError)):
+            raise
+        return named_identity(url)
+
+
+def _previous_dumps(
+    repo: Repository, identity: DatabaseIdentity, manifests: list[dict[str, Any]] | None = None
+) -> dict[str, TableDump]:
     """Each table's newest earlier dump of this same database that carries a marker and whose blobs
     are all present: what the engine may reuse when the table has not changed since."""
     found: dict[str, TableDump] = {}
     known: set[str] | None = None
-    for manifest in reversed(repo.manifests()):  # newest first
+    for manifest in reversed(repo.manifests() if manifests is None else manifests):  # newest first
         if not identity.same_database(recorded_identity(manifest.get("database"))):
             continue  # another database's (or one from before identities): its markers say nothing of this one
         for table in dump_from_manifest(manifest).tables:
@@ -301,7 +355,9 @@ def list_snapshots(project: Project, all_databases: bool = False) -> tuple[list[
             "revision": m.get("revision", []),
             "dialect": m.get("dialect"),
             "database": database_of(m),
+            "contents": m["contents"] if isinstance(m.get("contents"), list) else ["database"],
             "tables": table_names(m),
+            "files": (m.get("files") or {}).get("count") if isinstance(m.get("files"), dict) else None,
             "rows": m.get("rows", 0),
             "bytes": m.get("bytes", 0),
             "encrypted": m.get("encrypted", False),
@@ -366,12 +422,17 @@ def verify(
         result = VerifyResult(manifest["id"], True, read_data=read_data)
         progress.step(f"verifying {manifest['id']}")
         checked.update(repo.check_blobs(b for b in _blobs_of(manifest) if b not in checked))
-        for blob in _blobs_of(manifest):
+        owners = blob_owners(manifest)
+        for blob in dict.fromkeys(_blobs_of(manifest)):
             if checked[blob]:
-                result.problems.append(checked[blob])  # type: ignore[arg-type]
+                held = owners.get(blob, [])
+                shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+                result.problems.append(f"{checked[blob]} (it holds part of {shown})" if held else str(checked[blob]))
         if read_data and not result.problems:
             restore_started = time.monotonic()
-            result.problems.extend(_restore_and_count(project, repo, manifest, progress))
+            if holds_database(manifest):
+                result.problems.extend(_restore_and_count(project, repo, manifest, progress))
+            result.problems.extend(verify_files(repo, manifest))
             if not result.problems:  # the measured recovery time (RTO) of `status`
                 result.restore_seconds = round(time.monotonic() - restore_started, 3)
         result.ok = not result.problems
@@ -414,9 +475,7 @@ def verify(
 
 
 def _blobs_of(manifest: dict[str, Any]) -> Iterator[str]:
-    yield from manifest["schema"]["blobs"]
-    for t in manifest["tables"]:
-        yield from t["blobs"]
+    return manifest_blobs(manifest)
 
 
 def _restore_and_count(project: Project, repo: Repository, manifest: dict[str, Any], progress: Progress) -> list[str]:
@@ -507,15 +566,19 @@ def select_snapshot(
     before: str | None,
     at_revision: str | None,
     database: DatabaseIdentity | None = None,
+    files: bool = False,
 ) -> dict[str, Any]:
-    """The snapshot named by id, or the newest of ``database`` taken before a time or at a revision."""
+    """The snapshot named by id, or the newest of ``database`` (holding files, with ``files``) taken
+    before a time or at a revision."""
     given = [x for x in (snapshot_id, before, at_revision) if x]
     if len(given) != 1:
         raise UsageError("name exactly one of: a snapshot ID, --before TIME, --at-revision REV")
     if snapshot_id:
         return repo.load_manifest(snapshot_id)
     manifests = of_database(repo.manifests(), database)
-    of = f" of {database.describe()}" if database else ""
+    if files:
+        manifests = [m for m in manifests if holds_files(m)]
+    of = (f" of {database.describe()}" if database else "") + (" with files" if files else "")
     if before:
         limit = parse_time(before)
         chosen = [m for m in manifests if (parse_iso(m["created_at"]) or limit) < limit]
@@ -653,6 +716,41 @@ def restore(
             raise
         _restore_ended(repo, record, "finished")
     return pre
+
+
+def plan_files_restore(
+    project: Project, snapshot: dict[str, Any], to_dir: str | None, paths: Sequence[str] = ()
+) -> FilesPlan:
+    """What restoring ``snapshot``'s files would do: in place (beneath the paths configured now) or into ``to_dir``."""
+    settings = project.settings.backup
+    if to_dir is None and not configured_paths(settings):
+        raise UsageError("no [backup] paths configured: restore the files elsewhere with --to DIR")
+    return plan_files(snapshot, project.root, settings, Path(to_dir).resolve() if to_dir else None, paths)
+
+
+def restore_files_of(
+    project: Project, snapshot: dict[str, Any], plan: FilesPlan, *, pre_snapshot: bool, to_dir: str | None
+) -> tuple[int, dict[str, Any] | None]:
+    """Carry out a files plan. In place, the files it would replace are first kept in a files snapshot of
+    the current state (kind ``pre-restore``), so a restore loses nothing. Returns (entries written, that snapshot)."""
+    repo = open_repository(project)
+    pre = None
+    with repo.lock(f"restore files {snapshot['id']}"):
+        if plan.replaces and pre_snapshot and to_dir is None:
+            if repo.read_only:
+                raise UsageError(
+                    f"{repo.location} is read-only: the files restore would replace cannot be kept in it; "
+                    "restore with --to DIR, or pass --no-pre-snapshot"
+                )
+            pre = take_snapshot(
+                project,
+                label=f"files before restore of {snapshot['id']}",
+                kind="pre-restore",
+                repo=repo,
+                database=False,
+                files=True,
+            )
+        return restore_files(repo, plan), pre
 
 
 def _restore_started(repo: Repository, plan: RestorePlan, url: str, dialect: str, names: list[str]) -> dict[str, Any]:
@@ -898,12 +996,14 @@ def _plan_prune(
 
     manifests = repo.manifests()
     needed, notes = needed_for_recovery(repo)
-    groups: dict[str, list[dict[str, Any]]] = {}
+    # Each database's snapshots are pruned on their own, and its files-only snapshots (`backup --only-files`)
+    # apart from those holding it: keeping the last 3 never means keeping 3 of files and no database.
+    groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     for m in manifests:
         key = current.id if belongs_to(m.get("database"), m.get("dialect"), current) else database_key(m)
-        groups.setdefault(key, []).append(m)
+        groups.setdefault((key, holds_database(m)), []).append(m)
     result = PruneResult({}, [], dry_run=dry_run, notes=notes)
-    for key, group in groups.items():
+    for (key, _), group in groups.items():
         if key != current.id and not all_databases:
             continue
         # another database's current revision is not known here: its newest snapshot's stands in
@@ -926,7 +1026,7 @@ def _plan_prune(
                 notes.append(f"snapshot {m['id']} lost data (damaged blobs): removed whatever the rules say")
         result.keep.update(plan.keep)
         result.remove.extend(plan.remove)
-    others = sum(len(g) for k, g in groups.items() if k != current.id)
+    others = sum(len(g) for (k, _), g in groups.items() if k != current.id)
     if others and not all_databases:
         result.notes.append(
             f"{others} snapshot{'s' if others != 1 else ''} of other databases left alone "

@@ -37,7 +37,14 @@ def backup(
 
     try:
         result = (
-            backup_if_older(project, older_than, snapshot.get("label"), take, snapshot.get("url"))
+            backup_if_older(
+                project,
+                older_than,
+                snapshot.get("label"),
+                take,
+                snapshot.get("url"),
+                "database" if snapshot.get("database", True) else "files",
+            )
             if older_than
             else take()
         )
@@ -63,13 +70,14 @@ def backup_if_older(
     label: str | None,
     take: Callable[[Any], dict[str, Any]],
     snapshot_url: str | None = None,
+    holding: str = "database",
 ) -> dict[str, Any] | Skipped:
     """Call ``take(repo)`` under the repository lock unless a recent enough snapshot exists. The check
     is made under that lock, so two cron runs at once never both take one."""
     repo = service.open_repository(project, create=True)
     try:
         with repo.lock(f"backup {label or ''}".strip()):  # re-entrant: take_snapshot takes it again
-            recent = _recent(repo, older_than, label, service.current_database(project, snapshot_url))
+            recent = _recent(repo, older_than, label, service.current_database(project, snapshot_url), holding)
             if recent is not None:
                 return recent
             return take(repo)
@@ -77,9 +85,10 @@ def backup_if_older(
         return Skipped(f"skipped: another command holds the repository ({exc.message})")
 
 
-def _recent(repo: Any, older_than: timedelta, label: str | None, database: Any) -> Skipped | None:
-    """The newest backup of ``database`` (with ``label``), when recent enough; another database's does not count."""
-    backups = backup_snapshots(service.of_database(repo.manifests(), database), label)
+def _recent(repo: Any, older_than: timedelta, label: str | None, database: Any, holding: str) -> Skipped | None:
+    """The newest backup of ``database`` (with ``label``, holding what this one would), when recent enough;
+    another database's does not count."""
+    backups = backup_snapshots(service.of_database(repo.manifests(), database), label, holding)
     if not backups:
         return None
     newest = backups[-1]

@@ -99,11 +99,23 @@ def _ago(seconds: int) -> str:
     return format_duration(timedelta(seconds=seconds)) if seconds >= 60 else f"{seconds}s"
 
 
-def backup_snapshots(manifests: list[dict[str, Any]], label: str | None = None) -> list[dict[str, Any]]:
-    """The snapshots `backup` took (oldest first), optionally only those with ``label``."""
+def backup_snapshots(
+    manifests: list[dict[str, Any]], label: str | None = None, holding: str = "database"
+) -> list[dict[str, Any]]:
+    """The snapshots `backup` took (oldest first) that hold ``holding`` (the database, or the files: a
+    `backup --only-files` is no backup of the database), optionally only those with ``label``."""
     return [
-        m for m in manifests if m.get("kind", "manual") in BACKUP_KINDS and (label is None or m.get("label") == label)
+        m
+        for m in manifests
+        if m.get("kind", "manual") in BACKUP_KINDS
+        and (label is None or m.get("label") == label)
+        and holding in _contents(m)
     ]
+
+
+def _contents(manifest: dict[str, Any]) -> list[str]:
+    contents = manifest.get("contents")
+    return contents if isinstance(contents, list) else ["database"]
 
 
 FIGURES = (

@@ -106,6 +106,121 @@ _STRING_BODY = re.compile(rb"(?:[^'\\]++|\\.)*+", re.S)
 _OUT, _SQ, _BT = 0, 1, 2
 
 
+# Where a table's INSERT statements end is chosen by content (rebreak_inserts): FastCDC over the rows,
+# each cut moved on to the next row boundary. Pinned, like --net-buffer-length was: they decide the bytes.
+STATEMENT_CDC = (64 << 10, 256 << 10, 1 << 20)  # min, avg, max bytes of rows per statement (before the snap)
+
+
+def _open_quotes(data: bytes | bytearray | memoryview) -> int:
+    """The number of string quotes in ``data`` that are not escaped, for data that starts outside a
+    string: the dump's values hold backslashes and quotes only inside strings (escapes are ``\\x``
+    pairs), so after dropping the escaped backslashes a quote is escaped exactly when a backslash
+    precedes it. An odd number: ``data`` ends inside a string."""
+    run = bytes(data)
+    if b"\\\\" in run:
+        run = run.replace(b"\\\\", b"")
+    return run.count(b"'") - run.count(b"\\'")
+
+
+def rebreak_inserts(chunks: Iterable[bytes], table: str) -> Iterator[bytes]:
+    """A table's data section with its extended INSERTs re-cut where the rows say, not where a byte
+    count says: mariadb-dump ends a statement every ``--net-buffer-length`` bytes, so one row inserted
+    in the middle moved every later statement's end, and every later blob changed with it. Here the
+    statements are joined into one run of rows and cut again: FastCDC chooses a point by content
+    (``STATEMENT_CDC``), the cut moves on to the next row boundary, and the next statement starts
+    there, so boundaries resynchronise a few rows after any change.
+
+    Both layouts of mariadb-dump are understood: a statement on one line (``VALUES (..),(..);``, where a
+    row boundary ``),(`` counts only outside a string) and a row per line (``VALUES`` then ``(..),`` lines:
+    values hold no raw newline, so ``),\\n(`` is always a boundary). A statement ends at ``;\\n`` (again:
+    no raw newline in a value). Everything before the first INSERT and after the last passes unchanged."""
+    from pyfastcdc import FastCDC
+
+    low, avg, high = STATEMENT_CDC
+    cdc = FastCDC(avg, min_size=low, max_size=high, normalized_chunking=1)
+    start = b"INSERT INTO " + _quote(table).encode() + b" VALUES"
+    header = b""  # start and the byte after it (" " or a newline): how each statement begins
+    sep = b""  # what lies between two rows: "),(" or "),\n("
+    rows = bytearray()  # rows not yet in a statement, the separators between them included
+    buf = b""  # input not yet looked at
+    before, inside, after = 0, 1, 2
+    state = before
+
+    def statements(final: bool) -> Iterator[bytes]:
+        while rows:
+            if not final and len(rows) < 2 * high:
+                return  # a cut needs the rows after it too (up to a maximal statement, and the snap)
+            first = next(iter(cdc.cut_buf(bytes(rows[:high])))).length
+            at, scanned, opened = max(first - 1, 0), 0, 0
+            while True:
+                q = rows.find(sep, at)
+                if q < 0:
+                    if not final:
+                        return  # a row longer than what is buffered: wait for its end
+                    q = len(rows) - 1  # the last statement: every row left
+                    break
+                if sep == b"),(":  # a row per statement line: quotes from the statement's start
+                    opened += _open_quotes(rows[scanned : q + 1])
+                    scanned = q + 1
+                    if opened % 2:
+                        at = q + 1  # inside a string: the next one
+                        continue
+                break
+            yield header + rows[: q + 1] + b";\n"
+            del rows[: q + len(sep) - 1]  # and the separator up to the next row's "("
+
+    def step(at_end: bool) -> Iterator[bytes]:
+        nonlocal buf, state, header, sep
+        while True:
+            if state == before:
+                i = buf.find(b"\n" + start)
+                if i < 0 or len(buf) < i + len(start) + 2:
+                    keep = 0 if at_end else len(start) + 2
+                    if len(buf) > keep:
+                        yield buf[: len(buf) - keep]
+                        buf = buf[len(buf) - keep :]
+                    return
+                yield buf[: i + 1]
+                header = buf[i + 1 : i + len(start) + 2]
+                sep = b"),(" if header.endswith(b" ") else b"),\n("
+                buf, state = buf[i + len(start) + 2 :], inside
+            elif state == inside:
+                end = buf.find(b";\n")
+                if end < 0:
+                    keep = 0 if at_end else 1  # a ";" at the very end may be half of ";\n"
+                    rows.extend(buf[: len(buf) - keep])
+                    buf = buf[len(buf) - keep :]
+                    yield from statements(final=at_end)
+                    return
+                rest = buf[end + 2 : end + 2 + len(header)]
+                if not at_end and len(rest) < len(header) and header.startswith(rest):
+                    rows.extend(buf[:end])  # whether another statement follows is not known yet
+                    buf = buf[end:]
+                    return
+                rows.extend(buf[:end])
+                if rest == header:  # the next statement: its rows join these
+                    rows.extend(sep[1:-1])
+                    buf = buf[end + 2 + len(header) :]
+                    yield from statements(final=False)
+                    continue
+                yield from statements(final=True)
+                buf, state = buf[end + 2 :], after
+            else:
+                if buf:
+                    yield buf
+                    buf = b""
+                return
+
+    for chunk in chunks:
+        buf = buf + chunk if buf else bytes(chunk)
+        out = list(step(at_end=False))
+        if out:
+            yield b"".join(out)
+    out = list(step(at_end=True))
+    if out:
+        yield b"".join(out)
+
+
 class RowCounter:
     """Counts the rows of extended INSERTs fed in arbitrary pieces: one per ``(`` outside quotes.
 
@@ -561,7 +676,8 @@ class MySQLEngine(Engine):
             elif kind == _DATA and name is not None and name == current:
                 counter = RowCounter()
                 finished: list[bool] = []
-                ref = write(name, self._table_stream(chunk, events, counter, remaining, done=finished))
+                section = self._table_stream(chunk, events, counter, remaining, done=finished)
+                ref = write(name, rebreak_inserts(section, name))
                 if not finished:
                     raise GuardError(f"the repository did not read the whole stream of table {name}")
                 results.append(

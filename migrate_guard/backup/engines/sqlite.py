@@ -1,9 +1,9 @@
 """SQLite: a consistent database image through the online backup API.
 
 The whole database file is one stream, ``image``: the online backup API copies it page by page, so
-the image is page-aligned and a page no write touched is byte-identical in the next backup. Under
-the repository's fixed-size chunking (a multiple of every SQLite page size) unchanged regions of
-the file deduplicate, which is what makes backups incremental. Per-table entries in the manifest
+the image is page-aligned and a page no write touched is byte-identical in the next backup. The
+repository's content-defined chunks (FastCDC) cut unchanged regions of the file the same way each
+time, so they deduplicate, which is what makes backups incremental. Per-table entries in the manifest
 carry exact row counts and foreign-key dependencies; their data lives in the image.
 """
 
