@@ -342,11 +342,15 @@ class LocalStorage(Storage):
     def clean_temp(self, older_than: float) -> int:
         cutoff = time.time() - older_than
         removed = 0
-        for path, st in list(self._walk()):
-            if is_temp(path) and st.st_mtime < cutoff:
+        for dirpath, _, filenames in os.walk(self.root):  # every open: names only, a stat for temp files alone
+            for name in filenames:
+                if TEMP_MARKER not in name:
+                    continue
+                full = os.path.join(dirpath, name)
                 try:
-                    os.unlink(self.root / path)
-                    removed += 1
+                    if os.stat(full).st_mtime < cutoff:
+                        os.unlink(full)
+                        removed += 1
                 except OSError:
                     pass
         return removed
