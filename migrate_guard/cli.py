@@ -826,7 +826,7 @@ def restore(
     import sys as _sys
 
     from .backup import service
-    from .backup.files import holds_files
+    from .backup.files import configured_paths, holds_files
     from .errors import UsageError
 
     if only_db and only_files:
@@ -844,6 +844,9 @@ def restore(
     db_asked = bool(tables or to_url)
     want_db = has_db and not only_files and (only_db or not files_asked or db_asked)
     want_files = has_files and not only_db and (only_files or not db_asked or files_asked)
+    if want_files and not (only_files or files_asked) and not configured_paths(project.settings.backup):
+        click.echo("files: not restored (no [backup] paths here); --files --to DIR restores them elsewhere")
+        want_files = False
     if files_asked and not want_files:
         raise UsageError(f"snapshot {snapshot['id']} holds no files" if not has_files else "--to/--path are for files")
     plan = files_plan = None

@@ -88,16 +88,18 @@ def test_no_acknowledged_write_is_lost_while_another_process_writes(mariadb_url:
     repo, pre_repo = FakeRepo(), FakeRepo()
     dump = engine.dump(repo.write, tables=["ledger", "entries"])
     url = sa.engine.make_url(mariadb_url)
-    acks = open(tmp_path / "acks", "w+")  # noqa: SIM115 - read while the writer runs
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, url.host, str(url.port or 3306), url.database, str(WRITER_BASE)], stdout=acks
-    )
+    path = tmp_path / "acks"
+    # The writer appends (O_APPEND) to a file description of its own; the test reads the file through
+    # another. (One shared description, read with seek(0), moved the writer's offset: its lines were
+    # written over each other.)
+    with open(path, "ab") as out:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, url.host, str(url.port or 3306), url.database, str(WRITER_BASE)], stdout=out
+        )
     seen: dict[str, object] = {}
 
     def acked() -> list[tuple[int, float]]:
-        acks.seek(0)
-        # only whole lines: the writer may be half-way through printing one
-        lines = acks.read().split("\n")[:-1]
+        lines = path.read_text().split("\n")[:-1]  # whole lines: the writer may be half-way through one
         return [(int(a), float(b)) for a, b in (line.split() for line in lines)]
 
     def wait_for(count: int) -> None:
