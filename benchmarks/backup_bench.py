@@ -581,6 +581,7 @@ def main() -> None:
                             manifest["id"],
                             "--to-url",
                             url_for(base, restored[1]),
+                            "--into-other-database",  # a fresh database, not the one backed up
                             "--yes",
                             "--no-pre-snapshot",
                         ],
