@@ -885,7 +885,7 @@ def restore(
             befores.append(f"the state before is snapshot {pre['id']}")
     if files_plan is not None:
         written, files_pre = service.restore_files_of(
-            project, snapshot, files_plan, pre_snapshot=not no_pre_snapshot, to_dir=to_dir
+            project, snapshot, files_plan, pre_snapshot=not no_pre_snapshot, to_dir=to_dir, paths=file_paths
         )
         click.echo(f"{written} file entries written {files_plan.into}")
         if files_pre:

@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -654,3 +655,43 @@ def test_the_example_projects_own_files_round_trip_by_type(run_cli, example, sql
     assert result.exit_code == 0, result.output
     assert not (example / "media" / "avatars" / "KUN00001.png").exists()  # --db: the files as they were
     assert everything(sqlite_url) == original  # the names as they were backed up
+
+
+def test_a_files_restore_killed_half_way_is_critical_in_status_until_it_is_run_again(app):
+    """kill -9 while a restore writes the files in place: the files may be half old, half restored.
+    `status` says so (critical, naming the snapshot to restore and the one holding what was replaced)
+    until a files restore covering it finishes."""
+    big = app.root / "media" / "uploads" / "video.bin"
+    big.write_bytes(os.urandom(48 << 20))  # big enough to be caught writing
+    snap = app.backup()["id"]
+    big.write_bytes(b"replaced after the backup")
+    (app.root / PHOTO).write_bytes(b"changed after the backup too")
+    env = {**os.environ, "MIGRATE_GUARD_KEY": KEY}
+    cmd = [sys.executable, "-m", "migrate_guard", *app.args, "restore", snap, "--files", "--yes"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(".mg-restore-" in p.name for p in big.parent.iterdir()):  # writing the big file now
+            assert proc.poll() is None, "the restore ended before it was caught writing"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.kill()
+    finally:
+        proc.wait()
+    result = app.run("status", "--format", "json")
+    report = json.loads(result.stdout)
+    check = next(c for c in report["checks"] if c["name"] == "restores")
+    assert result.exit_code == 1 and check["level"] == "critical", check
+    assert (
+        f"restore of snapshot {snap} started" in check["message"]
+        and "the files may be partly restored" in check["message"]
+    )
+    assert f"re-run `migrate-guard restore {snap} --files`" in check["message"]
+    pre = check["message"].rsplit("the state before it is snapshot ", 1)[1]
+    assert app.manifest(pre)["kind"] == "pre-restore"  # what the restore replaced is kept
+    app.restore(snap, "--files", "--yes")
+    check = next(
+        c for c in json.loads(app.run("status", "--format", "json").stdout)["checks"] if c["name"] == "restores"
+    )
+    assert check["level"] == "ok", check
+    assert len(big.read_bytes()) == 48 << 20 and not any(".mg-restore-" in p.name for p in big.parent.iterdir())

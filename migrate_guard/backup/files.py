@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 import secrets
 import socket
 import stat
@@ -35,6 +36,7 @@ from .manifest import file_entries
 from .repository import Repository
 
 READ_SIZE = 1 << 20
+_LEFTOVER = re.compile(r"\..+\.mg-restore-[0-9a-f]{8}")  # a restore's temporary file (see restore_files)
 READERS = 4  # files read and stored at once
 
 
@@ -119,8 +121,8 @@ def _scan(root: Path, settings: BackupSettings, warnings: list[str]) -> tuple[li
             warnings.append(f"{entry_path}: cannot be read ({exc.strerror or exc}): not in this snapshot")
             return
         is_dir = stat.S_ISDIR(st.st_mode)
-        if not top and matches(exclude, entry_path, is_dir):
-            return
+        if not top and (matches(exclude, entry_path, is_dir) or _LEFTOVER.fullmatch(full.name)):
+            return  # excluded, or a killed restore's temporary file (the next restore removes it)
         try:
             entry_path.encode("utf-8")
         except UnicodeEncodeError:
@@ -485,7 +487,7 @@ def _extra_files(
             names = os.listdir(base)
         except OSError:
             continue
-        extra += [f"{path}/{n}" for n in names if f"{path}/{n}" not in held]
+        extra += [f"{path}/{n}" for n in names if f"{path}/{n}" not in held and not _LEFTOVER.fullmatch(n)]
     return sorted(extra)
 
 
@@ -495,6 +497,7 @@ def restore_files(repo: Repository, plan: FilesPlan) -> int:
     is checked against the plan's limits again just before it is written. Returns the entries written."""
     written = 0
     dirs: list[FileAction] = []
+    _remove_leftovers(plan)
     for a in plan.actions:
         if a.action in ("skip",):
             continue
@@ -531,6 +534,25 @@ def restore_files(repo: Repository, plan: FilesPlan) -> int:
         _set_times(a, follow=True)
         written += a.action in ("create", "metadata")
     return written
+
+
+def _remove_leftovers(plan: FilesPlan) -> None:
+    """Delete the temporary files a killed restore left beside the files it was writing (``.name.mg-
+    restore-<8 hex>``, this module's own names), in the directories this restore writes to."""
+    seen: set[Path] = set()
+    for a in plan.actions:
+        folder = a.target.parent
+        if a.action == "skip" or folder in seen or not _within(a.target, plan.limits):
+            continue
+        seen.add(folder)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if _LEFTOVER.fullmatch(name):
+                with suppress(OSError):
+                    os.unlink(folder / name)
 
 
 def _inside(path: Path, limits: list[Path]) -> None:

@@ -729,28 +729,79 @@ def plan_files_restore(
 
 
 def restore_files_of(
-    project: Project, snapshot: dict[str, Any], plan: FilesPlan, *, pre_snapshot: bool, to_dir: str | None
+    project: Project,
+    snapshot: dict[str, Any],
+    plan: FilesPlan,
+    *,
+    pre_snapshot: bool,
+    to_dir: str | None,
+    paths: Sequence[str] = (),
 ) -> tuple[int, dict[str, Any] | None]:
     """Carry out a files plan. In place, the files it would replace are first kept in a files snapshot of
-    the current state (kind ``pre-restore``), so a restore loses nothing. Returns (entries written, that snapshot)."""
+    the current state (kind ``pre-restore``), so a restore loses nothing, and the restore is journaled
+    like a database's (``files`` in the record: `status` reports one that never ended until a files
+    restore covering it finishes). Returns (entries written, that snapshot)."""
     repo = open_repository(project)
     pre = None
     with repo.lock(f"restore files {snapshot['id']}"):
-        if plan.replaces and pre_snapshot and to_dir is None:
-            if repo.read_only:
-                raise UsageError(
-                    f"{repo.location} is read-only: the files restore would replace cannot be kept in it; "
-                    "restore with --to DIR, or pass --no-pre-snapshot"
-                )
-            pre = take_snapshot(
-                project,
-                label=f"files before restore of {snapshot['id']}",
-                kind="pre-restore",
-                repo=repo,
-                database=False,
-                files=True,
-            )
-        return restore_files(repo, plan), pre
+        pre = _keep_replaced(repo, project, snapshot, plan, pre_snapshot and to_dir is None)
+        record = None
+        if to_dir is None:  # into another directory: nothing the application uses is changed
+            record = _files_restore_started(repo, snapshot, paths, pre)
+        try:
+            written = restore_files(repo, plan)
+        except BaseException as exc:
+            if record is not None:
+                _restore_ended(repo, record, "failed", error=one_line(exc))
+            raise
+        if record is not None:
+            _restore_ended(repo, record, "finished")
+        return written, pre
+
+
+def _files_restore_started(
+    repo: Repository, snapshot: dict[str, Any], paths: Sequence[str], pre: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Journal a files restore in place as started, right before its first write."""
+    record = {
+        "kind": "restore",
+        "restore": uuid.uuid4().hex[:12],
+        **who(),
+        "pid": os.getpid(),
+        "started_at": iso(utcnow()),
+        "state": "started",
+        "snapshot": snapshot["id"],
+        "files": {"paths": list(paths) or None},  # None: all of the snapshot's files
+        "full": False,
+        "tables": [],
+        "pre_snapshot": pre["id"] if pre else None,
+        "dialect": snapshot.get("dialect"),
+        "database": snapshot.get("database"),
+    }
+    if repo.records:  # a restore from read-only media cannot be recorded there
+        repo.append_journal(record)
+    return record
+
+
+def _keep_replaced(
+    repo: Repository, project: Project, snapshot: dict[str, Any], plan: FilesPlan, wanted: bool
+) -> dict[str, Any] | None:
+    """The files snapshot of what a restore in place will replace (None when it replaces nothing)."""
+    if not (plan.replaces and wanted):
+        return None
+    if repo.read_only:
+        raise UsageError(
+            f"{repo.location} is read-only: the files restore would replace cannot be kept in it; "
+            "restore with --to DIR, or pass --no-pre-snapshot"
+        )
+    return take_snapshot(
+        project,
+        label=f"files before restore of {snapshot['id']}",
+        kind="pre-restore",
+        repo=repo,
+        database=False,
+        files=True,
+    )
 
 
 def _restore_started(repo: Repository, plan: RestorePlan, url: str, dialect: str, names: list[str]) -> dict[str, Any]:
@@ -796,6 +847,15 @@ def restore_records(repo: Repository) -> tuple[list[dict[str, Any]], list[str]]:
     )
 
 
+def _files_cover(later: Any, earlier: Any) -> bool:
+    """Whether a files restore of ``later`` paths (None: all) covers one of ``earlier`` paths."""
+    if later is None:
+        return True
+    if earlier is None:
+        return False
+    return all(any(e == p or e.startswith(p.rstrip("/") + "/") for p in later) for e in earlier)
+
+
 def unfinished_restores(repo: Repository, identity: DatabaseIdentity | None) -> list[dict[str, Any]]:
     """Restores into ``identity``'s database (every database's when None) that started and never ended
     (killed, or the machine went down), oldest first, leaving out each one a later restore of the same
@@ -803,15 +863,30 @@ def unfinished_restores(repo: Repository, identity: DatabaseIdentity | None) -> 
     records = of_database(restore_records(repo)[0], identity)
     pending = []
     for i, record in enumerate(records):
-        if record.get("state") not in ("started", "unknown"):
+        # a files restore that failed has written the files before the failure: partly restored too
+        ended = ("started", "unknown", "failed") if isinstance(record.get("files"), dict) else ("started", "unknown")
+        if record.get("state") not in ended:
             continue
-        wanted = None if record.get("full") else {t.lower() for t in record.get("tables") or []}
-        covered = any(
-            later.get("state") == "finished"
-            and database_key(later) == database_key(record)
-            and (later.get("full") or (wanted is not None and wanted <= {t.lower() for t in later.get("tables") or []}))
-            for later in records[i + 1 :]
-        )
+        if isinstance(record.get("files"), dict):  # a files restore: covered by a files restore of as much
+            covered = any(
+                later.get("state") == "finished"
+                and isinstance(later.get("files"), dict)
+                and database_key(later) == database_key(record)
+                and _files_cover(later["files"].get("paths"), record["files"].get("paths"))
+                for later in records[i + 1 :]
+            )
+        else:
+            wanted = None if record.get("full") else {t.lower() for t in record.get("tables") or []}
+            covered = any(
+                later.get("state") == "finished"
+                and not isinstance(later.get("files"), dict)
+                and database_key(later) == database_key(record)
+                and (
+                    later.get("full")
+                    or (wanted is not None and wanted <= {t.lower() for t in later.get("tables") or []})
+                )
+                for later in records[i + 1 :]
+            )
         if not covered:
             pending.append(record)
     return pending

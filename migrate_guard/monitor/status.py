@@ -498,15 +498,20 @@ def _check_restores(status: Status, repo: Any, database: DatabaseIdentity | None
             status.add("restores", OK, "no interrupted restore")
         return
     r = pending[-1]
-    tables = "" if r.get("full") else f" --tables {','.join(r.get('tables') or [])}"
+    what = "database"
+    if isinstance(r.get("files"), dict):  # a files restore in place
+        what = "files"
+        tables = " --files" + "".join(f" --path {p}" for p in r["files"].get("paths") or [])
+    else:
+        tables = "" if r.get("full") else f" --tables {','.join(r.get('tables') or [])}"
     before = f"; the state before it is snapshot {r['pre_snapshot']}" if r.get("pre_snapshot") else ""
-    into = f" into {described}" if (described := _described(r)) else ""
+    into = f" into {described}" if what == "database" and (described := _described(r)) else ""
     more = f" ({len(pending) - 1} more)" if len(pending) > 1 else ""
     status.add(
         "restores",
         CRITICAL,
         f"restore of snapshot {r.get('snapshot')}{into} started {r.get('started_at')} by "
-        f"{r.get('user')}@{r.get('host')} and did not finish{more}: the database may be partly restored; "
+        f"{r.get('user')}@{r.get('host')} and did not finish{more}: the {what} may be partly restored; "
         f"re-run `migrate-guard restore {r.get('snapshot')}{tables}`{before}",
     )
 
