@@ -216,9 +216,14 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+COLD = False  # --cold: the page cache dropped before each timed backup (as root)
+
+
 def backup(project: Path, repo: Path, env: dict[str, str], label: str) -> Backup:
     before = dir_bytes(repo) if repo.exists() else 0
     os.sync()
+    if COLD:  # the tree, the repository and the interpreter's own files read from disk, as a nightly run would
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
     cmd = [MG, "-c", str(project / "alembic.ini"), "backup", "--only-files", "--format", "json"]
     print(f"{label} ...", end=" ", flush=True)
     cpu = children_cpu()
@@ -324,9 +329,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of the generated data and edits (default 42)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the third backup (stat cache defeated)")
     parser.add_argument(
+        "--cold", action="store_true", help="drop the page cache before each timed backup (root; Linux)"
+    )
+    parser.add_argument(
         "--bytecode-as-is", action="store_true", help="leave PYTHONDONTWRITEBYTECODE as it is (see child_env)"
     )
     args = parser.parse_args()
+    global COLD
+    COLD = args.cold
     if args.files < 1 or args.size < args.files or args.repeat < 1:
         parser.error("--size must be at least one byte per file, --files and --repeat at least 1")
 
