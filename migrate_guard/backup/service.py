@@ -763,24 +763,16 @@ def _files_restore_started(
     repo: Repository, snapshot: dict[str, Any], paths: Sequence[str], pre: dict[str, Any] | None
 ) -> dict[str, Any]:
     """Journal a files restore in place as started, right before its first write."""
-    record = {
-        "kind": "restore",
-        "restore": uuid.uuid4().hex[:12],
-        **who(),
-        "pid": os.getpid(),
-        "started_at": iso(utcnow()),
-        "state": "started",
-        "snapshot": snapshot["id"],
-        "files": {"paths": list(paths) or None},  # None: all of the snapshot's files
-        "full": False,
-        "tables": [],
-        "pre_snapshot": pre["id"] if pre else None,
-        "dialect": snapshot.get("dialect"),
-        "database": snapshot.get("database"),
-    }
-    if repo.records:  # a restore from read-only media cannot be recorded there
-        repo.append_journal(record)
-    return record
+    return _journal_started(
+        repo,
+        snapshot["id"],
+        files={"paths": list(paths) or None},  # None: all of the snapshot's files
+        full=False,
+        tables=[],
+        pre_snapshot=pre["id"] if pre else None,
+        dialect=snapshot.get("dialect"),
+        database=snapshot.get("database"),
+    )
 
 
 def _keep_replaced(
@@ -807,6 +799,18 @@ def _keep_replaced(
 def _restore_started(repo: Repository, plan: RestorePlan, url: str, dialect: str, names: list[str]) -> dict[str, Any]:
     """Journal a restore as started (before it changes anything); returns the record to end it with.
     Restore records carry ``restore``, never ``run``: the migrate-safe readers (``journal_runs``) skip them."""
+    return _journal_started(
+        repo,
+        plan.snapshot["id"],
+        full=plan.full,
+        tables=None if plan.full else names,
+        pre_snapshot=None,
+        dialect=dialect,
+        database=database_identity(url).to_dict(),
+    )
+
+
+def _journal_started(repo: Repository, snapshot_id: str, **fields: Any) -> dict[str, Any]:
     record = {
         "kind": "restore",
         "restore": uuid.uuid4().hex[:12],
@@ -814,12 +818,8 @@ def _restore_started(repo: Repository, plan: RestorePlan, url: str, dialect: str
         "pid": os.getpid(),
         "started_at": iso(utcnow()),
         "state": "started",
-        "snapshot": plan.snapshot["id"],
-        "full": plan.full,
-        "tables": None if plan.full else names,
-        "pre_snapshot": None,
-        "dialect": dialect,
-        "database": database_identity(url).to_dict(),
+        "snapshot": snapshot_id,
+        **fields,
     }
     if repo.records:  # a restore from read-only media cannot be recorded there
         repo.append_journal(record)
