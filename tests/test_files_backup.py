@@ -695,3 +695,13 @@ def test_a_files_restore_killed_half_way_is_critical_in_status_until_it_is_run_a
     )
     assert check["level"] == "ok", check
     assert len(big.read_bytes()) == 48 << 20 and not any(".mg-restore-" in p.name for p in big.parent.iterdir())
+
+
+def test_the_repository_inside_a_backed_up_directory_is_left_out(app):
+    """A configured directory holding the repository would store the repository into itself, growing
+    with every backup: it is left out, with a warning."""
+    result = app.run("backup", "--only-files", "--paths", f"media,{app.repo.name}", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert f"{app.repo.name}/: the backup repository itself: not in this snapshot" in result.stderr
+    snap = json.loads(result.stdout)["id"]
+    assert not [p for p in app.entries(snap) if p.startswith(app.repo.name)]

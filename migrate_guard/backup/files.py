@@ -103,7 +103,9 @@ class FilesBackup:
     warnings: list[str] = field(default_factory=list)
 
 
-def _scan(root: Path, settings: BackupSettings, warnings: list[str]) -> tuple[list[_Found], list[str]]:
+def _scan(
+    root: Path, settings: BackupSettings, warnings: list[str], skip: Path | None = None
+) -> tuple[list[_Found], list[str]]:
     found: list[_Found] = []
     missing: list[str] = []
     exclude = settings.exclude
@@ -134,6 +136,9 @@ def _scan(root: Path, settings: BackupSettings, warnings: list[str]) -> tuple[li
         elif stat.S_ISREG(st.st_mode):
             found.append(_Found(entry_path, full, st, "file", secret))
         elif is_dir:
+            if skip is not None and os.path.realpath(full) == str(skip):
+                warnings.append(f"{entry_path}/: the backup repository itself: not in this snapshot")
+                return
             found.append(_Found(entry_path, full, st, "dir", secret))
             try:
                 names = sorted(os.listdir(full))
@@ -185,7 +190,9 @@ def scan_files(root: Path, settings: BackupSettings, encrypted: bool, location: 
     """Walk the configured paths. A secret file (``secret_paths``) for a repository that is not encrypted
     is refused here, before the backup stores anything, database included."""
     warnings: list[str] = []
-    found, missing = _scan(root, settings, warnings)
+    local = "://" not in location or location.startswith("file://")
+    skip = Path(os.path.realpath(location.removeprefix("file://"))) if local else None
+    found, missing = _scan(root, settings, warnings, skip)
     secret = [f.path for f in found if f.secret and f.kind == "file"]
     if secret and not encrypted:
         raise ConfigError(
