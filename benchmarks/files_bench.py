@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from units import human  # benchmarks/units.py: the directory of a script run as a file is on sys.path
+from units import ENV_PY, human  # benchmarks/units.py: the directory of a script run as a file is on sys.path
 
 BIN = Path(sys.executable).parent
 MG = str(BIN / "migrate-guard")
@@ -58,24 +58,6 @@ KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 SPREAD = 2048  # largest file / smallest file (8 MiB / 4 KiB)
 EDITED = 0.01  # the share of files edited (by count)
 IMPORTS = "import migrate_guard.cli, migrate_guard.monitor.schedule, migrate_guard.backup.service"
-
-ENV_PY = """
-from alembic import context
-from sqlalchemy import engine_from_config, pool
-
-config = context.config
-if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
-    with context.begin_transaction():
-        context.run_migrations()
-else:
-    engine = engine_from_config(config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.",
-                                poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        context.configure(connection=connection)
-        with context.begin_transaction():
-            context.run_migrations()
-"""
 
 REVISION = '''"""media table"""
 from alembic import op

@@ -26,28 +26,9 @@ import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
+from units import ENV_PY  # benchmarks/units.py: the directory of a script run as a file is on sys.path
 
 BIN = Path(sys.executable).parent
-
-ENV_PY = """
-from alembic import context
-from sqlalchemy import engine_from_config, pool
-
-config = context.config
-if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
-    with context.begin_transaction():
-        context.run_migrations()
-else:
-    connection = config.attributes.get("connection")
-    if connection is None:
-        engine = engine_from_config(config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.",
-                                    poolclass=pool.NullPool)
-        connection = engine.connect()
-    context.configure(connection=connection)
-    with context.begin_transaction():
-        context.run_migrations()
-"""
 
 BODIES = [
     'op.add_column("t{t}", sa.Column("c{i}", sa.Text(), nullable=True))',
