@@ -585,11 +585,12 @@ def backup(
         raise UsageError("--only-db leaves the files out: it cannot be combined with --only-files or --paths")
     if only_files and (tables or exclude_tables):
         raise UsageError("--only-files leaves the database out: --tables/--exclude-tables do not apply")
-    from .config import normalized_paths
+    from .config import backup_path
 
-    chosen = normalized_paths(_csv(paths) or []) if paths else None
-    if chosen and any(".." in p.split("/") or p == "." for p in chosen):
-        raise UsageError("--paths: name files and directories without '..' (absolute paths are fine)")
+    try:
+        chosen = tuple(backup_path(p) for p in _csv(paths) or []) if paths else None
+    except ValueError as exc:
+        raise UsageError(f"--paths: {exc}") from None
     settings = project.settings.backup
     files = not only_db and bool(chosen or settings.paths or settings.secret_paths)
     notes: list[str] = []
@@ -826,7 +827,8 @@ def restore(
     import sys as _sys
 
     from .backup import service
-    from .backup.files import configured_paths, holds_files
+    from .backup.files import configured_paths
+    from .backup.manifest import holds_database, holds_files
     from .errors import UsageError
 
     if only_db and only_files:
@@ -836,7 +838,7 @@ def restore(
     files_asked = bool(to_dir or file_paths)
     target = service.current_database(project, to_url) if not only_files else None
     snapshot = service.select_snapshot(repo, snapshot_id, before, at_revision, target, only_files or files_asked)
-    has_db, has_files = service.holds_database(snapshot), holds_files(snapshot)
+    has_db, has_files = holds_database(snapshot), holds_files(snapshot)
     if only_db and not has_db:
         raise UsageError(f"snapshot {snapshot['id']} holds no database (a backup --only-files)")
     if only_files and not has_files:
@@ -867,7 +869,7 @@ def restore(
             click.echo(line)
         if files_plan.replaces and not no_pre_snapshot and to_dir is None:
             click.echo("the files it replaces are kept in a snapshot first")
-    interrupted = service.unfinished_restores(repo, service.current_database(project, to_url)) if want_db else []
+    interrupted = service.unfinished_restores(repo, target) if want_db else []
     for r in interrupted:
         click.echo(f"an earlier restore of snapshot {r['snapshot']} into it, started {r['started_at']}, did not finish")
     if dry_run:
@@ -892,7 +894,7 @@ def restore(
             befores.append(f"the files before are snapshot {files_pre['id']}")
     click.echo(f"restored snapshot {snapshot['id']}" + (f"; {'; '.join(befores)}" if befores else ""))
     if plan is not None:
-        left = service.unfinished_restores(repo, service.current_database(project, to_url))
+        left = service.unfinished_restores(repo, target)
         for r in interrupted:
             if r not in left:
                 click.echo(

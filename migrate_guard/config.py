@@ -362,22 +362,25 @@ def _path_list(data: dict[str, Any], key: str, fail: Any, path: bool = False) ->
     value = data.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise fail(f"backup.{key}", "must be a list of non-empty strings")
-    items = []
-    for raw in value:
-        item = raw.strip()
-        if ".." in item.replace("\\", "/").split("/"):
-            raise fail(f"backup.{key}", f"{item!r}: no '..' component (give an absolute path instead)")
-        if path:
-            item = normalized_paths([item])[0]
-            if item == ".":
-                raise fail(f"backup.{key}", "'.' would back up the whole project (name its directories)")
-        items.append(item)
-    return tuple(items)
+    try:
+        return tuple(backup_path(v) if path else _no_up(v.strip()) for v in value)
+    except ValueError as exc:
+        raise fail(f"backup.{key}", str(exc)) from None
 
 
-def normalized_paths(paths: list[str]) -> tuple[str, ...]:
-    """Backup paths as entries name them: normalised, '/'-separated (``media/`` -> ``media``)."""
-    return tuple(os.path.normpath(p.strip()).replace(os.sep, "/") for p in paths if p.strip())
+def _no_up(item: str) -> str:
+    if ".." in item.replace("\\", "/").split("/"):
+        raise ValueError(f"{item!r}: no '..' component (give an absolute path instead)")
+    return item
+
+
+def backup_path(item: str) -> str:
+    """A backup path as entries name it: normalised, '/'-separated (``media/`` -> ``media``); ValueError
+    for a ``..`` component or the whole project (``.``)."""
+    normal = os.path.normpath(_no_up(item.strip())).replace(os.sep, "/")
+    if normal == ".":
+        raise ValueError("'.' would back up the whole project (name its directories)")
+    return normal
 
 
 # --- [status] and [alerts] (the monitor) ---------------------------------------------------------

@@ -213,7 +213,6 @@ def backup_files(
     root, settings, found, missing = scan.root, scan.settings, scan.found, scan.missing
     warnings = list(scan.warnings)
     reuse = _reusable(repo, root, previous)
-    entries: list[dict[str, Any]] = []
     changed: list[str] = []
 
     def store(f: _Found) -> dict[str, Any]:
@@ -232,10 +231,7 @@ def backup_files(
         return _store_file(repo, f, entry, changed)
 
     with ThreadPoolExecutor(READERS, thread_name_prefix="migrate-guard-files") as pool:
-        for entry in pool.map(store, found):
-            if entry is not None:
-                entries.append(entry)
-    entries = [e for e in entries if not e.get("vanished")]
+        entries = [e for e in pool.map(store, found) if not e.get("vanished")]
     warnings += [f"{p}: changed while it was read (the snapshot holds what was read)" for p in sorted(changed)]
     warnings += [f"{p}: not found (backup.paths)" for p in missing]
     files = [e for e in entries if e["type"] == "file"]
@@ -275,18 +271,12 @@ def _store_file(repo: Repository, f: _Found, entry: dict[str, Any], changed: lis
 
         ref = repo.write_stream(f.path, pieces())
         after = os.fstat(handle.fileno())
-    if (
-        _cache_key(before)[:2] != _cache_key(f.st)[:2]
-        or _cache_key(after) != _cache_key(before)
-        or size != after.st_size
-    ):
-        changed.append(f.path)
-        cache = None  # read again next time
-    else:
-        cache = _cache_key(after)
+    scanned, opened, done = _cache_key(f.st), _cache_key(before), _cache_key(after)
     entry.update(size=ref.bytes, sha256=digest.hexdigest(), blobs=ref.blobs, mtime_ns=after.st_mtime_ns)
-    if cache is not None:
-        entry["cache"] = cache
+    if opened[:2] != scanned[:2] or done != opened or size != after.st_size:
+        changed.append(f.path)  # no cache: read again next time
+    else:
+        entry["cache"] = done
     return entry
 
 
@@ -315,11 +305,12 @@ def _reusable(repo: Repository, root: Path, previous: Sequence[dict[str, Any]]) 
     return found
 
 
-def holds_files(manifest: dict[str, Any]) -> bool:
-    return isinstance(manifest.get("files"), dict)
-
-
 # --- verify ------------------------------------------------------------------------------------------------
+
+
+def _stream(entry: dict[str, Any]) -> StreamRef:
+    """A file entry's content, as the repository reads it."""
+    return StreamRef(list(entry["blobs"]), int(entry["size"]))
 
 
 def verify_files(repo: Repository, manifest: dict[str, Any]) -> list[str]:
@@ -330,7 +321,7 @@ def verify_files(repo: Repository, manifest: dict[str, Any]) -> list[str]:
             continue
         digest = hashlib.sha256()
         try:
-            for piece in repo.read_stream(StreamRef(list(entry["blobs"]), int(entry["size"]))):
+            for piece in repo.read_stream(_stream(entry)):
                 digest.update(piece)
         except IntegrityError as exc:
             problems.append(f"file {entry['path']}: {exc.message}")
@@ -349,6 +340,7 @@ class FileAction:
     target: Path
     action: str  # create | replace | metadata (mode or mtime only) | unchanged | skip
     why: str = ""
+    top: bool = False  # a configured path itself, in place: followed when it is a symlink (to a shared dir)
 
 
 @dataclass
@@ -418,7 +410,9 @@ def plan_files(
         top = path in allowed and to_dir is None
         if not _within(target, limits, top):
             outside.append(f"{target} (resolves to {_resolved(target, top)})")
-        actions.append(_compare(entry, target, top))
+        action = _compare(entry, target, top)
+        action.top = top
+        actions.append(action)
     if outside:
         raise GuardError(
             f"{outside[0]} is outside the paths a restore may write"
@@ -508,7 +502,7 @@ def restore_files(repo: Repository, plan: FilesPlan) -> int:
     for a in plan.actions:
         if a.action in ("skip",):
             continue
-        _inside(a.target, plan.limits)
+        _inside(a, plan.limits)
         kind = a.entry["type"]
         if kind == "dir":
             if a.action == "create":
@@ -536,7 +530,7 @@ def restore_files(repo: Repository, plan: FilesPlan) -> int:
         _set_times(a, follow=kind != "symlink")
         written += 1
     for a in sorted(dirs, key=lambda d: d.target, reverse=True):  # deepest first: their contents are written
-        _inside(a.target, plan.limits)
+        _inside(a, plan.limits)
         os.chmod(a.target, a.entry["mode"])
         _set_times(a, follow=True)
         written += a.action in ("create", "metadata")
@@ -549,7 +543,7 @@ def _remove_leftovers(plan: FilesPlan) -> None:
     seen: set[Path] = set()
     for a in plan.actions:
         folder = a.target.parent
-        if a.action == "skip" or folder in seen or not _within(a.target, plan.limits):
+        if a.action == "skip" or folder in seen or not _within(a.target, plan.limits, a.top):
             continue
         seen.add(folder)
         try:
@@ -562,12 +556,14 @@ def _remove_leftovers(plan: FilesPlan) -> None:
                     os.unlink(folder / name)
 
 
-def _inside(path: Path, limits: list[Path]) -> None:
-    """Refuse ``path`` unless it is one of ``limits`` or beneath one once the directories leading to it
-    are resolved (a symlinked directory on the way cannot lead out); checked before anything is written."""
-    if not _within(path, limits, follow=path in limits or Path(os.path.realpath(path)) in limits):
+def _inside(a: FileAction, limits: list[Path]) -> None:
+    """Refuse the action's target unless it is one of ``limits`` or beneath one once the directories
+    leading to it are resolved (a symlinked directory on the way cannot lead out); checked again right
+    before anything is written there (the plan checked it first)."""
+    if not _within(a.target, limits, a.top):
         raise GuardError(
-            f"{path}: resolves to {_resolved(path)}, outside the paths a restore may write: nothing written there",
+            f"{a.target}: resolves to {_resolved(a.target, a.top)}, outside the paths a restore may write: "
+            "nothing written there",
             EXIT_FAILED,
         )
 
@@ -576,7 +572,7 @@ def _write_file(repo: Repository, entry: dict[str, Any], temp: Path) -> None:
     digest = hashlib.sha256()
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with os.fdopen(fd, "wb") as out:
-        for piece in repo.read_stream(StreamRef(list(entry["blobs"]), int(entry["size"]))):
+        for piece in repo.read_stream(_stream(entry)):
             digest.update(piece)
             out.write(piece)
         out.flush()

@@ -7,6 +7,23 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 
+def contents(manifest: dict[str, Any]) -> list[str]:
+    """What a snapshot holds: ``["database", "files"]``, ``["database"]`` or ``["files"]``; a manifest
+    written before files were backed up holds its database."""
+    held = manifest.get("contents")
+    return held if isinstance(held, list) else ["database"]
+
+
+def holds_database(manifest: dict[str, Any]) -> bool:
+    """Whether a snapshot holds its database (all do but a `backup --only-files` one)."""
+    return "database" in contents(manifest)
+
+
+def holds_files(manifest: dict[str, Any]) -> bool:
+    """Whether a snapshot holds files (its ``files`` section)."""
+    return isinstance(manifest.get("files"), dict)
+
+
 def file_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The manifest's file entries (``files.entries``; none in a snapshot without files)."""
     section = manifest.get("files")

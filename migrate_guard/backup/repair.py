@@ -16,7 +16,8 @@ from typing import Any
 from ..config import Project
 from ..errors import UsageError
 from ..progress import Progress
-from .service import _blobs_of, _damaged_manifests, open_repository
+from .manifest import manifest_blobs
+from .service import _damaged_manifests, open_repository
 
 
 @dataclass
@@ -51,7 +52,7 @@ def repair(project: Project, dry_run: bool = False, progress: Progress | None = 
     with repo.lock("repair"):
         manifests = repo.manifests()
         present = repo.blob_ids()
-        referenced = {b for m in manifests for b in _blobs_of(m)}
+        referenced = {b for m in manifests for b in manifest_blobs(m)}
         progress.step(f"reading {len(present)} blobs")
         result = RepairResult(checked=len(present), dry_run=dry_run)
         for blob, problem in repo.check_blobs(sorted(present)):

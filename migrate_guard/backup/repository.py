@@ -710,13 +710,17 @@ class Repository:
     def _write_json(self, path: str, obj: Any) -> int:
         """A manifest or state file. Unencrypted ones are indented JSON, for reading, unless that is
         over ``PLAIN_JSON_MOST`` (a manifest listing many files): then compact JSON, zstd-compressed."""
-        text = json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
         if self.encrypted:
+            text = json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
             return self.storage.write_atomic(path, seal([text], self._key, compress=True, level=self.compression_level))
-        if len(text) > PLAIN_JSON_MOST:
-            text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-            return self.storage.write_atomic(path, seal([text], None, compress=True, level=self.compression_level))
-        return self.storage.write_atomic(path, seal([text], None, compress=False))
+        # The compact form first: a manifest listing thousands of files is over the bound already as
+        # that, and its (longer) indented form need not be made at all.
+        compact = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(compact) <= PLAIN_JSON_MOST:
+            text = json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+            if len(text) <= PLAIN_JSON_MOST:
+                return self.storage.write_atomic(path, seal([text], None, compress=False))
+        return self.storage.write_atomic(path, seal([compact], None, compress=True, level=self.compression_level))
 
     def _read_json(self, path: str, name: str) -> Any:
         """FileNotFoundError when missing; IntegrityError naming ``name`` when unreadable."""

@@ -22,9 +22,9 @@ from ..times import parse_iso
 from ..times import utcnow as utcnow
 from .engines import engine_for
 from .engines.base import DumpResult, Engine, StreamRef, TableDump
-from .files import FilesPlan, configured_paths, holds_files, plan_files, restore_files, verify_files
+from .files import FilesPlan, backup_files, configured_paths, plan_files, restore_files, scan_files, verify_files
 from .identity import DatabaseIdentity, belongs_to, database_identity, named_identity, recorded_identity
-from .manifest import blob_owners, manifest_blobs
+from .manifest import blob_owners, contents, holds_database, holds_files, manifest_blobs
 from .repository import KeySource, Repository
 
 
@@ -202,8 +202,6 @@ def take_snapshot(
     interrupted restore left. The repository lock is re-entrant within ``repo``: a
     restore holding it takes its pre-snapshot under it. ``warnings`` receives what the files backup
     reports (a file changed while read, a configured path not found)."""
-    from .files import backup_files, scan_files
-
     url = database_url(project, url)
     progress = progress or Progress()
     settings = project.settings.backup
@@ -213,7 +211,9 @@ def take_snapshot(
         raise UsageError("nothing to back up: neither the database nor files")
     if files and not settings.paths and not settings.secret_paths:
         raise UsageError("no files to back up: set [backup] paths in migrate-guard.toml or pass --paths")
-    if database and engine is None:
+    if not database:
+        engine = None  # files only
+    elif engine is None:
         engine = database_engine(url)
         for line in engine.finish_interrupted():  # never a snapshot of a half-swapped database
             progress.step(line)
@@ -230,7 +230,7 @@ def take_snapshot(
             progress.stream(name)
             return repo.write_stream(name, progress.counted(chunks))
 
-        if engine is not None and database:
+        if engine is not None:  # the database is backed up
             previous = _previous_dumps(repo, identity, earlier)
             dump = engine.dump(write, tables=tables, exclude=exclude, previous=previous)
         else:
@@ -243,7 +243,7 @@ def take_snapshot(
         manifest = _manifest(
             snapshot_id,
             dump,
-            dialect=engine.dialect if engine is not None and database else identity.dialect,
+            dialect=engine.dialect if engine is not None else identity.dialect,
             database=identity,
             revision=revision,
             label=label,
@@ -258,12 +258,6 @@ def take_snapshot(
             manifest["bytes"] += stored.section["bytes"]
         repo.save_manifest(manifest)
     return manifest
-
-
-def holds_database(manifest: dict[str, Any]) -> bool:
-    """Whether a snapshot holds its database (all do but a `backup --only-files` one)."""
-    contents = manifest.get("contents")
-    return not isinstance(contents, list) or "database" in contents
 
 
 def _files_identity(url: str) -> DatabaseIdentity:
@@ -355,9 +349,9 @@ def list_snapshots(project: Project, all_databases: bool = False) -> tuple[list[
             "revision": m.get("revision", []),
             "dialect": m.get("dialect"),
             "database": database_of(m),
-            "contents": m["contents"] if isinstance(m.get("contents"), list) else ["database"],
+            "contents": contents(m),
             "tables": table_names(m),
-            "files": (m.get("files") or {}).get("count") if isinstance(m.get("files"), dict) else None,
+            "files": m["files"].get("count") if holds_files(m) else None,
             "rows": m.get("rows", 0),
             "bytes": m.get("bytes", 0),
             "encrypted": m.get("encrypted", False),
@@ -421,9 +415,9 @@ def verify(
         started = time.monotonic()
         result = VerifyResult(manifest["id"], True, read_data=read_data)
         progress.step(f"verifying {manifest['id']}")
-        checked.update(repo.check_blobs(b for b in _blobs_of(manifest) if b not in checked))
+        checked.update(repo.check_blobs(b for b in manifest_blobs(manifest) if b not in checked))
         owners = blob_owners(manifest)
-        for blob in dict.fromkeys(_blobs_of(manifest)):
+        for blob in dict.fromkeys(manifest_blobs(manifest)):
             if checked[blob]:
                 held = owners.get(blob, [])
                 shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
@@ -472,10 +466,6 @@ def verify(
             notes.append(f"the results are not recorded in {repo.location}: {exc.strerror or exc}")
     notes.extend(w for w in repo.warnings if w.startswith("damaged blobs not recorded") and w not in notes)
     return results
-
-
-def _blobs_of(manifest: dict[str, Any]) -> Iterator[str]:
-    return manifest_blobs(manifest)
 
 
 def _restore_and_count(project: Project, repo: Repository, manifest: dict[str, Any], progress: Progress) -> list[str]:
@@ -742,7 +732,6 @@ def restore_files_of(
     like a database's (``files`` in the record: `status` reports one that never ended until a files
     restore covering it finishes). Returns (entries written, that snapshot)."""
     repo = open_repository(project)
-    pre = None
     with repo.lock(f"restore files {snapshot['id']}"):
         pre = _keep_replaced(repo, project, snapshot, plan, pre_snapshot and to_dir is None)
         record = None
@@ -847,6 +836,22 @@ def restore_records(repo: Repository) -> tuple[list[dict[str, Any]], list[str]]:
     )
 
 
+def _covers(later: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether the restore ``later`` finished over ``record``: of the same database, the same kind (files
+    or database), and of as much: all of it, or at least its tables (its paths)."""
+    if later.get("state") != "finished" or database_key(later) != database_key(record):
+        return False
+    files = isinstance(record.get("files"), dict)
+    if files != isinstance(later.get("files"), dict):
+        return False
+    if files:
+        return _files_cover(later["files"].get("paths"), record["files"].get("paths"))
+    if later.get("full"):
+        return True
+    wanted = None if record.get("full") else {t.lower() for t in record.get("tables") or []}
+    return wanted is not None and wanted <= {t.lower() for t in later.get("tables") or []}
+
+
 def _files_cover(later: Any, earlier: Any) -> bool:
     """Whether a files restore of ``later`` paths (None: all) covers one of ``earlier`` paths."""
     if later is None:
@@ -867,26 +872,7 @@ def unfinished_restores(repo: Repository, identity: DatabaseIdentity | None) -> 
         ended = ("started", "unknown", "failed") if isinstance(record.get("files"), dict) else ("started", "unknown")
         if record.get("state") not in ended:
             continue
-        if isinstance(record.get("files"), dict):  # a files restore: covered by a files restore of as much
-            covered = any(
-                later.get("state") == "finished"
-                and isinstance(later.get("files"), dict)
-                and database_key(later) == database_key(record)
-                and _files_cover(later["files"].get("paths"), record["files"].get("paths"))
-                for later in records[i + 1 :]
-            )
-        else:
-            wanted = None if record.get("full") else {t.lower() for t in record.get("tables") or []}
-            covered = any(
-                later.get("state") == "finished"
-                and not isinstance(later.get("files"), dict)
-                and database_key(later) == database_key(record)
-                and (
-                    later.get("full")
-                    or (wanted is not None and wanted <= {t.lower() for t in later.get("tables") or []})
-                )
-                for later in records[i + 1 :]
-            )
+        covered = any(_covers(later, record) for later in records[i + 1 :])
         if not covered:
             pending.append(record)
     return pending
@@ -1038,7 +1024,7 @@ def prune(
         result = _plan_prune(repo, policy, current, revision, all_databases, dry_run=True)
         result.notes[:0] = notes
         if not _damaged_manifests(repo):  # what would be freed: the blobs no snapshot kept names
-            kept = {b for m in repo.manifests() if m["id"] not in result.remove for b in _blobs_of(m)}
+            kept = {b for m in repo.manifests() if m["id"] not in result.remove for b in manifest_blobs(m)}
             unreferenced = repo.blob_ids() - kept
             result.freed_blobs, result.freed_bytes = len(unreferenced), sum(map(repo.blob_size, unreferenced))
         return result
@@ -1123,7 +1109,7 @@ def forget(project: Project, snapshot_id: str) -> tuple[str, int, int]:
         if _damaged_manifests(repo):
             collect_garbage(repo)  # raises, before the snapshot is removed
         repo.delete_manifest(sid)
-        blobs, freed = collect_garbage(repo, only=set(_blobs_of(manifest)))
+        blobs, freed = collect_garbage(repo, only=set(manifest_blobs(manifest)))
     return sid, blobs, freed
 
 
@@ -1133,7 +1119,7 @@ def collect_garbage(repo: Repository, only: set[str] | None = None) -> tuple[int
     any manifest cannot be read: its snapshot still owns blobs nobody can see."""
     from .crypto import IntegrityError
 
-    live = {b for m in repo.manifests() for b in _blobs_of(m)}
+    live = {b for m in repo.manifests() for b in manifest_blobs(m)}
     damaged = _damaged_manifests(repo)
     if damaged:
         raise IntegrityError(

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..backup import service
 from ..backup.identity import DatabaseIdentity, named_identity
+from ..backup.manifest import contents
 from ..backup.retention import format_duration
 from ..config import Project
 from ..errors import GuardError
@@ -109,13 +110,8 @@ def backup_snapshots(
         for m in manifests
         if m.get("kind", "manual") in BACKUP_KINDS
         and (label is None or m.get("label") == label)
-        and holding in _contents(m)
+        and holding in contents(m)
     ]
-
-
-def _contents(manifest: dict[str, Any]) -> list[str]:
-    contents = manifest.get("contents")
-    return contents if isinstance(contents, list) else ["database"]
 
 
 FIGURES = (

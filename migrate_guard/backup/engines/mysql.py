@@ -111,14 +111,12 @@ _OUT, _SQ, _BT = 0, 1, 2
 STATEMENT_CDC = (64 << 10, 256 << 10, 1 << 20)  # min, avg, max bytes of rows per statement (before the snap)
 
 
-def _open_quotes(data: bytes | bytearray | memoryview) -> int:
+def _open_quotes(data: bytes | bytearray) -> int:
     """The number of string quotes in ``data`` that are not escaped, for data that starts outside a
     string: the dump's values hold backslashes and quotes only inside strings (escapes are ``\\x``
     pairs), so after dropping the escaped backslashes a quote is escaped exactly when a backslash
     precedes it. An odd number: ``data`` ends inside a string."""
-    run = bytes(data)
-    if b"\\\\" in run:
-        run = run.replace(b"\\\\", b"")
+    run = data.replace(b"\\\\", b"") if b"\\\\" in data else data
     return run.count(b"'") - run.count(b"\\'")
 
 
@@ -150,7 +148,7 @@ def rebreak_inserts(chunks: Iterable[bytes], table: str) -> Iterator[bytes]:
         while rows:
             if not final and len(rows) < 2 * high:
                 return  # a cut needs the rows after it too (up to a maximal statement, and the snap)
-            first = next(iter(cdc.cut_buf(bytes(rows[:high])))).length
+            first = next(iter(cdc.cut_buf(rows[:high]))).length  # a copy: rows change before the chunk goes
             at, scanned, opened = max(first - 1, 0), 0, 0
             while True:
                 q = rows.find(sep, at)
